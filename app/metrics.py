@@ -1,0 +1,77 @@
+"""The service's Prometheus metrics, registered on an injected registry (fresh per test)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from app import contract as c
+
+
+class ServiceMetrics:
+    """All metrics of DESIGN.md §6 that the service exports; names come from `app.contract`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.cache_hits = Counter(
+            c.METRIC_CACHE_HITS.removesuffix("_total"), "Cache hits.",
+            ["workspace_id", "cache_layer", "mode"], registry=registry,
+        )
+        self.cache_misses = Counter(
+            c.METRIC_CACHE_MISSES.removesuffix("_total"), "Cache misses.",
+            ["workspace_id", "cache_layer", "mode"], registry=registry,
+        )
+        self.cache_invalidations = Counter(
+            c.METRIC_CACHE_INVALIDATIONS.removesuffix("_total"),
+            "Generation bumps that invalidated cached answers.",
+            ["workspace_id", "reason"], registry=registry,
+        )
+        self.query_duration = Histogram(
+            c.METRIC_QUERY_DURATION, "Time to answer a query, by the request's L1 cohort.",
+            ["l1"], buckets=c.QUERY_DURATION_BUCKETS, registry=registry,
+        )
+        self.queries = Counter(
+            c.METRIC_QUERIES.removesuffix("_total"), "Queries answered, by outcome and L1 cohort.",
+            ["outcome", "l1"], registry=registry,
+        )
+        self.upstream_requests = Counter(
+            c.METRIC_UPSTREAM_REQUESTS.removesuffix("_total"), "Calls to the AI provider.",
+            ["kind", "outcome"], registry=registry,
+        )
+        self.upstream_cost = Counter(
+            c.METRIC_UPSTREAM_COST.removesuffix("_total"), "Estimated provider spend in USD.",
+            ["kind"], registry=registry,
+        )
+        self.cache_errors = Counter(
+            c.METRIC_CACHE_ERRORS.removesuffix("_total"),
+            "Redis failures on the cache path (the request fell back to the fresh path).",
+            ["cache_layer", "op"], registry=registry,
+        )
+        self.cache_verifications = Counter(
+            c.METRIC_CACHE_VERIFICATIONS.removesuffix("_total"),
+            "Cached values checked against fresh ones (shadow mode and sampled L1 audits).",
+            ["cache_layer", "result"], registry=registry,
+        )
+        self.flag_state = Gauge(
+            c.METRIC_FLAG_STATE,
+            "Flag value this instance applies (0/1; percentage for the L1 rollout).",
+            ["flag"], registry=registry,
+        )
+        self.cache_circuit_open = Gauge(
+            c.METRIC_CACHE_CIRCUIT_OPEN, "1 while the Redis circuit breaker is open.",
+            registry=registry,
+        )
+        # Pre-create the label sets that dashboards and alerts divide by, so a fresh process
+        # exports zeros rather than nothing.
+        for cohort in (c.COHORT_ON, c.COHORT_OFF):
+            for outcome in (c.OUTCOME_OK, c.OUTCOME_ERROR):
+                self.queries.labels(outcome=outcome, l1=cohort)
+        for kind in (c.UPSTREAM_EMBED, c.UPSTREAM_CHAT):
+            self.upstream_cost.labels(kind=kind)
+            for outcome in (c.OUTCOME_OK, c.OUTCOME_ERROR):
+                self.upstream_requests.labels(kind=kind, outcome=outcome)
+        for layer in (c.LAYER_EMBEDDING, c.LAYER_QUERY_RESULT):
+            for result in (c.VERIFY_MATCH, c.VERIFY_MISMATCH, c.VERIFY_STALE):
+                self.cache_verifications.labels(cache_layer=layer, result=result)
+        for flag in c.ALL_FLAGS:
+            self.flag_state.labels(flag=flag).set(0)
+        self.cache_circuit_open.set(0)

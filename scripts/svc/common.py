@@ -1,0 +1,140 @@
+"""Shared plumbing for the service starters: ports, waiting, apt, pid files, stopping."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_DIR = Path(os.environ.get("AI_CACHE_RUN_DIR", REPO_ROOT / ".run"))
+
+_apt_updated = False
+
+
+class ServiceError(RuntimeError):
+    """A service could not be installed, started or reached."""
+
+
+@dataclass
+class Service:
+    """A running service: where it listens, and whether we own (and may stop) its process."""
+
+    name: str
+    url: str
+    pid: int | None = None
+    owned: bool = False
+    data_dir: str | None = None
+    port: int | None = None
+
+    def save(self, state_file: Path) -> None:
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, state_file: Path) -> Service | None:
+        if not state_file.exists():
+            return None
+        return cls(**json.loads(state_file.read_text()))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll `predicate` until it is true; raise ServiceError naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 - a service that is still starting may raise anything
+            pass
+        if time.monotonic() >= deadline:
+            raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def ensure_apt(binary: str, package: str) -> str:
+    """Return the path of `binary`, installing Debian `package` first if it is missing."""
+    global _apt_updated  # noqa: PLW0603 - one apt-get update per process is enough
+    found = shutil.which(binary) or (binary if Path(binary).is_absolute() and Path(binary).exists() else None)
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise ServiceError(f"{binary} is missing; install the Debian package {package!r}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not _apt_updated:
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
+        _apt_updated = True
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    found = shutil.which(binary) or (binary if Path(binary).exists() else None)
+    if not found:
+        raise ServiceError(f"installed {package!r} but {binary} is still missing")
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def stop_pid(pid: int, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Stop one process we started: `sig`, then SIGKILL after `timeout`. Never by name."""
+    if not pid_alive(pid):
+        return
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), timeout=5, what=f"pid {pid} to exit")
+
+
+def spawn(args: list[str], *, log_file: Path, env: dict[str, str] | None = None,
+          user: str | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a long-running process in its own session, output to `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["runuser", "-u", user, "--", *args] if user and os.geteuid() == 0 else args
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(  # noqa: S603 - fixed argument lists built here
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True,
+        )

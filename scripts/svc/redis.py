@@ -1,0 +1,76 @@
+"""A private Redis on a loopback port, or the one `REDIS_URL` names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from scripts.svc.common import (
+    RUN_DIR,
+    Service,
+    ServiceError,
+    ensure_apt,
+    free_port,
+    spawn,
+    stop_pid,
+    wait_until,
+)
+
+
+def _ping(port: int) -> bool:
+    out = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"],
+        capture_output=True, text=True, timeout=2, check=False,
+    )
+    return out.stdout.strip() == "PONG"
+
+
+def start_private_redis(
+    *, port: int | None = None, maxmemory: str | None = None,
+    maxmemory_policy: str = "allkeys-lru", name: str = "redis",
+) -> Service:
+    """Start redis-server bound to 127.0.0.1 on a free port, without persistence."""
+    binary = ensure_apt("redis-server", "redis-server")
+    ensure_apt("redis-cli", "redis-tools")
+    port = port or free_port()
+    data_dir = tempfile.mkdtemp(prefix=f"aicache-{name}-")
+    args = [
+        binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+        "--dir", data_dir, "--daemonize", "no", "--protected-mode", "yes",
+        "--maxmemory-policy", maxmemory_policy,
+    ]
+    if maxmemory:
+        args += ["--maxmemory", maxmemory]
+    proc = spawn(args, log_file=RUN_DIR / "logs" / f"{name}-{port}.log")
+    try:
+        wait_until(lambda: _ping(port), timeout=15, what=f"redis on port {port}")
+    except ServiceError:
+        stop_pid(proc.pid)
+        raise
+    return Service(name=name, url=f"redis://127.0.0.1:{port}/0", pid=proc.pid, owned=True,
+                   data_dir=data_dir, port=port)
+
+
+def restart_on_same_port(service: Service) -> Service:
+    """Start a fresh private Redis where a stopped one listened (for Redis-down tests)."""
+    assert service.port is not None
+    return start_private_redis(port=service.port, name=service.name)
+
+
+def ensure_redis(name: str = "redis") -> Service:
+    """The Redis named by REDIS_URL if set, otherwise a private one we own."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return Service(name=name, url=url, owned=False)
+    return start_private_redis(name=name)
+
+
+def stop(service: Service) -> None:
+    if service.owned and service.pid:
+        stop_pid(service.pid)
+        if service.data_dir:
+            for leftover in Path(service.data_dir).glob("*"):
+                leftover.unlink(missing_ok=True)
+            Path(service.data_dir).rmdir()
