@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     unleash_refresh_seconds: int = Field(default=2, ge=1)
     unleash_cache_dir: str = ".run/unleash-cache"
 
+    # Writes (session notes, operator invalidation) need `Authorization: Bearer <token>`.
+    # Unset means writes are refused: state never changes without a token.
+    service_api_token: SecretStr | None = None
+
     # Process
     instance_name: str = "ai-cache-service"
     log_format: Literal["json", "console"] = "console"

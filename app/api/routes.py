@@ -1,0 +1,135 @@
+"""HTTP mapping of the service API. Thin: parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, HTTPException, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.deps import Container, WriteAccess
+from app.api.schemas import (
+    InvalidateRequest,
+    InvalidateResponse,
+    Problem,
+    QueryRequest,
+    QueryResponse,
+    SessionCreate,
+    SessionOut,
+    SessionPatch,
+)
+from app.db.repository import NoteFields, NoteRecord
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem},
+    503: {"model": Problem},
+}
+
+
+def _session_out(record: NoteRecord) -> SessionOut:
+    return SessionOut(
+        id=record.id, workspace_id=record.workspace_id, client_id=record.client_id,
+        subjective=record.fields.subjective, objective=record.fields.objective,
+        assessment=record.fields.assessment, plan=record.fields.plan, version=record.version,
+        created_at=record.created_at, updated_at=record.updated_at,
+    )
+
+
+@router.post("/v1/workspaces/{workspace_id}/query", response_model=QueryResponse,
+             responses=_ERRORS, tags=["query"])
+async def query(workspace_id: uuid.UUID, body: QueryRequest, container: Container) -> Response:
+    if len(body.query) > container.settings.max_query_chars:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"query is {len(body.query)} characters; the limit is "
+            f"{container.settings.max_query_chars}",
+        )
+    result = await container.queries.answer(workspace_id, body.client_id, body.query)
+    # Built by hand: this is the hot path, and the shape is fixed by QueryResponse above.
+    return JSONResponse(
+        {
+            "answer": result.answer,
+            "sources": [{"session_id": str(s), "score": score} for s, score in result.sources],
+            "cache": {"l1": result.l1.status, "l2": result.l2.status},
+        },
+        headers={"Cache-Status": result.cache_status},
+    )
+
+
+@router.post("/v1/workspaces/{workspace_id}/sessions", status_code=201,
+             response_model=SessionOut, responses=_ERRORS, tags=["sessions"])
+async def create_session(
+    workspace_id: uuid.UUID, body: SessionCreate, container: Container, _: WriteAccess
+) -> SessionOut:
+    fields = NoteFields(body.subjective, body.objective, body.assessment, body.plan)
+    return _session_out(await container.sessions.create(workspace_id, body.client_id, fields))
+
+
+@router.get("/v1/workspaces/{workspace_id}/sessions/{session_id}", response_model=SessionOut,
+            responses=_ERRORS, tags=["sessions"])
+async def get_session(
+    workspace_id: uuid.UUID, session_id: uuid.UUID, container: Container
+) -> SessionOut:
+    return _session_out(await container.sessions.get(workspace_id, session_id))
+
+
+@router.patch("/v1/workspaces/{workspace_id}/sessions/{session_id}",
+              response_model=SessionOut, responses=_ERRORS, tags=["sessions"])
+async def update_session(
+    workspace_id: uuid.UUID, session_id: uuid.UUID, body: SessionPatch, container: Container,
+    _: WriteAccess,
+) -> SessionOut:
+    record = await container.sessions.update(workspace_id, session_id, body.changes())
+    return _session_out(record)
+
+
+@router.delete("/v1/workspaces/{workspace_id}/sessions/{session_id}", status_code=204,
+               responses=_ERRORS, tags=["sessions"])
+async def delete_session(
+    workspace_id: uuid.UUID, session_id: uuid.UUID, container: Container, _: WriteAccess
+) -> Response:
+    await container.sessions.delete(workspace_id, session_id)
+    return Response(status_code=204)
+
+
+@router.post("/v1/workspaces/{workspace_id}/cache/invalidate",
+             response_model=InvalidateResponse, responses=_ERRORS, tags=["operations"])
+async def invalidate(
+    workspace_id: uuid.UUID, container: Container, _: WriteAccess,
+    body: InvalidateRequest | None = None,
+) -> InvalidateResponse:
+    client_id = body.client_id if body else None
+    if client_id is None:
+        applied = await container.invalidator.workspace(workspace_id, "manual")
+        return InvalidateResponse(scope="workspace", applied=applied)
+    applied = await container.invalidator.note_changed(workspace_id, client_id, "manual")
+    return InvalidateResponse(scope="client", applied=applied)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(container: Container) -> Response:
+    return Response(generate_latest(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"])
+async def readyz(container: Container) -> JSONResponse:
+    database = await container.notes.ping()
+    redis_ok = await container.cache.ping()
+    body = {
+        "status": "ready" if database else "not-ready",
+        "database": "ok" if database else "unavailable",
+        # Redis is a cache: the service answers without it (fresh path), so it is reported
+        # but does not make the instance unready.
+        "redis": "ok" if redis_ok else "unavailable",
+        "flags": container.flags.state,
+        "l1_invalidations_pending": container.invalidator.pending,
+    }
+    return JSONResponse(body, status_code=200 if database else 503)

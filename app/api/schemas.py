@@ -1,0 +1,103 @@
+"""Request and response bodies of the service API (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_NOTE_FIELD_CHARS = 20_000
+# The hard ceiling of the schema; the configured MAX_QUERY_CHARS (lower) is checked per request.
+MAX_QUERY_CHARS_CEILING = 100_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class QueryRequest(_Strict):
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS_CEILING)
+    client_id: uuid.UUID | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("query must not be blank")
+        return value
+
+
+class SourceOut(BaseModel):
+    session_id: uuid.UUID
+    score: float
+
+
+class CacheOut(BaseModel):
+    l1: str = Field(description="hit | miss | stale | bypass | shadow-hit | shadow-miss | error")
+    l2: str = Field(description="hit | miss | bypass | shadow-hit | shadow-miss | error")
+
+
+class QueryResponse(BaseModel):
+    answer: str
+    sources: list[SourceOut]
+    cache: CacheOut
+
+
+class SessionCreate(_Strict):
+    client_id: uuid.UUID
+    subjective: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
+    objective: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
+    assessment: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
+    plan: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
+
+    @model_validator(mode="after")
+    def _has_content(self) -> Self:
+        if not any(f.strip() for f in (self.subjective, self.objective, self.assessment,
+                                       self.plan)):
+            raise ValueError("a session note needs at least one non-blank SOAP field")
+        return self
+
+
+class SessionPatch(_Strict):
+    subjective: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
+    objective: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
+    assessment: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
+    plan: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if not self.changes():
+            raise ValueError("a patch needs at least one of subjective, objective, "
+                             "assessment, plan")
+        return self
+
+    def changes(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class SessionOut(BaseModel):
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    client_id: uuid.UUID
+    subjective: str
+    objective: str
+    assessment: str
+    plan: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class InvalidateRequest(_Strict):
+    client_id: uuid.UUID | None = None
+
+
+class InvalidateResponse(BaseModel):
+    scope: str
+    applied: bool = Field(description="false if Redis was unreachable; retried in background")
+
+
+class Problem(BaseModel):
+    detail: str

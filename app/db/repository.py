@@ -1,0 +1,184 @@
+"""Reads and writes of session notes through SQLAlchemy 2 async (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from app.db.models import Base, SessionNote
+
+
+class DatabaseError(Exception):
+    """The notes database failed; the request cannot be answered correctly."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoteFields:
+    subjective: str
+    objective: str
+    assessment: str
+    plan: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRecord:
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    client_id: uuid.UUID
+    fields: NoteFields
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NoteForRetrieval:
+    id: uuid.UUID
+    version: int
+    embedding: bytes
+    text: str
+
+
+def _record(row: SessionNote) -> NoteRecord:
+    return NoteRecord(
+        id=row.id, workspace_id=row.workspace_id, client_id=row.client_id,
+        fields=NoteFields(row.subjective, row.objective, row.assessment, row.plan),
+        version=row.version, created_at=row.created_at, updated_at=row.updated_at,
+    )
+
+
+def make_engine(database_url: str) -> AsyncEngine:
+    url = _async_url(database_url)
+    if url.startswith("sqlite"):
+        # SQLite serialises writers; a busy timeout turns contention into waiting, not errors.
+        return create_async_engine(url, connect_args={"timeout": 30})
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _async_url(url: str) -> str:
+    for plain, driver in (("postgresql://", "postgresql+asyncpg://"),
+                          ("postgres://", "postgresql+asyncpg://"),
+                          ("sqlite://", "sqlite+aiosqlite://")):
+        if url.startswith(plain):
+            return driver + url[len(plain):]
+    return url
+
+
+class NotesRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def create_schema(self) -> None:
+        async with self._engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def ping(self) -> bool:
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(select(1))
+            return True
+        except (SQLAlchemyError, OSError):
+            return False
+
+    async def create(
+        self, workspace_id: uuid.UUID, client_id: uuid.UUID, fields: NoteFields, embedding: bytes
+    ) -> NoteRecord:
+        now = datetime.now(UTC)
+        row = SessionNote(
+            id=uuid.uuid4(), workspace_id=workspace_id, client_id=client_id,
+            subjective=fields.subjective, objective=fields.objective,
+            assessment=fields.assessment, plan=fields.plan, version=1,
+            embedding=embedding, created_at=now, updated_at=now,
+        )
+        try:
+            async with self._sessions.begin() as session:
+                session.add(row)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(type(exc).__name__) from exc
+        return _record(row)
+
+    async def get(self, workspace_id: uuid.UUID, note_id: uuid.UUID) -> NoteRecord | None:
+        try:
+            async with self._sessions() as session:
+                row = await session.get(SessionNote, note_id)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(type(exc).__name__) from exc
+        if row is None or row.workspace_id != workspace_id:
+            return None
+        return _record(row)
+
+    async def update(
+        self, workspace_id: uuid.UUID, note_id: uuid.UUID, fields: NoteFields, embedding: bytes,
+        expected_version: int,
+    ) -> NoteRecord | None:
+        """Apply an update if the note is still at `expected_version` (optimistic lock)."""
+        try:
+            async with self._sessions.begin() as session:
+                row = await session.get(SessionNote, note_id, with_for_update=True)
+                if row is None or row.workspace_id != workspace_id:
+                    return None
+                if row.version != expected_version:
+                    raise ConcurrentUpdate(note_id)
+                row.subjective, row.objective = fields.subjective, fields.objective
+                row.assessment, row.plan = fields.assessment, fields.plan
+                row.embedding = embedding
+                row.version += 1
+                row.updated_at = datetime.now(UTC)
+            return _record(row)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(type(exc).__name__) from exc
+
+    async def delete(self, workspace_id: uuid.UUID, note_id: uuid.UUID) -> NoteRecord | None:
+        try:
+            async with self._sessions.begin() as session:
+                row = await session.get(SessionNote, note_id)
+                if row is None or row.workspace_id != workspace_id:
+                    return None
+                record = _record(row)
+                await session.execute(delete(SessionNote).where(SessionNote.id == note_id))
+            return record
+        except SQLAlchemyError as exc:
+            raise DatabaseError(type(exc).__name__) from exc
+
+    async def for_retrieval(
+        self, workspace_id: uuid.UUID, client_id: uuid.UUID | None
+    ) -> Sequence[NoteForRetrieval]:
+        query = select(SessionNote).where(SessionNote.workspace_id == workspace_id)
+        if client_id is not None:
+            query = query.where(SessionNote.client_id == client_id)
+        try:
+            async with self._sessions() as session:
+                rows = (await session.scalars(query)).all()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(type(exc).__name__) from exc
+        return [NoteForRetrieval(r.id, r.version, r.embedding, r.text()) for r in rows]
+
+    async def current_versions(
+        self, workspace_id: uuid.UUID, note_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, int]:
+        ids = list(note_ids)
+        if not ids:
+            return {}
+        query = select(SessionNote.id, SessionNote.version).where(
+            SessionNote.workspace_id == workspace_id, SessionNote.id.in_(ids)
+        )
+        try:
+            async with self._sessions() as session:
+                rows = (await session.execute(query)).all()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(type(exc).__name__) from exc
+        return {row[0]: row[1] for row in rows}
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()
+
+
+class ConcurrentUpdate(Exception):
+    """The note changed between read and write; the client should retry."""

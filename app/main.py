@@ -1,0 +1,185 @@
+"""Composition root: builds every collaborator from one Settings object and wires the app."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from app import contract
+from app.api.deps import ServiceContainer
+from app.api.errors import install_error_handlers
+from app.api.routes import router
+from app.cache.breaker import BreakerState, CircuitBreaker
+from app.cache.codec import Envelope
+from app.cache.keys import KeyBuilder
+from app.cache.store import RedisCache
+from app.db.repository import NotesRepository, make_engine
+from app.flags.base import FlagSnapshot, FlagSource, FlagSourceState
+from app.flags.local import LocalFlagSource
+from app.metrics import ServiceMetrics
+from app.providers.base import Provider
+from app.providers.local import LocalProvider
+from app.providers.metered import MeteredProvider
+from app.service.invalidation import Invalidator
+from app.service.query import QueryService
+from app.service.sessions import SessionService
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConfigurationError(ValueError):
+    """A setting is unusable; the message names it."""
+
+
+def build_provider(settings: Settings) -> Provider:
+    if settings.ai_provider == "cohere":
+        from app.providers.cohere import CohereProvider  # noqa: PLC0415 - only when chosen
+
+        return CohereProvider.from_settings(settings)
+    return LocalProvider(
+        dimensions=settings.local_embedding_dimensions,
+        embed_latency_seconds=settings.local_embed_latency_seconds,
+        chat_latency_seconds=settings.local_chat_latency_seconds,
+        latency_scale=settings.ai_latency_scale,
+        error_rate=settings.local_error_rate,
+    )
+
+
+def build_envelope(settings: Settings) -> Envelope:
+    secret = settings.cache_encryption_key
+    if secret is None or not secret.get_secret_value():
+        return Envelope()
+    try:
+        key = base64.b64decode(secret.get_secret_value(), validate=True)
+    except binascii.Error as exc:
+        raise ConfigurationError("CACHE_ENCRYPTION_KEY must be base64") from exc
+    try:
+        return Envelope(key, settings.cache_encryption_key_id)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+def build_redis(settings: Settings) -> Redis:
+    # Short timeouts and no client-side retries: the breaker and the fresh path are the
+    # fallback, and a retry would double the time a sick Redis costs each request.
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+        decode_responses=False,
+    )
+
+
+async def build_flag_source(settings: Settings, redis: Redis) -> FlagSource:
+    if settings.unleash_url:
+        from app.flags.unleash import UnleashFlagSource  # noqa: PLC0415 - only when chosen
+
+        return await UnleashFlagSource.start(settings)
+    return LocalFlagSource(redis, cache_seconds=settings.flag_cache_seconds)
+
+
+class _FlagGauge:
+    """Exports what this instance applies, refreshed whenever the snapshot is read."""
+
+    def __init__(self, source: FlagSource, metrics: ServiceMetrics) -> None:
+        self._source = source
+        self._metrics = metrics
+        self._last: FlagSnapshot | None = None
+
+    @property
+    def state(self) -> FlagSourceState:
+        return self._source.state
+
+    async def snapshot(self) -> FlagSnapshot:
+        snap = await self._source.snapshot()
+        if snap is not self._last:
+            self._last = snap
+            gauge = self._metrics.flag_state
+            gauge.labels(flag=contract.FLAG_SHADOW_MODE).set(int(snap.shadow))
+            gauge.labels(flag=contract.FLAG_L2_EMBEDDINGS).set(int(snap.l2))
+            gauge.labels(flag=contract.FLAG_L1_QUERY_RESULTS).set(snap.l1_percent)
+        return snap
+
+    def l1_enabled_for(self, snapshot: FlagSnapshot, workspace_id: str) -> bool:
+        return self._source.l1_enabled_for(snapshot, workspace_id)
+
+    async def aclose(self) -> None:
+        await self._source.aclose()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    provider: Provider | None = None,
+) -> FastAPI:
+    """The service. Collaborators are built in the lifespan, from `settings` only."""
+    metrics = ServiceMetrics(registry or CollectorRegistry())
+    envelope = build_envelope(settings)  # fail at construction, not at the first request
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            redis = build_redis(settings)
+            stack.push_async_callback(redis.aclose)
+            engine = make_engine(settings.database_url)
+            notes = NotesRepository(engine)
+            stack.push_async_callback(notes.aclose)
+            await notes.create_schema()
+
+            inner = provider or build_provider(settings)
+            metered = MeteredProvider(inner, metrics, embed_price=settings.price_embed_usd,
+                                      chat_price=settings.price_chat_usd)
+            stack.push_async_callback(metered.aclose)
+
+            def on_breaker(state: BreakerState) -> None:
+                metrics.cache_circuit_open.set(1 if state is BreakerState.OPEN else 0)
+                log.warning("redis circuit breaker %s", state.value)
+
+            breaker = CircuitBreaker(settings.breaker_failure_threshold,
+                                     settings.breaker_reset_seconds, on_change=on_breaker)
+            cache = RedisCache(redis, breaker, metrics,
+                               generation_ttl_seconds=max(86_400, settings.l1_ttl_seconds * 2))
+            keys = KeyBuilder(settings.cache_key_secret.get_secret_value().encode(),
+                              settings.cache_key_prefix)
+            flags = _FlagGauge(await build_flag_source(settings, redis), metrics)
+            stack.push_async_callback(flags.aclose)
+            invalidator = Invalidator(cache, keys, metrics)
+            stack.push_async_callback(invalidator.aclose)
+            queries = QueryService(
+                settings=settings, provider=metered, notes=notes, cache=cache, keys=keys,
+                envelope=envelope, flags=flags, metrics=metrics, invalidator=invalidator,
+            )
+            stack.push_async_callback(queries.drain)
+            sessions = SessionService(provider=metered, notes=notes, invalidator=invalidator)
+            app.state.container = ServiceContainer(
+                settings=settings, metrics=metrics, queries=queries, sessions=sessions,
+                invalidator=invalidator, cache=cache, notes=notes, flags=flags,
+            )
+            log.info("service ready: provider=%s flags=%s l2_scope=%s encryption=%s",
+                     metered.name, flags.state, settings.l2_scope,
+                     "on" if envelope.encrypting else "off")
+            yield
+
+    app = FastAPI(
+        title="AI cache service",
+        summary="Clinical RAG answers over session notes, with L1/L2 Redis caches behind flags.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    install_error_handlers(app)
+    return app
