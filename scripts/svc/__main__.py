@@ -10,11 +10,14 @@ import json
 import sys
 from dataclasses import asdict
 
-from scripts.svc import postgres, redis
+from scripts.svc import postgres, redis, unleash
 from scripts.svc.common import RUN_DIR, Service, ServiceError
 
-STARTERS = {"redis": redis.ensure_redis, "postgres": postgres.ensure_postgres}
-STOPPERS = {"redis": redis.stop, "postgres": postgres.stop}
+STARTERS = {
+    "redis": redis.ensure_redis, "postgres": postgres.ensure_postgres,
+    "unleash": unleash.ensure_unleash,
+}
+STOPPERS = {"redis": redis.stop, "postgres": postgres.stop, "unleash": unleash.stop}
 
 
 def main(argv: list[str] | None = None) -> int:

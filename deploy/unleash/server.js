@@ -1,0 +1,41 @@
+// Starts a local Unleash server for tests and the demo (scripts/svc/unleash.py runs it).
+//
+// unleash-server lives in a cache folder outside the repository, so it is imported by the
+// absolute path the starter passes in UNLEASH_SERVER_DIR (ESM ignores NODE_PATH).
+// Everything else is Unleash's own environment variables (DATABASE_URL, HTTP_HOST,
+// HTTP_PORT, INIT_ADMIN_API_TOKENS, INIT_BACKEND_API_TOKENS, LOG_LEVEL); only what must
+// never vary for a local, offline server is pinned here.
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+const serverDir = process.env.UNLEASH_SERVER_DIR;
+if (!serverDir) {
+  console.error('UNLEASH_SERVER_DIR is not set');
+  process.exit(2);
+}
+
+// No phoning home from a test machine: createConfig only reads SEND_TELEMETRY when the
+// option is falsy, so the environment variable is the reliable switch.
+process.env.SEND_TELEMETRY = 'false';
+process.env.CHECK_VERSION = 'false';
+
+const entry = join(serverDir, 'node_modules', 'unleash-server', 'dist', 'lib', 'server-impl.js');
+const { start } = await import(pathToFileURL(entry).href);
+
+try {
+  const unleash = await start({
+    versionCheck: { enable: false },
+    // The local PostgreSQL speaks plain TCP on loopback; pg would otherwise try TLS.
+    db: { ssl: false },
+    server: {
+      host: process.env.HTTP_HOST || '127.0.0.1',
+      port: Number(process.env.HTTP_PORT || 4242),
+      gracefulShutdownTimeout: 1000,
+    },
+    logLevel: process.env.LOG_LEVEL || 'warn',
+  });
+  console.log(`unleash ${unleash.version} listening on ${JSON.stringify(unleash.server.address())}`);
+} catch (error) {
+  console.error(error);
+  process.exit(1);
+}
