@@ -88,7 +88,9 @@ async def build_flag_source(settings: Settings, redis: Redis) -> FlagSource:
         from app.flags.unleash import UnleashFlagSource  # noqa: PLC0415 - only when chosen
 
         return await UnleashFlagSource.start(settings)
-    return LocalFlagSource(redis, cache_seconds=settings.flag_cache_seconds)
+    source = LocalFlagSource(redis, cache_seconds=settings.flag_cache_seconds)
+    await source.snapshot()  # know the flags (or that they are unreadable) before serving
+    return source
 
 
 class _FlagGauge:

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from app.cache.codec import (
+    CachedAnswer,
+    CorruptValue,
+    Envelope,
+    SourceRef,
+    decode_answer,
+    decode_embedding,
+    encode_answer,
+    encode_embedding,
+)
+
+
+def unit_vectors(count: int, dims: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((count, dims)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("dtype", "min_cosine", "size"), [("float16", 0.9999, 2052),
+                                                           ("float32", 0.999999, 4100)])
+def test_embedding_round_trip(dtype: str, min_cosine: float, size: int) -> None:
+    for vector in unit_vectors(50, 1024):
+        data = encode_embedding(vector, dtype)
+        assert len(data) == size
+        back = decode_embedding(data, 1024)
+        assert back.dtype == np.float32
+        cosine = float(back @ vector / (np.linalg.norm(back) * np.linalg.norm(vector)))
+        assert cosine >= min_cosine
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda b: b[:3],
+        lambda b: b[:-2],
+        lambda b: b"\x09" + b[1:],  # unknown version
+        lambda b: b[:1] + b"\x07" + b[2:],  # unknown dtype
+        lambda b: b + b"\x00\x00",
+    ],
+    ids=["truncated-header", "truncated-body", "version", "dtype", "trailing-bytes"],
+)
+def test_corrupt_embeddings_are_rejected(mangle: object) -> None:
+    data = encode_embedding(unit_vectors(1, 16)[0])
+    with pytest.raises(CorruptValue):
+        decode_embedding(mangle(data), 16)  # type: ignore[operator]
+
+
+def test_embedding_of_other_dimensions_is_rejected() -> None:
+    with pytest.raises(CorruptValue):
+        decode_embedding(encode_embedding(unit_vectors(1, 16)[0]), 32)
+
+
+def test_non_finite_embedding_is_rejected() -> None:
+    vector = unit_vectors(1, 8)[0]
+    vector[3] = np.inf
+    with pytest.raises(CorruptValue):
+        decode_embedding(encode_embedding(vector, "float32"), 8)
+
+
+def test_answer_round_trip_keeps_sources_and_versions() -> None:
+    answer = CachedAnswer(
+        "Sleep improved — 7 h.",
+        (SourceRef(uuid.uuid4(), 3, 0.91), SourceRef(uuid.uuid4(), 1, 0.5)),
+    )
+    back = decode_answer(encode_answer(answer))
+    assert back.answer == answer.answer
+    assert [(s.session_id, s.version) for s in back.sources] == [
+        (s.session_id, s.version) for s in answer.sources
+    ]
+    assert back.fingerprint() == answer.fingerprint()
+
+
+@pytest.mark.parametrize("data", [b"", b"\x01", b"\x01\x05\x00", b"\x02\x00\x00",
+                                  b"\x01\x00\x00\xff\xfe"])
+def test_corrupt_answers_are_rejected(data: bytes) -> None:
+    with pytest.raises(CorruptValue):
+        decode_answer(data)
+
+
+def test_plain_envelope_round_trip() -> None:
+    envelope = Envelope()
+    assert envelope.open(envelope.seal(b"payload", "k"), "k") == b"payload"
+
+
+def test_encrypted_envelope_binds_the_redis_key() -> None:
+    envelope = Envelope(b"k" * 32, "k1")
+    sealed = envelope.seal(b"payload", "ai-cache:l1:{ws-a}:x")
+    assert b"payload" not in sealed
+    assert envelope.open(sealed, "ai-cache:l1:{ws-a}:x") == b"payload"
+    with pytest.raises(CorruptValue):
+        envelope.open(sealed, "ai-cache:l1:{ws-b}:x")  # copied under another workspace's key
+
+
+def test_encrypted_envelope_refuses_other_keys_plaintext_and_tampering() -> None:
+    sealed = Envelope(b"k" * 32, "k1").seal(b"payload", "key")
+    with pytest.raises(CorruptValue):
+        Envelope(b"x" * 32, "k1").open(sealed, "key")
+    with pytest.raises(CorruptValue):
+        Envelope(b"k" * 32, "k2").open(sealed, "key")
+    with pytest.raises(CorruptValue):
+        Envelope(b"k" * 32, "k1").open(Envelope().seal(b"payload", "key"), "key")
+    with pytest.raises(CorruptValue):
+        Envelope().open(sealed, "key")
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    with pytest.raises(CorruptValue):
+        Envelope(b"k" * 32, "k1").open(tampered, "key")
+
+
+def test_bad_key_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="16, 24 or 32"):
+        Envelope(b"short")
