@@ -1,0 +1,135 @@
+"""No answer built from old notes is served after the write that changed them has returned.
+
+The generations are read before the notes, and the L1 fill is a compare-and-set against
+them, so a slow request that read old notes cannot publish its answer after a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from app.providers.base import EmbedInput, RetrievedNote, Vector
+from app.providers.local import LocalProvider
+from tests.integration.test_query_api import add_note
+from tests.support.service import AUTH, set_flags
+
+WS = uuid.UUID("00000000-0000-4000-8000-00000000aaaa")
+CLIENT = uuid.UUID("00000000-0000-4000-8000-00000000cccc")
+CITATION = re.compile(r"\[session ([0-9a-f-]{36}), v(\d+)\]")
+
+
+class GatedProvider(LocalProvider):
+    """Local provider whose generation can be held at a gate, or jittered at random."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(dimensions=256, latency_scale=0.0)
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+        self.jitter = random.Random(seed)
+        self.max_jitter = 0.0
+
+    async def embed(self, texts: Sequence[str], *, input_type: EmbedInput) -> list[Vector]:
+        if self.max_jitter:
+            await asyncio.sleep(self.jitter.uniform(0, self.max_jitter / 3))
+        return await super().embed(texts, input_type=input_type)
+
+    async def generate(self, question: str, notes: Sequence[RetrievedNote]) -> str:
+        if self.gate is not None:
+            self.entered.set()
+            await self.gate.wait()
+        if self.max_jitter:
+            await asyncio.sleep(self.jitter.uniform(0, self.max_jitter))
+        return await super().generate(question, notes)
+
+
+def cited_versions(answer: str) -> dict[str, int]:
+    return {session: int(version) for session, version in CITATION.findall(answer)}
+
+
+async def query(client: httpx.AsyncClient, client_id: uuid.UUID | None) -> httpx.Response:
+    response = await client.post(
+        f"/v1/workspaces/{WS}/query",
+        json={"query": "How is the patient sleeping?",
+              "client_id": str(client_id) if client_id else None},
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def test_a_slow_request_cannot_publish_an_answer_a_write_made_stale(
+    service: Any, redis: Redis
+) -> None:
+    """The exact interleaving, step by step: read → write returns → slow fill → next read."""
+    provider = GatedProvider()
+    await set_flags(redis, l1_percent=100)
+    async with service(provider=provider) as (client, _):
+        note = await add_note(client, WS, CLIENT, "Sleeping 5 hours.")
+        provider.gate = asyncio.Event()
+        slow = asyncio.create_task(query(client, CLIENT))
+        await asyncio.wait_for(provider.entered.wait(), timeout=10)  # it has read v1
+        patched = await client.patch(f"/v1/workspaces/{WS}/sessions/{note['id']}",
+                                     json={"subjective": "Sleeping 8 hours."}, headers=AUTH)
+        assert patched.status_code == 200 and patched.json()["version"] == 2
+        provider.gate.set()
+        provider.gate = None
+        stale_response = await slow
+        assert cited_versions(stale_response.json()["answer"]) == {note["id"]: 1}
+        assert "stored" not in stale_response.headers["Cache-Status"].split(",")[1]
+
+        after = await query(client, CLIENT)
+        assert after.json()["cache"]["l1"] == "miss"
+        assert cited_versions(after.json()["answer"]) == {note["id"]: 2}
+
+
+async def test_many_concurrent_queries_and_writes_never_serve_old_notes(
+    service: Any, redis: Redis
+) -> None:
+    provider = GatedProvider(seed=1234)
+    provider.max_jitter = 0.02
+    await set_flags(redis, l2=True, l1_percent=100)
+    violations: list[str] = []
+    served_from_cache = 0
+    async with service(provider=provider) as (client, _):
+        notes = [await add_note(client, WS, CLIENT, f"Note {i}: sleeping {5 + i} hours.")
+                 for i in range(3)]
+        acknowledged = {n["id"]: 1 for n in notes}  # versions whose write has returned
+        rng = random.Random(99)
+
+        async def reader(rounds: int) -> None:
+            nonlocal served_from_cache
+            for _ in range(rounds):
+                required = dict(acknowledged)  # everything acknowledged before we start
+                response = await query(client, rng.choice([CLIENT, None]))
+                served_from_cache += response.json()["cache"]["l1"] == "hit"
+                for session, version in cited_versions(response.json()["answer"]).items():
+                    if version < required[session]:
+                        violations.append(f"{session} v{version} < v{required[session]}")
+
+        async def writer(writes: int) -> None:
+            for i in range(writes):
+                target = rng.choice(notes)["id"]
+                response = await client.patch(
+                    f"/v1/workspaces/{WS}/sessions/{target}",
+                    json={"plan": f"Revision {i} at {time.monotonic()}"}, headers=AUTH,
+                )
+                if response.status_code == 409:  # concurrent update of the same note
+                    continue
+                assert response.status_code == 200, response.text
+                acknowledged[target] = max(acknowledged[target], response.json()["version"])
+                await asyncio.sleep(rng.uniform(0, 0.01))
+
+        for _ in range(5):  # rounds, each with fresh interleavings
+            await asyncio.gather(*(reader(20) for _ in range(8)), writer(12), writer(12))
+
+    assert violations == []
+    # The test only means something if the cache actually served during the storm.
+    assert served_from_cache > 50
