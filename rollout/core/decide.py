@@ -1,0 +1,502 @@
+"""The controller's brain: `decide(state, observations, plan, now) -> Decision`, and the
+manual commands, all pure. No clock, no I/O: the runner passes `now` and applies the
+Decision (flags first, then the new state), so every branch is testable with a table.
+
+Order of precedence in `decide`, most cautious first:
+  paused → cooldown → flags not yet reported by the service → guardrails (rollback) →
+  post-rollback hold → complete → advance → hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from rollout.core.observations import Observation, Observations, Verdict
+from rollout.core.plan import CheckKind, CheckSpec, Plan, human_duration
+from rollout.core.state import CONTROLLER, RolloutState
+
+ARROW = "\u2192"  # the arrow of `l1-50 → l1-10` in reason lines
+
+
+class Action(StrEnum):
+    ADVANCE = "advance"
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+    COMPLETE = "complete"
+    # Only the manual commands produce these two; `decide` never pauses or resumes.
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do, why (with the numbers), and the state to store once it is done.
+
+    The runner writes the target stage's flags before storing `state`: a stage is recorded
+    only after its flags were written, so a crash in between is repaired by reconciling.
+    """
+
+    action: Action
+    from_stage: str
+    target_stage: str
+    reason: str
+    state: RolloutState
+    by: str = CONTROLLER
+    # True on the one cycle where a stage has been held past bake + hold_too_long:
+    # the runner notifies once, the state remembers that it did.
+    overdue: bool = False
+
+    @property
+    def changes_stage(self) -> bool:
+        return self.from_stage != self.target_stage
+
+    @property
+    def is_manual(self) -> bool:
+        return self.by != CONTROLLER
+
+
+class CommandRejected(ValueError):
+    """A manual command that cannot apply to the current state; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    spec: CheckSpec
+    observation: Observation
+    ready: bool  # its whole window lies after the service reported this stage's flags
+
+
+# --- the cycle ------------------------------------------------------------------------------
+def decide(
+    state: RolloutState, observations: Observations, plan: Plan, now: datetime
+) -> Decision:
+    located = _locate(state, plan)
+    if located is None:
+        return Decision(
+            Action.HOLD, state.stage_name, state.stage_name,
+            f"the state names stage {state.stage_name!r}, which the plan does not have "
+            f"(stages: {', '.join(plan.stage_names)}); move it with `rollout rollback --to`",
+            state,
+        )
+    state = located
+    here = state.stage_name
+    confirmed_at = _flags_confirmed_at(state, observations, now)
+
+    if state.pause_info is not None:
+        pause = state.pause_info
+        return _hold(
+            plan, state.with_flags_confirmed_at(confirmed_at), now,
+            f"paused by {pause.by} at {_at(pause.at)}: {pause.why}",
+        )
+
+    if state.cooldown_until is not None and now < state.cooldown_until:
+        rollback = state.last_rollback
+        after = "" if rollback is None else (
+            f" after {rollback.from_stage} {ARROW} {rollback.to_stage} ({rollback.reason})"
+        )
+        return _hold(
+            plan,
+            state.with_cycle(
+                pass_streak=0, failure_streaks=state.failure_streaks,
+                flags_confirmed_at=confirmed_at,
+            ),
+            now,
+            f"cooling down{after} until {_at(state.cooldown_until)} "
+            f"({human_duration(state.cooldown_until - now)} left)",
+        )
+
+    stage = plan.stages[state.stage_index]
+    if not observations.flags_match or confirmed_at is None:
+        reported = (
+            "nothing" if observations.reported_flags is None
+            else observations.reported_flags.describe()
+        )
+        return _hold(
+            plan,
+            state.with_cycle(
+                pass_streak=0, failure_streaks=state.failure_streaks, flags_confirmed_at=None
+            ),
+            now,
+            f"waiting for the service to report {here}'s flags ({stage.flags.describe()}); "
+            f"it reports {reported}",
+        )
+
+    judged = _judge_all(plan, state.stage_index, observations, confirmed_at, now)
+    enforced = [j for j in judged if not j.spec.dry_run]
+    failure_streaks = _next_failure_streaks(state.failure_streaks, enforced)
+
+    breaches = [
+        j for j in enforced
+        if j.spec.kind is CheckKind.GUARDRAIL
+        and failure_streaks.get(j.spec.name, 0) >= plan.failures_to_rollback(j.spec)
+    ]
+    if breaches and state.stage_index > 0:
+        return _automatic_rollback(plan, state, now, breaches, failure_streaks)
+
+    all_pass = all(j.ready and j.observation.verdict is Verdict.PASS for j in enforced)
+    pass_streak = state.pass_streak + 1 if all_pass else 0
+    cycled = state.with_cycle(
+        pass_streak=pass_streak, failure_streaks=failure_streaks, flags_confirmed_at=confirmed_at
+    )
+    findings = _findings(plan, judged, failure_streaks, confirmed_at, now)
+
+    if state.awaiting_resume:
+        rollback = state.last_rollback
+        why = "" if rollback is None else f" from {rollback.from_stage} ({rollback.reason})"
+        return _hold(
+            plan, cycled, now,
+            _join(f"holding at {here} after the rollback{why} until a person resumes "
+                  "(`rollout resume`)", *findings),
+        )
+
+    if state.completed_at is not None:
+        return _hold(
+            plan, cycled, now,
+            _join(f"rollout complete since {_at(state.completed_at)}; guardrails still watched",
+                  *findings),
+        )
+
+    bake = plan.bake_of(state.stage_index)
+    baked_for = now - state.entered_at
+    needed = plan.settings.passes_to_advance
+    if all_pass and baked_for >= bake and pass_streak >= needed:
+        passed = (
+            f"all checks passed for {pass_streak} cycles after the {human_duration(bake)} bake"
+        )
+        if state.stage_index == plan.last_index:
+            return Decision(
+                Action.COMPLETE, here, here,
+                _join(f"{passed}: {here} is the last stage, rollout complete", *findings),
+                cycled.completed(now),
+            )
+        target = plan.stages[state.stage_index + 1].name
+        baseline = _recorded_baseline(plan, judged) if state.stage_index == 0 else None
+        recorded = (
+            "" if not baseline
+            else "; baseline recorded: " + ", ".join(
+                j.observation.message for j in judged if j.spec.kind is CheckKind.BASELINE
+            )
+        )
+        return Decision(
+            Action.ADVANCE, here, target,
+            f"{passed}{recorded}: {here} {ARROW} {target}",
+            cycled.advanced(state.stage_index + 1, target, now, baseline=baseline),
+        )
+
+    progress: list[str] = []
+    if baked_for < bake:
+        progress.append(f"baking {human_duration(baked_for)} of {human_duration(bake)}")
+    progress.append(f"{pass_streak}/{needed} passing cycles")
+    return _hold(plan, cycled, now, _join(*findings, *progress))
+
+
+def _automatic_rollback(
+    plan: Plan,
+    state: RolloutState,
+    now: datetime,
+    breaches: list[_Judged],
+    failure_streaks: Mapping[str, int],
+) -> Decision:
+    target_index = state.stage_index - 1
+    target = plan.stages[target_index].name
+    lines = []
+    for breach in breaches:
+        streak = failure_streaks[breach.spec.name]
+        cycles = "" if streak == 1 else f" for {streak} cycles"
+        critical = " [critical]" if breach.spec.critical else ""
+        lines.append(f"{breach.observation.message}{cycles}{critical}")
+    reason = f"{'; '.join(lines)}: {state.stage_name} {ARROW} {target}"
+    return Decision(
+        Action.ROLLBACK, state.stage_name, target, reason,
+        state.rolled_back(
+            target_index, target, now, reason,
+            cooldown_until=_cooldown_until(plan, now),
+            await_resume=not plan.settings.auto_resume_after_rollback,
+        ),
+    )
+
+
+def _judge_all(
+    plan: Plan,
+    stage_index: int,
+    observations: Observations,
+    confirmed_at: datetime,
+    now: datetime,
+) -> list[_Judged]:
+    judged = []
+    for spec in plan.checks_for(stage_index):
+        observation = observations.get(spec.name) or Observation(
+            check=spec.name, verdict=Verdict.NO_DATA, value=None, sample=None, limit=None,
+            message=f"{spec.display_name}: not measured this cycle",
+        )
+        ready = now - confirmed_at >= plan.window_of(spec)
+        judged.append(_Judged(spec, observation, ready))
+    return judged
+
+
+def _next_failure_streaks(
+    previous: Mapping[str, int], enforced: list[_Judged]
+) -> dict[str, int]:
+    streaks = dict(previous)
+    for item in enforced:
+        if item.spec.kind is not CheckKind.GUARDRAIL or not item.ready:
+            continue
+        name = item.spec.name
+        if item.observation.verdict is Verdict.FAIL:
+            streaks[name] = streaks.get(name, 0) + 1
+        elif item.observation.verdict is Verdict.PASS:
+            streaks.pop(name, None)
+        # no_data / error leave the streak as it was: an outage between two failures is
+        # neither evidence of recovery nor of harm, and must not hide a real breach.
+    return streaks
+
+
+def _findings(
+    plan: Plan,
+    judged: list[_Judged],
+    failure_streaks: Mapping[str, int],
+    confirmed_at: datetime,
+    now: datetime,
+) -> list[str]:
+    """What stands between this cycle and an advance, worst first, then dry-run results."""
+    failing: list[str] = []
+    unknown: list[str] = []
+    dry_run: list[str] = []
+    waiting = [j for j in judged if not j.ready and not j.spec.dry_run]
+    for item in judged:
+        if not item.ready or item.observation.verdict is Verdict.PASS:
+            continue
+        message = item.observation.message
+        if item.spec.dry_run:
+            dry_run.append(f"dry-run {item.observation.verdict}: {message}")
+        elif item.observation.verdict is Verdict.FAIL:
+            if item.spec.kind is CheckKind.GUARDRAIL:
+                streak = failure_streaks.get(item.spec.name, 0)
+                message += f" [{streak}/{plan.failures_to_rollback(item.spec)} failing cycles]"
+            failing.append(message)
+        else:
+            unknown.append(f"{item.observation.verdict}: {message}")
+    findings = failing + unknown
+    if waiting:
+        longest = max(waiting, key=lambda j: plan.window_of(j.spec))
+        ready_at = confirmed_at + plan.window_of(longest.spec)
+        findings.append(
+            f"not judging {_names(j.spec.name for j in waiting)} for "
+            f"{human_duration(ready_at - now)} more: a full window must follow the service "
+            f"reporting the flags at {_at(confirmed_at)}"
+        )
+    return findings + dry_run
+
+
+def _recorded_baseline(plan: Plan, judged: list[_Judged]) -> dict[str, float]:
+    return {
+        j.spec.name: j.observation.value
+        for j in judged
+        if j.spec.kind is CheckKind.BASELINE
+        and j.observation.verdict is Verdict.PASS
+        and j.observation.value is not None
+    }
+
+
+def _flags_confirmed_at(
+    state: RolloutState, observations: Observations, now: datetime
+) -> datetime | None:
+    """When this stage's metrics start: the service reporting its flags, never earlier than
+    the stage itself (metrics from before belong to the previous stage), never later than
+    now. A later `flags_matching_since` wins: the runner saw a mismatch we did not."""
+    if not observations.flags_match:
+        return None
+    since = observations.flags_matching_since
+    if state.flags_confirmed_at is None:
+        confirmed = max(since or now, state.entered_at)
+    elif since is None:
+        confirmed = state.flags_confirmed_at
+    else:
+        confirmed = max(state.flags_confirmed_at, since)
+    return min(confirmed, now)
+
+
+def _hold(plan: Plan, state: RolloutState, now: datetime, reason: str) -> Decision:
+    overdue = _is_newly_overdue(plan, state, now)
+    if overdue:
+        held = now - state.entered_at - plan.bake_of(state.stage_index)
+        reason = f"{reason}; held {human_duration(held)} past the bake (hold-too-long)"
+        state = state.overdue_notified(now)
+    return Decision(
+        Action.HOLD, state.stage_name, state.stage_name, reason, state, overdue=overdue
+    )
+
+
+def _is_newly_overdue(plan: Plan, state: RolloutState, now: datetime) -> bool:
+    limit = plan.settings.hold_too_long
+    if limit is None or state.completed_at is not None or state.overdue_notified_at is not None:
+        return False
+    deadline = state.entered_at + plan.bake_of(state.stage_index) + plan.scaled(limit)
+    return now >= deadline
+
+
+def _cooldown_until(plan: Plan, now: datetime) -> datetime | None:
+    cooldown = plan.scaled(plan.settings.cooldown)
+    return now + cooldown if cooldown > timedelta(0) else None
+
+
+def _locate(state: RolloutState, plan: Plan) -> RolloutState | None:
+    """The state with its index matched to the plan by stage name (the name is what was
+    written to the flags; an index can shift when a plan gains a stage)."""
+    index = plan.index_of(state.stage_name)
+    if index is None:
+        return None
+    if index == state.stage_index:
+        return state
+    return replace(state, stage_index=index)
+
+
+def _names(names: Iterable[str], shown: int = 3) -> str:
+    listed = list(names)
+    if len(listed) <= shown:
+        return ", ".join(listed)
+    return f"{', '.join(listed[:shown])} and {len(listed) - shown} more"
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
+
+
+def _at(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+# --- manual commands --------------------------------------------------------------------------
+def pause(state: RolloutState, plan: Plan, now: datetime, who: str, why: str) -> Decision:
+    state = _located_or_reject(state, plan)
+    _require_who(who)
+    if state.pause_info is not None:
+        pause_info = state.pause_info
+        raise CommandRejected(
+            f"already paused by {pause_info.by} since {_at(pause_info.at)}: {pause_info.why}"
+        )
+    here = state.stage_name
+    return Decision(
+        Action.PAUSE, here, here, f"paused by {who}: {_why(why)}",
+        state.paused(who, _why(why), now), by=who,
+    )
+
+
+def resume(state: RolloutState, plan: Plan, now: datetime, who: str, why: str) -> Decision:
+    state = _located_or_reject(state, plan)
+    _require_who(who)
+    if state.pause_info is None and not state.awaiting_resume:
+        raise CommandRejected(
+            f"nothing to resume: {state.stage_name} is neither paused nor holding after a rollback"
+        )
+    reason = f"resumed by {who}: {_why(why)}"
+    if state.cooldown_until is not None and now < state.cooldown_until:
+        reason += f"; the cooldown still runs until {_at(state.cooldown_until)}"
+    here = state.stage_name
+    return Decision(Action.RESUME, here, here, reason, state.resumed(), by=who)
+
+
+def promote(
+    state: RolloutState,
+    plan: Plan,
+    now: datetime,
+    who: str,
+    why: str,
+    *,
+    full: bool = False,
+) -> Decision:
+    """Skip the bake and the gates, one stage (or straight to the last with `full`)."""
+    state = _located_or_reject(state, plan)
+    _require_who(who)
+    if state.stage_index == plan.last_index:
+        raise CommandRejected(f"already at the last stage {state.stage_name!r}")
+    target_index = plan.last_index if full else state.stage_index + 1
+    target = plan.stages[target_index].name
+    here = state.stage_name
+    reason = f"promoted by {who}: {_why(why)}: {here} {ARROW} {target}"
+    missing = [c.name for c in plan.baseline_checks() if c.name not in state.baseline]
+    if missing:
+        reason += (
+            f"; no baseline recorded for {', '.join(missing)}: checks relative to it report "
+            "no_data until the baseline stage completes a bake"
+        )
+    if state.pause_info is not None:
+        reason += "; the rollout stays paused"
+    return Decision(
+        Action.ADVANCE, here, target, reason,
+        state.advanced(target_index, target, now), by=who,
+    )
+
+
+def rollback(
+    state: RolloutState,
+    plan: Plan,
+    now: datetime,
+    who: str,
+    why: str,
+    *,
+    to: str | None = None,
+) -> Decision:
+    """Back to the previous stage, or to `to`; then the same cooldown and post-rollback
+    hold as an automatic rollback, so the controller does not promote straight back."""
+    _require_who(who)
+    located = _locate(state, plan)
+    if located is None and to is None:
+        raise CommandRejected(
+            f"the state names stage {state.stage_name!r}, which the plan does not have; "
+            f"name a target with --to (stages: {', '.join(plan.stage_names)})"
+        )
+    current_index = located.stage_index if located is not None else len(plan.stages)
+    if to is None:
+        if current_index == 0:
+            raise CommandRejected(
+                f"already at the first stage {state.stage_name!r}: nothing to roll back to"
+            )
+        target_index = current_index - 1
+    else:
+        found = plan.index_of(to)
+        if found is None:
+            raise CommandRejected(
+                f"unknown stage {to!r} (stages: {', '.join(plan.stage_names)})"
+            )
+        if found >= current_index:
+            raise CommandRejected(
+                f"can only roll back to a stage before {state.stage_name!r}, not {to!r}"
+            )
+        target_index = found
+    target = plan.stages[target_index].name
+    here = state.stage_name
+    reason = f"rolled back by {who}: {_why(why)}: {here} {ARROW} {target}"
+    base = located if located is not None else state
+    return Decision(
+        Action.ROLLBACK, here, target, reason,
+        base.rolled_back(
+            target_index, target, now, reason,
+            cooldown_until=_cooldown_until(plan, now),
+            await_resume=not plan.settings.auto_resume_after_rollback,
+            by=who,
+        ),
+        by=who,
+    )
+
+
+def _located_or_reject(state: RolloutState, plan: Plan) -> RolloutState:
+    located = _locate(state, plan)
+    if located is None:
+        raise CommandRejected(
+            f"the state names stage {state.stage_name!r}, which the plan does not have; "
+            f"use `rollout rollback --to STAGE` (stages: {', '.join(plan.stage_names)})"
+        )
+    return located
+
+
+def _require_who(who: str) -> None:
+    if not who.strip():
+        raise CommandRejected("say who you are: manual actions are logged with who and why")
+
+
+def _why(why: str) -> str:
+    return why.strip() or "no reason given"
