@@ -359,10 +359,21 @@ class UnleashAdmin:
         return FlagWrite(state.flag, "enable" if enabled else "disable", state.environment)
 
     async def _create(self, flag: str) -> FlagWrite:
-        await self._request("POST", f"/admin/projects/{self.project}/features", json={
-            "name": flag, "type": "release", "impressionData": False,
-            "description": _DESCRIPTIONS.get(flag, ""),
-        })
+        try:
+            await self._request("POST", f"/admin/projects/{self.project}/features", json={
+                "name": flag, "type": "release", "impressionData": False,
+                "description": _DESCRIPTIONS.get(flag, ""),
+            })
+        except PermanentFlagError as exc:
+            if exc.status != 409:
+                raise
+            # Flag names are global in Unleash: "not in our project" plus "exists" means it
+            # lives in another project or in the archive, which only a person should resolve.
+            raise PermanentFlagError(
+                f"{exc.message} (flag {flag!r} is not in project {self.project!r}: it is in "
+                "another project or archived; revive or move it, or fix the project setting)",
+                status=exc.status, operation=exc.operation,
+            ) from exc
         return FlagWrite(flag, "create", f"project {self.project}")
 
     def _require(self, state: FlagState) -> None:

@@ -332,6 +332,8 @@ def stop(service: Service) -> None:
         return
     if svc.pid:
         stop_pid(svc.pid, timeout=15)
+        # A second stop must not signal whatever process gets this pid next.
+        svc.pid = service.pid = None
     if svc.postgres:
         pg = Service(**svc.postgres)
         if pg.owned:

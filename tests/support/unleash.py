@@ -1,0 +1,122 @@
+"""pytest fixtures for a real Unleash server (unleash-server from npm, on real PostgreSQL).
+
+Import the fixtures into the test module that needs them (tests/conftest.py stays generic):
+
+    from tests.support.unleash import unleash_server, unleash_admin  # noqa: F401
+
+`unleash_server` is one private server per test session, started through the same starter as
+scripts/unleash-start (installing Node 22 + unleash-server into the cache folder on first use)
+and stopped at the end. It never reuses an UNLEASH_URL from the environment: the tests rewrite
+flags and tokens, which must not happen to somebody's real Unleash. A module that imports the
+fixture gets the same server as every other module (shared, reference counted), so one session
+pays the ~6 s start once.
+
+`short_lived_unleash()` starts an extra server for tests that stop it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from rollout.adapters.unleash_admin import UnleashAdmin
+from scripts.svc import unleash as unleash_svc
+from scripts.svc.unleash import UnleashService
+
+_lock = threading.Lock()
+_shared: UnleashService | None = None
+_users = 0
+
+
+def _acquire() -> UnleashService:
+    global _shared, _users
+    with _lock:
+        if _shared is None:
+            _shared = unleash_svc.start_private_unleash(name="unleash-tests")
+            # A crashed session still must not leave node running or the database behind.
+            atexit.register(unleash_svc.stop, _shared)
+        _users += 1
+        return _shared
+
+
+def _release() -> None:
+    global _shared, _users
+    with _lock:
+        _users -= 1
+        if _users == 0 and _shared is not None:
+            unleash_svc.stop(_shared)
+            atexit.unregister(unleash_svc.stop)
+            _shared = None
+
+
+@pytest.fixture(scope="session")
+def unleash_server() -> Iterator[UnleashService]:
+    """A running Unleash (url, api_url, admin/client tokens, environment) for this session."""
+    service = _acquire()
+    try:
+        yield service
+    finally:
+        _release()
+
+
+@pytest.fixture
+async def unleash_admin(unleash_server: UnleashService) -> AsyncIterator[UnleashAdmin]:
+    """An Admin API adapter on the session's server, closed after the test."""
+    async with admin_for(unleash_server) as admin:
+        yield admin
+
+
+def admin_for(service: UnleashService, **kwargs: Any) -> UnleashAdmin:
+    return UnleashAdmin(service.api_url, service.admin_token,
+                        environment=service.environment, project=service.project, **kwargs)
+
+
+@contextlib.contextmanager
+def short_lived_unleash(name: str = "unleash-short") -> Iterator[UnleashService]:
+    """A private server of its own, for tests that stop it; stopped (again) on exit."""
+    service = unleash_svc.start_private_unleash(name=name)
+    try:
+        yield service
+    finally:
+        unleash_svc.stop(service)
+
+
+def raw_admin(service: UnleashService) -> httpx.Client:
+    """Plain HTTP to the Admin API, for what a person would do by hand in the UI (drift)."""
+    return httpx.Client(base_url=f"{service.api_url}/admin",
+                        headers={"Authorization": service.admin_token}, timeout=10.0)
+
+
+def delete_flags(service: UnleashService, flags: tuple[str, ...]) -> None:
+    """Archive, then delete, the flags: the server looks as if they never existed."""
+    with raw_admin(service) as http:
+        for flag in flags:
+            archived = http.delete(f"/projects/{service.project}/features/{flag}")
+            assert archived.status_code in (200, 202, 404), archived.text
+            deleted = http.delete(f"/archive/{flag}")
+            assert deleted.status_code in (200, 202, 404), deleted.text
+
+
+def environment_json(service: UnleashService, flag: str,
+                     environment: str | None = None) -> dict[str, Any]:
+    """The flag's environment as the Admin API returns it (enabled + strategies)."""
+    env = environment or service.environment
+    with raw_admin(service) as http:
+        response = http.get(f"/projects/{service.project}/features/{flag}/environments/{env}")
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def client_features(service: UnleashService) -> dict[str, Any]:
+    """What the SDKs see: the Client API with the backend token, by flag name."""
+    response = httpx.get(f"{service.api_url}/client/features",
+                         headers={"Authorization": service.client_token}, timeout=10.0)
+    response.raise_for_status()
+    return {f["name"]: f for f in response.json()["features"]}
