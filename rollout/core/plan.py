@@ -82,10 +82,6 @@ class Threshold:
         if (self.absolute is None) == (self.baseline is None):
             raise ValueError("a threshold is either absolute or relative to a baseline")
 
-    @property
-    def is_relative(self) -> bool:
-        return self.baseline is not None
-
     def limit(self, baseline_values: Mapping[str, float]) -> float | None:
         """The number to compare against, or None when the baseline it needs is missing."""
         if self.absolute is not None:
