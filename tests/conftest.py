@@ -16,6 +16,8 @@ from scripts.svc import redis as redis_svc
 from scripts.svc.common import Service
 from tests.support.service import make_settings, running_service
 
+# The real-Unleash fixtures (one server per session, started on first use).
+pytest_plugins = ["tests.support.unleash"]
 
 @pytest.fixture(scope="session")
 def redis_service() -> Iterator[Service]:

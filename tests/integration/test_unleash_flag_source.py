@@ -19,12 +19,7 @@ from rollout.core.flags import FlagSettings
 from scripts.svc import unleash as unleash_svc
 from scripts.svc.unleash import UnleashService
 from tests.support.service import make_settings, metric_value, running_service, wait_for
-from tests.support.unleash import (  # noqa: F401 - pytest fixtures
-    admin_for,
-    short_lived_unleash,
-    unleash_admin,
-    unleash_server,
-)
+from tests.support.unleash import admin_for, short_lived_unleash
 
 WORKSPACES = [str(uuid.UUID(int=(i * 40503 + 17) << 64, version=4)) for i in range(10_000)]
 
