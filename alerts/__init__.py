@@ -1,0 +1,1 @@
+"""Prometheus rules, their promtool tests and runbooks; `alerts.queries` reads them."""
