@@ -292,9 +292,9 @@ class UnleashAdmin:
         return writes
 
     async def _ensure_default_strategy(self, state: FlagState) -> list[FlagWrite]:
-        if any(s.name == DEFAULT_STRATEGY and s.unconditional for s in state.strategies) or (
-            any(s.unconditional and s.exposure == 100 for s in state.strategies)
-        ):
+        # Any unconditional full-exposure strategy will do (the UI adds flexibleRollout 100
+        # when a flag without strategies is switched on): equivalent, so not drift.
+        if any(s.unconditional and s.exposure == 100 for s in state.strategies):
             return []
         await self._request("POST", self._strategies_path(state),
                             json={"name": DEFAULT_STRATEGY, "parameters": {},

@@ -386,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bootstrap", action="store_true",
                         help="do not create the rollout flags after start")
     args = parser.parse_args(argv)
+    from rollout.ports import FlagError
+
     known = UnleashService.load(STATE_FILE)
     try:
         if args.action == "start":
@@ -396,8 +398,9 @@ def main(argv: list[str] | None = None) -> int:
                     stop(known)  # a dead instance of ours: drop its database and leftovers
                 started = time.monotonic()
                 svc = ensure_unleash()
-                print(f"unleash: ready on {svc.url} in {time.monotonic() - started:.1f}s",
-                      file=sys.stderr)
+                print(f"unleash: ready on {svc.url} in {time.monotonic() - started:.1f}s"
+                      if svc.owned else f"unleash: using {svc.api_url} (UNLEASH_URL; not "
+                      "started here, never stopped here)", file=sys.stderr)
                 svc.save(STATE_FILE)
             if not args.no_bootstrap:
                 for write in bootstrap_flags(svc):
@@ -412,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if is_running(known) else 3
         else:
             return 3
-    except ServiceError as exc:
+    except (ServiceError, FlagError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -222,6 +222,19 @@ async def test_zero_percent_is_the_flag_switched_off(
     await unleash_admin.apply(FlagSettings())
 
 
+async def test_apply_creates_a_missing_flag(
+    unleash_server: UnleashService, unleash_admin: UnleashAdmin,  # noqa: F811
+) -> None:
+    delete_flags(unleash_server, (FLAG_L1_QUERY_RESULTS,))
+    assert (await unleash_admin.read()).l1_percent == 0  # missing reads as off
+    result = await unleash_admin.apply(FlagSettings(l2=True, l1_percent=10))
+    assert [(w.flag, w.action) for w in result.writes if w.flag == FLAG_L1_QUERY_RESULTS] == [
+        (FLAG_L1_QUERY_RESULTS, "create"), (FLAG_L1_QUERY_RESULTS, "add-strategy"),
+        (FLAG_L1_QUERY_RESULTS, "enable")]
+    assert len(l1_strategies(unleash_server)) == 1
+    assert await unleash_admin.read() == FlagSettings(l2=True, l1_percent=10)
+
+
 async def test_admin_is_a_flag_writer(unleash_admin: UnleashAdmin) -> None:  # noqa: F811
     assert isinstance(unleash_admin, FlagWriter)
     assert "token" not in unleash_admin.target.lower()
