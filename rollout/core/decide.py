@@ -163,26 +163,28 @@ def decide(
     baked_for = now - state.entered_at
     needed = plan.settings.passes_to_advance
     if all_pass and baked_for >= bake and pass_streak >= needed:
-        passed = (
-            f"all checks passed for {pass_streak} cycles after the {human_duration(bake)} bake"
+        # The stage's own checks are the evidence people want in the notification; the
+        # guardrails' values are in the decision log with everything else.
+        evidence = "; ".join(
+            j.observation.message for j in enforced if j.spec.kind is not CheckKind.GUARDRAIL
+        )
+        if state.stage_index == 0 and evidence:
+            evidence = f"baseline recorded: {evidence}"
+        passed = _join(
+            f"after the {human_duration(bake)} bake, all checks passed {pass_streak} cycles "
+            "in a row",
+            evidence,
         )
         if state.stage_index == plan.last_index:
             return Decision(
                 Action.COMPLETE, here, here,
-                _join(f"{passed}: {here} is the last stage, rollout complete", *findings),
+                f"{passed}: {here} is the last stage, rollout complete",
                 cycled.completed(now),
             )
         target = plan.stages[state.stage_index + 1].name
-        baseline = _recorded_baseline(plan, judged) if state.stage_index == 0 else None
-        recorded = (
-            "" if not baseline
-            else "; baseline recorded: " + ", ".join(
-                j.observation.message for j in judged if j.spec.kind is CheckKind.BASELINE
-            )
-        )
+        baseline = _recorded_baseline(judged) if state.stage_index == 0 else None
         return Decision(
-            Action.ADVANCE, here, target,
-            f"{passed}{recorded}: {here} {ARROW} {target}",
+            Action.ADVANCE, here, target, f"{passed}: {here} {ARROW} {target}",
             cycled.advanced(state.stage_index + 1, target, now, baseline=baseline),
         )
 
@@ -291,7 +293,7 @@ def _findings(
     return findings + dry_run
 
 
-def _recorded_baseline(plan: Plan, judged: list[_Judged]) -> dict[str, float]:
+def _recorded_baseline(judged: list[_Judged]) -> dict[str, float]:
     return {
         j.spec.name: j.observation.value
         for j in judged

@@ -237,19 +237,20 @@ CASES = [
     Case("baked-streak-too-short", at(), seen(), Action.HOLD, "mid", ("1/2 passing cycles",),
          then=lambda d: d.state.pass_streak == 1),
     Case("advance", at(pass_streak=1), seen(), Action.ADVANCE, "top",
-         ("all checks passed for 2 cycles after the 1d bake: mid \u2192 top",),
+         ("after the 1d bake, all checks passed 2 cycles in a row; gate_hit pass; "
+          "gate_slow pass: mid \u2192 top",),
          then=lambda d: (d.state.stage_index == 2 and d.state.entered_at == NOW
                          and d.state.pass_streak == 0 and d.state.flags_confirmed_at is None
                          and dict(d.state.baseline) == {"base_p95": 1.5})),
     Case("advance-from-off-records-baseline", at("off", pass_streak=1, baseline={}),
          seen("off"), Action.ADVANCE, "mid",
-         ("baseline recorded: base_p95 pass: off \u2192 mid",),
+         ("in a row; baseline recorded: base_p95 pass: off \u2192 mid",),
          then=lambda d: dict(d.state.baseline) == {"base_p95": 1.75}),
     Case("off-without-baseline-data-holds", at("off", pass_streak=1),
          seen("off", verdicts={"base_p95": Verdict.NO_DATA}), Action.HOLD, "off",
          ("no_data: base_p95 no_data",)),
     Case("last-stage-completes", at("top", pass_streak=1), seen("top"), Action.COMPLETE, "top",
-         ("top is the last stage, rollout complete",),
+         ("in a row; gate_top pass: top is the last stage, rollout complete",),
          then=lambda d: d.state.completed_at == NOW and d.state.stage_name == "top"),
     Case("completed-holds", at("top", completed_at=T0, pass_streak=3), seen("top"),
          Action.HOLD, "top",
