@@ -68,7 +68,7 @@ def wait_until(
         try:
             if predicate():
                 return
-        except Exception:  # noqa: BLE001 - a service that is still starting may raise anything
+        except Exception:
             pass
         if time.monotonic() >= deadline:
             raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}")
@@ -78,7 +78,8 @@ def wait_until(
 def ensure_apt(binary: str, package: str) -> str:
     """Return the path of `binary`, installing Debian `package` first if it is missing."""
     global _apt_updated  # noqa: PLW0603 - one apt-get update per process is enough
-    found = shutil.which(binary) or (binary if Path(binary).is_absolute() and Path(binary).exists() else None)
+    as_path = Path(binary)
+    found = shutil.which(binary) or (binary if as_path.is_absolute() and as_path.exists() else None)
     if found:
         return found
     if os.geteuid() != 0:
@@ -134,7 +135,7 @@ def spawn(args: list[str], *, log_file: Path, env: dict[str, str] | None = None,
     log_file.parent.mkdir(parents=True, exist_ok=True)
     cmd = ["runuser", "-u", user, "--", *args] if user and os.geteuid() == 0 else args
     with open(log_file, "ab") as log:
-        return subprocess.Popen(  # noqa: S603 - fixed argument lists built here
+        return subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=cwd, start_new_session=True,
         )
