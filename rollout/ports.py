@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from rollout.core.flags import FlagSettings
+from rollout.core.observations import Measurement
 
 
 class FlagError(Exception):
@@ -78,5 +79,38 @@ class FlagWriter(Protocol):
     async def read(self) -> FlagSettings: ...
 
     async def apply(self, desired: FlagSettings) -> ApplyResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+# --- Metrics in ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedFlags:
+    """What the service instances export as `ai_agent_flag_state{flag}` right now.
+
+    `settings` is None when nothing is reported (no instance scraped, or Prometheus failed:
+    then `error` says why) or when instances disagree (`consistent` is False).
+    """
+
+    settings: FlagSettings | None
+    instances: int = 0
+    consistent: bool = True
+    error: str | None = None
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    """Where checks are measured (Prometheus). Never raises: failures are in the result.
+
+    * `measure(query, sample_query)` runs both instant queries; an empty result, NaN or
+      ±Inf is `value=None` (no data); a connection error, timeout or 4xx/5xx is `error=…`.
+    * `reported_flags()` reads `ai_agent_flag_state` across service instances.
+    """
+
+    async def measure(self, query: str, sample_query: str | None) -> Measurement: ...
+
+    async def reported_flags(self) -> ReportedFlags: ...
 
     async def aclose(self) -> None: ...
