@@ -1,0 +1,436 @@
+"""The on-call SRE's dashboard: is the service healthy, are the caches earning their keep,
+is Redis coping, do the replicas agree on the flags."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dash
+
+from grafana import panels as p
+from grafana.rollout_dashboard import STAGE_NAMES, transitions_annotation
+
+UID = "ai-cache-sre"
+TITLE = "AI cache (SRE)"
+
+# The seed's own queries, verbatim: they are the compatibility test of the metric names.
+SEED_HIT_RATE = """sum(rate(ai_agent_cache_hits_total[5m])) by (cache_layer)
+/
+( sum(rate(ai_agent_cache_hits_total[5m])) by (cache_layer)
++ sum(rate(ai_agent_cache_misses_total[5m])) by (cache_layer) )"""
+SEED_SAVINGS = 'sum(rate(ai_agent_cache_hits_total{cache_layer="query_result"}[5m])) * 0.017 * 3600'
+SEED_P95 = "histogram_quantile(0.95, sum(rate(ai_agent_query_duration_seconds_bucket[5m])) by (le))"
+# What AIAgentLowCacheHitRate evaluates (1 h window, all layers and modes, traffic-guarded).
+ALERT_HIT_RATE = """(sum(rate(ai_agent_cache_hits_total[1h])) or vector(0))
+/
+((sum(rate(ai_agent_cache_hits_total[1h])) or vector(0))
+  + (sum(rate(ai_agent_cache_misses_total[1h])) or vector(0)) > 0)"""
+
+UP_DOWN = {0: ("down", "red"), 1: ("up", "green")}
+
+
+def build() -> dash.Dashboard:
+    return (
+        dash.Dashboard(TITLE)
+        .uid(UID)
+        .description("Service, caches, cost, Redis and flags of the AI answer caches.")
+        .tags(["ai-cache", "sre"])
+        .time("now-6h", "now")
+        .refresh("1m")
+        .timezone("browser")
+        .with_variable(p.datasource_variable())
+        .annotation(transitions_annotation())
+        .with_row(dash.Row("Overview").id(100))
+        .with_panel(
+            p.stat_panel(
+                1,
+                "Queries/s",
+                "All replicas, 5 m rate.",
+                [("sum(job:ai_agent_queries:rate5m)", "queries/s")],
+                unit="reqps",
+            )
+        )
+        .with_panel(
+            p.stat_panel(
+                2,
+                "Error ratio",
+                "AIAgentHighErrorRate pages above 5 %.",
+                [("max(job:ai_agent_queries_error_ratio:rate5m)", "errors")],
+                unit="percentunit",
+                steps=((None, "green"), (0.01, "orange"), (0.05, "red")),
+            )
+        )
+        .with_panel(
+            p.stat_panel(
+                3,
+                "p95 latency",
+                "AIAgentLatencyP95High fires above 2.5 s.",
+                [
+                    (
+                        'max(job:ai_agent_query_duration_seconds:quantile_rate5m{quantile="0.95"})',
+                        "p95",
+                    )
+                ],
+                unit="s",
+                steps=((None, "green"), (1.75, "orange"), (2.5, "red")),
+            )
+        )
+        .with_panel(
+            p.stat_panel(
+                4,
+                "Cost per query",
+                "Upstream spend per answered query (seed: $0.017 uncached).",
+                [("max(job:ai_agent_cost_per_query_usd:rate5m)", "USD")],
+                unit="currencyUSD",
+            )
+        )
+        .with_panel(
+            p.stat_panel(
+                5,
+                "Hit rate, all layers (1 h)",
+                "Exactly what AIAgentLowCacheHitRate evaluates; "
+                "below 30 % for 2 h it fires. No data = no cache lookups.",
+                [(ALERT_HIT_RATE, "hit rate")],
+                unit="percentunit",
+                steps=((None, "red"), (0.3, "green")),
+            )
+        )
+        .with_panel(
+            p.stat_panel(
+                6,
+                "Scrape targets",
+                "up per target: the service replicas, the controller, "
+                "redis_exporter. Missing here = not scraped at all.",
+                [('up{job=~"ai-cache-service|rollout-controller|redis"}', "{{job}} {{instance}}")],
+                mapping=UP_DOWN,
+                steps=((None, "red"), (1, "green")),
+            )
+        )
+        .with_row(dash.Row("Traffic and errors").id(101))
+        .with_panel(
+            p.timeseries_panel(
+                10,
+                "Queries by outcome and L1 cohort",
+                "l1=on: the request's workspace is in the L1 rollout percentage.",
+                [
+                    (
+                        "sum by (outcome, l1) (rate(ai_agent_queries_total[$__rate_interval]))",
+                        "{{outcome}} L1 {{l1}}",
+                    )
+                ],
+                unit="reqps",
+                width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                11,
+                "Error ratio per L1 cohort",
+                "Dashed line: AIAgentHighErrorRate threshold.",
+                [
+                    ("job_l1:ai_agent_queries_error_ratio:rate5m", "L1 {{l1}}"),
+                    ("job:ai_agent_queries_error_ratio:rate5m", "all"),
+                ],
+                unit="percentunit",
+                threshold=0.05,
+                width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                12,
+                "Latency p50 / p95 / p99 per L1 cohort",
+                "Dashed line: the 2.5 s p95 target.",
+                [
+                    (
+                        "job_l1:ai_agent_query_duration_seconds:quantile_rate5m",
+                        "p{{quantile}} L1 {{l1}}",
+                    ),
+                    (SEED_P95, "p95 all (seed query)"),
+                ],
+                unit="s",
+                threshold=2.5,
+                width=8,
+            )
+        )
+        .with_row(dash.Row("Caches").id(102))
+        .with_panel(
+            p.timeseries_panel(
+                20,
+                "Hit ratio per layer and mode",
+                "embedding = L2, query_result = L1; shadow = "
+                "would-be hits. Dashed: the seed's 30 %.",
+                [
+                    (
+                        "job_cache_layer_mode:ai_agent_cache_hit_ratio:rate5m",
+                        "{{cache_layer}} {{mode}}",
+                    )
+                ],
+                unit="percentunit",
+                threshold=0.3,
+                width=8,
+                max_value=1,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                21,
+                "Hit rate per layer (seed query)",
+                "The seed design's query, unchanged.",
+                [(SEED_HIT_RATE, "{{cache_layer}}")],
+                unit="percentunit",
+                width=8,
+                max_value=1,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                22,
+                "Lookups per layer and mode",
+                "Cache reads; zero while flags are on means the "
+                "cache path is bypassed (AIAgentCacheLookupsMissing).",
+                [
+                    (
+                        "job_cache_layer_mode:ai_agent_cache_lookups:rate5m",
+                        "{{cache_layer}} {{mode}}",
+                    )
+                ],
+                unit="reqps",
+                width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                23,
+                "Invalidations by reason",
+                "Generation bumps from session writes and operators.",
+                [
+                    (
+                        "sum by (reason) ("
+                        "rate(ai_agent_cache_invalidations_total[$__rate_interval]))",
+                        "{{reason}}",
+                    )
+                ],
+                unit="ops",
+                width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                24,
+                "Verification results",
+                "Shadow checks and sampled audits of served L1 hits.",
+                [
+                    (
+                        "sum by (cache_layer, result) (rate(ai_agent_cache_verifications_total"
+                        "[$__rate_interval]))",
+                        "{{cache_layer}} {{result}}",
+                    )
+                ],
+                unit="ops",
+                width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                25,
+                "Stale or mismatched share",
+                "Dashed: AIAgentCacheStaleOrMismatch (0.1 %).",
+                [
+                    (
+                        "job_cache_layer_result:ai_agent_cache_verifications:ratio_rate5m"
+                        '{result=~"stale|mismatch"}',
+                        "{{cache_layer}} {{result}}",
+                    )
+                ],
+                unit="percentunit",
+                threshold=0.001,
+                width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                26,
+                "Redis errors on the cache path",
+                "Fail-open errors per layer and operation. Dashed: AIAgentCacheErrors (0.1/s).",
+                [
+                    (
+                        "sum by (cache_layer, op) ("
+                        "rate(ai_agent_cache_errors_total[$__rate_interval]))",
+                        "{{cache_layer}} {{op}}",
+                    )
+                ],
+                unit="ops",
+                threshold=0.1,
+            )
+        )
+        .with_panel(
+            p.state_panel(
+                27,
+                "Circuit breaker per replica",
+                "open = the replica bypasses Redis.",
+                [("max by (instance) (ai_agent_cache_circuit_open)", "{{instance}}")],
+                {0: ("closed", "green"), 1: ("open", "red")},
+                width=12,
+                height=8,
+            )
+        )
+        .with_row(dash.Row("Cost").id(103))
+        .with_panel(
+            p.timeseries_panel(
+                30,
+                "Upstream spend per hour",
+                "AI provider cost by call kind.",
+                [
+                    (
+                        "sum by (kind) ("
+                        "rate(ai_agent_upstream_cost_usd_total[$__rate_interval])) * 3600",
+                        "{{kind}}",
+                    )
+                ],
+                unit="currencyUSD",
+                width=6,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                31,
+                "Cost per query",
+                "Seed anchor: $0.017 uncached.",
+                [("job:ai_agent_cost_per_query_usd:rate5m", "USD per query")],
+                unit="currencyUSD",
+                width=6,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                32,
+                "Savings estimate per hour",
+                "The seed's estimate ($0.017 per L1 hit) counts "
+                "shadow hits too; split by mode, serve is money saved, shadow what L1 would save.",
+                [
+                    (SEED_SAVINGS, "seed estimate (all L1 hits)"),
+                    ("job_mode:ai_agent_cache_l1_savings_usd_per_hour:rate5m", "{{mode}}"),
+                ],
+                unit="currencyUSD",
+                width=6,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                33,
+                "Upstream calls",
+                "Calls to the AI provider by kind and outcome.",
+                [
+                    (
+                        "sum by (kind, outcome) ("
+                        "rate(ai_agent_upstream_requests_total[$__rate_interval]))",
+                        "{{kind}} {{outcome}}",
+                    )
+                ],
+                unit="reqps",
+                width=6,
+            )
+        )
+        .with_row(dash.Row("Redis").id(104))
+        .with_panel(
+            p.timeseries_panel(
+                40,
+                "Memory used and maxmemory",
+                "maxmemory 0 = unlimited (AIAgentRedisMaxmemoryUnset).",
+                [
+                    ("redis_memory_used_bytes", "used {{instance}}"),
+                    ("redis_memory_max_bytes", "maxmemory {{instance}}"),
+                ],
+                unit="bytes",
+                width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                41,
+                "Memory used / maxmemory",
+                "Dashed: AIAgentRedisMemoryNearMax (90 %).",
+                [("redis_memory_used_bytes / (redis_memory_max_bytes > 0)", "{{instance}}")],
+                unit="percentunit",
+                threshold=0.9,
+                width=8,
+                max_value=1,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                42,
+                "Evictions",
+                "Keys evicted before their TTL. Dashed: AIAgentRedisEvictions.",
+                [("rate(redis_evicted_keys_total[$__rate_interval])", "{{instance}}")],
+                unit="ops",
+                threshold=1,
+                width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                43,
+                "OOM rejections",
+                "Commands refused with OOM (errorstats), and all rejected "
+                "calls (OOM, ACL, arity) for comparison.",
+                [
+                    ('rate(redis_errors_total{err="OOM"}[$__rate_interval])', "OOM {{instance}}"),
+                    (
+                        "sum by (instance) ("
+                        "rate(redis_commands_rejected_calls_total[$__rate_interval]))",
+                        "rejected calls {{instance}}",
+                    ),
+                ],
+                unit="ops",
+            )
+        )
+        .with_panel(
+            p.state_panel(
+                44,
+                "Redis and exporter up",
+                "redis_up: the exporter reaches Redis; up: Prometheus reaches the exporter.",
+                [("redis_up", "redis {{instance}}"), ('up{job="redis"}', "exporter {{instance}}")],
+                UP_DOWN,
+                width=12,
+                height=8,
+            )
+        )
+        .with_row(dash.Row("Flags").id(105))
+        .with_panel(
+            p.timeseries_panel(
+                50,
+                "Flag state per replica",
+                "What each replica applies (0/1; L1 in percent). "
+                "Lines that differ for more than a few seconds: AIAgentFlagStateDisagreement.",
+                [("ai_agent_flag_state", "{{flag}} @ {{instance}}")],
+                stepped=True,
+                width=12,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                51,
+                "Flag spread between replicas",
+                "max - min per flag; anything above 0 means replicas disagree.",
+                [
+                    (
+                        "max by (flag) (ai_agent_flag_state) - min by (flag) (ai_agent_flag_state)",
+                        "{{flag}}",
+                    )
+                ],
+                stepped=True,
+                width=6,
+            )
+        )
+        .with_panel(
+            p.state_panel(
+                52,
+                "Rollout stage",
+                "The controller's stage, to read the flags against.",
+                [("max(rollout_stage_index)", "stage")],
+                STAGE_NAMES,
+                width=6,
+                height=8,
+            )
+        )
+    )
