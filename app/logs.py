@@ -35,5 +35,8 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter that would drown the service's own lines at INFO.
-    for noisy in ("UnleashClient", "apscheduler", "httpx", "httpcore"):
+    for noisy in ("apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # The Unleash SDK logs every poll at INFO and every failed poll at WARNING (once a
+    # second while Unleash is down); the flag source logs each change of state once instead.
+    logging.getLogger("UnleashClient").setLevel(max(logging.ERROR, root.level))

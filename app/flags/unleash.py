@@ -86,6 +86,7 @@ class UnleashFlagSource:
         self._checked_at = float("-inf")
         self._snapshot = OFF
         self._decisions: dict[str, bool] = {}
+        self._reported_state: FlagSourceState | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> UnleashFlagSource:
@@ -133,6 +134,11 @@ class UnleashFlagSource:
         if now - self._checked_at < self._check_seconds:
             return self._snapshot
         self._checked_at = now
+        state = self.state
+        if state != self._reported_state:
+            level = logging.INFO if state == "unleash" else logging.WARNING
+            log.log(level, "unleash flag source: %s -> %s", self._reported_state or "start", state)
+            self._reported_state = state
         payload = self._cache.get(FEATURES_URL)
         if payload is not self._payload and payload != self._payload:
             self._payload = payload
