@@ -20,11 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings()
+        configure_logging(settings.log_format, settings.log_level)
         app = create_app(settings)
     except (ValidationError, ConfigurationError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_format, settings.log_level)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
                 loop="uvloop", http="httptools")
     return 0

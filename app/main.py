@@ -37,6 +37,9 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 
+DEV_KEY_SECRET = Settings.model_fields["cache_key_secret"].default.get_secret_value()
+
+
 class ConfigurationError(ValueError):
     """A setting is unusable; the message names it."""
 
@@ -131,6 +134,8 @@ def create_app(
     """The service. Collaborators are built in the lifespan, from `settings` only."""
     metrics = ServiceMetrics(registry or CollectorRegistry())
     envelope = build_envelope(settings)  # fail at construction, not at the first request
+    if settings.cache_key_secret.get_secret_value() == DEV_KEY_SECRET:
+        log.warning("CACHE_KEY_SECRET is the development default; set a secret in production")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,0 +1,75 @@
+"""`python -m app` as a real process over real HTTP: start, serve, export, stop cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+
+from app import contract
+from scripts.svc.common import REPO_ROOT, Service, free_port, wait_until
+from tests.support.service import AUTH, TOKEN
+
+
+def _env(redis_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": redis_url, "SERVICE_API_TOKEN": TOKEN,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}",
+            "AI_LATENCY_SCALE": "0", "LOG_FORMAT": "json", **extra}
+
+
+def test_the_service_process_serves_exports_and_stops_cleanly(
+    redis_service: Service, tmp_path: Path
+) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "--port", str(port)], cwd=REPO_ROOT,
+        env=_env(redis_service.url, tmp_path), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200,
+                   timeout=30, what="the service to be ready")
+        ws, client_id = uuid.uuid4(), uuid.uuid4()
+        created = httpx.post(f"{base}/v1/workspaces/{ws}/sessions", headers=AUTH, json={
+            "client_id": str(client_id), "subjective": "Sleeping poorly; anxious."})
+        assert created.status_code == 201
+        answer = httpx.post(f"{base}/v1/workspaces/{ws}/query",
+                            json={"query": "How is the client sleeping?",
+                                  "client_id": str(client_id)})
+        assert answer.status_code == 200 and "Cache-Status" in answer.headers
+        metrics = httpx.get(f"{base}/metrics").text
+        for name in (contract.METRIC_QUERIES, contract.METRIC_UPSTREAM_COST,
+                     contract.METRIC_FLAG_STATE, f"{contract.METRIC_QUERY_DURATION}_bucket"):
+            assert name in metrics
+        assert 'ai_agent_queries_total{l1="off",outcome="ok"} 1.0' in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+    # Structured JSON logs, and no clinical text in them.
+    assert '"level": "warning"' in output and "CACHE_KEY_SECRET" in output
+    assert "anxious" not in output.lower() and "sleeping" not in output.lower()
+
+
+def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+        env=_env("redis://127.0.0.1:1/0", tmp_path, AI_LATENCY_SCALE="-1"), timeout=60,
+    )
+    assert result.returncode == 2
+    assert "ai_latency_scale" in result.stderr and "Traceback" not in result.stderr
+
+    bad_key = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+        env=_env("redis://127.0.0.1:1/0", tmp_path, CACHE_ENCRYPTION_KEY="not base64!"),
+        timeout=60,
+    )
+    assert bad_key.returncode == 2 and "CACHE_ENCRYPTION_KEY" in bad_key.stderr
