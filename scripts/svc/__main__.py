@@ -10,14 +10,18 @@ import json
 import sys
 from dataclasses import asdict
 
-from scripts.svc import postgres, redis, unleash
+from scripts.svc import alertmanager, postgres, prometheus, redis, redis_exporter, unleash
 from scripts.svc.common import RUN_DIR, Service, ServiceError
 
 STARTERS = {
     "redis": redis.ensure_redis, "postgres": postgres.ensure_postgres,
-    "unleash": unleash.ensure_unleash,
+    "unleash": unleash.ensure_unleash, "prometheus": prometheus.ensure_prometheus,
+    "redis_exporter": redis_exporter.ensure_redis_exporter,
+    "alertmanager": alertmanager.ensure_alertmanager,
 }
-STOPPERS = {"redis": redis.stop, "postgres": postgres.stop, "unleash": unleash.stop}
+STOPPERS = {"redis": redis.stop, "postgres": postgres.stop, "unleash": unleash.stop,
+            "prometheus": prometheus.stop, "redis_exporter": redis_exporter.stop,
+            "alertmanager": alertmanager.stop}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,158 @@
+"""redis_exporter (Debian `prometheus-redis-exporter`) for one Redis, on a loopback port.
+
+    svc = start_private_redis_exporter("redis://127.0.0.1:6379/0")   # svc.url, svc.target
+    ...
+    stop(svc)                                                          # our pid only
+
+Ready means /metrics answers and already reports `redis_up` (1 if it reached Redis).
+`REDIS_EXPORTER_URL` names an existing exporter to reuse instead (never stopped here).
+`python -m scripts.svc start redis_exporter` exports the Redis of REDIS_URL, else the one
+`python -m scripts.svc start redis` started (.run/redis.json).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from scripts.svc.common import (
+    RUN_DIR,
+    Service,
+    ServiceError,
+    ensure_apt,
+    free_port,
+    spawn,
+    stop_pid,
+)
+
+BINARY = "/usr/bin/prometheus-redis-exporter"
+PACKAGE = "prometheus-redis-exporter"
+START_TIMEOUT = 20.0
+_REDIS_UP = re.compile(r"^redis_up(?:\{[^}]*\})?\s+(\S+)\s*$", re.MULTILINE)
+
+
+def target_of(service: Service) -> str:
+    """`host:port` for a Prometheus static config."""
+    return urllib.parse.urlsplit(service.url).netloc
+
+
+def scrape(url: str, *, timeout: float = 5.0) -> str:
+    """The exposition text of `url` (an exporter base URL or its /metrics URL)."""
+    metrics_url = url if url.rstrip("/").endswith("/metrics") else f"{url.rstrip('/')}/metrics"
+    with urllib.request.urlopen(metrics_url, timeout=timeout) as response:
+        return str(response.read().decode())
+
+
+def redis_up(url: str) -> float | None:
+    """The exporter's `redis_up` value, or None if it does not (yet) report one."""
+    match = _REDIS_UP.search(scrape(url))
+    return float(match.group(1)) if match else None
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _redact(redis_url: str) -> str:
+    parts = urllib.parse.urlsplit(redis_url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}:{parts.port}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return redis_url
+
+
+def start_private_redis_exporter(
+    redis_url: str, *, name: str = "redis-exporter", port: int | None = None,
+    timeout: float = START_TIMEOUT,
+) -> Service:
+    """Start redis_exporter for `redis_url` on 127.0.0.1 (a free port unless given); we own it.
+
+    The Redis URL (password included) goes to the exporter through its environment, never
+    its command line. Raises ServiceError with the log's tail if it is not ready in time.
+    """
+    binary = ensure_apt(BINARY, PACKAGE)
+    attempts = 1 if port else 3
+    last: ServiceError | None = None
+    for _ in range(attempts):
+        try:
+            return _start_once(binary, redis_url, name=name, port=port or free_port(),
+                               timeout=timeout)
+        except ServiceError as exc:
+            last = exc
+            if "address already in use" not in str(exc):
+                raise
+    assert last is not None
+    raise last
+
+
+def _start_once(binary: str, redis_url: str, *, name: str, port: int,
+                timeout: float) -> Service:
+    data_dir = tempfile.mkdtemp(prefix=f"aicache-{name}-")
+    log_file = RUN_DIR / "logs" / f"{name}-{port}.log"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "REDIS_ADDR": redis_url,  # read by redis_exporter like --redis.addr
+    }
+    proc = spawn([
+        binary, f"--web.listen-address=127.0.0.1:{port}", "--connection-timeout=2s",
+        "--redis-only-metrics", "--set-client-name",
+    ], log_file=log_file, env=env, cwd=Path(data_dir))
+    svc = Service(name=name, url=f"http://127.0.0.1:{port}", pid=proc.pid, owned=True,
+                  data_dir=data_dir, port=port)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise ServiceError(f"redis_exporter exited with {proc.returncode} during "
+                                   f"start; log {log_file}:\n{_tail(log_file)}")
+            try:
+                if redis_up(svc.url) is not None:
+                    return svc
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() >= deadline:
+                raise ServiceError(f"timed out after {timeout:.0f}s waiting for redis_exporter "
+                                   f"({_redact(redis_url)}) on {svc.url}; log {log_file}:\n"
+                                   f"{_tail(log_file)}")
+            time.sleep(0.05)
+    except BaseException:
+        stop_pid(proc.pid)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+
+
+def ensure_redis_exporter(name: str = "redis-exporter", redis_url: str | None = None) -> Service:
+    """REDIS_EXPORTER_URL if set (reused, never stopped here), else a private exporter for
+    `redis_url`, REDIS_URL, or the Redis that `python -m scripts.svc start redis` started."""
+    existing = os.environ.get("REDIS_EXPORTER_URL")
+    if existing:
+        return Service(name=name, url=existing.rstrip("/"), owned=False)
+    url = redis_url or os.environ.get("REDIS_URL")
+    if not url:
+        started = Service.load(RUN_DIR / "redis.json")
+        url = started.url if started else None
+    if not url:
+        raise ServiceError("no Redis to export: set REDIS_URL or run "
+                           "`python -m scripts.svc start redis` first")
+    return start_private_redis_exporter(url, name=name)
+
+
+def stop(service: Service) -> None:
+    """Stop an exporter we started; idempotent, never signals a pid twice."""
+    if not service.owned:
+        return
+    if service.pid:
+        stop_pid(service.pid)
+        service.pid = None
+    if service.data_dir:
+        shutil.rmtree(service.data_dir, ignore_errors=True)
