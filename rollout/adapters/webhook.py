@@ -1,0 +1,100 @@
+"""Notifications to a webhook that speaks Slack's incoming-webhook JSON.
+
+The body is `{"text": ..., "blocks": [...]}`: `text` alone is a complete message (for
+Mattermost, Rocket.Chat, Teams connectors or a plain log sink), `blocks` make it readable in
+Slack. The reason line is the decision's own, e.g.
+`p95 212 ms > 180 ms (n=4 120): l1-50 → l1-10`.
+
+Delivery is best effort: one POST with a short timeout, no retries (the next event comes
+soon enough, and the decision log has everything). Failures are logged, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import httpx
+
+from rollout.cycle import Notification
+
+log = logging.getLogger("rollout.webhook")
+
+DEFAULT_TIMEOUT: Final = httpx.Timeout(3.0, connect=2.0)
+# Slack rejects a section whose text exceeds 3000 characters.
+_SECTION_LIMIT: Final = 2900
+_ICONS: Final = {"info": ":large_blue_circle:", "warning": ":warning:",
+                 "critical": ":rotating_light:"}
+
+
+def slack_payload(notification: Notification, *, source: str = "") -> dict[str, Any]:
+    icon = _ICONS.get(notification.severity, "")
+    headline = f"{icon} {notification.title}".strip()
+    reason = _clip(notification.reason)
+    context = [
+        f"stage *{notification.stage}*",
+        f"by {notification.by}",
+        notification.at.isoformat(timespec="seconds"),
+    ]
+    if source:
+        context.append(source)
+    context += [f"{key}: {value}" for key, value in notification.fields.items()]
+    return {
+        "text": f"{headline}\n{reason}",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_clip(headline)}*"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": reason}},
+            {"type": "context",
+             "elements": [{"type": "mrkdwn", "text": _clip(" \u00b7 ".join(context))}]},
+        ],
+        # Not Slack's; lets a generic receiver route without parsing text.
+        "event": notification.event,
+        "severity": notification.severity,
+        "stage": notification.stage,
+        "from_stage": notification.from_stage,
+        "to_stage": notification.to_stage,
+    }
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _SECTION_LIMIT else text[: _SECTION_LIMIT - 1] + "\u2026"
+
+
+class WebhookNotifier:
+    """rollout.cycle.Notifier that POSTs Slack-compatible JSON to one URL."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        source: str = "",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._url = url
+        self._source = source
+        self._http = httpx.AsyncClient(
+            timeout=timeout, transport=transport, follow_redirects=False,
+            headers={"User-Agent": "ai-cache-rollout-controller"},
+        )
+        self.sent = 0
+        self.failed = 0
+
+    async def notify(self, notification: Notification) -> None:
+        payload = slack_payload(notification, source=self._source)
+        try:
+            response = await self._http.post(self._url, json=payload)
+        except httpx.HTTPError as exc:
+            self.failed += 1
+            log.warning("webhook delivery failed (%s: %s): %s", type(exc).__name__, exc,
+                        notification.title, extra={"event": notification.event})
+            return
+        if response.is_success:
+            self.sent += 1
+            return
+        self.failed += 1
+        log.warning("webhook answered %s %s: %s", response.status_code,
+                    response.text[:200], notification.title, extra={"event": notification.event})
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
