@@ -25,12 +25,9 @@ VERDICTS = {
     3: ("fail", "red"),
 }
 
-# The newest stage change within 30 days: a subquery, because the controller exports the
-# stage but not when it was entered. A 2 m window at a 1 m step never misses a change
-# (scrapes <= 30 s apart) and is at most 2 m late; instant query only, it is heavy.
-TIME_IN_STAGE = (
-    "time() - max(max_over_time(timestamp(changes(rollout_stage_index[2m]) > 0)[30d:1m]))"
-)
+# The controller exports when the current stage was entered (it survives restarts: the
+# controller restores it from its state in Redis).
+TIME_IN_STAGE = "time() - max(rollout_stage_entered_timestamp_seconds)"
 # Worst first: `or` keeps the first arm that has a sample for a check.
 VERDICT_TIMELINE = (
     "max by (check) (\n    "
@@ -101,11 +98,10 @@ def build() -> dash.Dashboard:
             p.stat_panel(
                 3,
                 "Time in stage",
-                "Since the last stage change (resolution 2 min, looks back 30 d).",
+                "Since the controller entered the current stage; compare with the stage's bake.",
                 [(TIME_IN_STAGE, "in stage")],
                 unit="dtdurations",
                 width=5,
-                no_value="no change in 30 d",
             )
         )
         .with_panel(
@@ -158,10 +154,13 @@ def build() -> dash.Dashboard:
             p.timeseries_panel(
                 8,
                 "Gate value: $check",
-                "The value the controller measured for this check "
-                "(rollout_check_value). Its threshold is in the rollout plan and may be relative "
-                "to the baseline; the verdict timeline shows which side of it the value fell.",
-                [('rollout_check_value{check=~"$check"}', "{{check}}")],
+                "The value the controller measured for this check (rollout_check_value) and "
+                "the limit it was judged against (rollout_check_threshold, relative limits "
+                "already multiplied out by the baseline). Gaps: no_data.",
+                [
+                    ('rollout_check_value{check=~"$check"}', "value"),
+                    ('rollout_check_threshold{check=~"$check"}', "threshold"),
+                ],
                 width=24,
                 min_value=None,
             )
@@ -172,9 +171,10 @@ def build() -> dash.Dashboard:
             p.table_panel(
                 9,
                 "Gates over the selected range",
-                "Latest value and verdict counts per check.",
+                "Latest value and threshold, and verdict counts per check.",
                 [
                     ("max by (check) (rollout_check_value)", ""),
+                    ("max by (check) (rollout_check_threshold)", ""),
                     (
                         'sum by (check) (increase(rollout_checks_total{verdict="pass"}[$__range]))',
                         "",
@@ -196,10 +196,11 @@ def build() -> dash.Dashboard:
                 ],
                 rename={
                     "Value #A": "value",
-                    "Value #B": "pass",
-                    "Value #C": "fail",
-                    "Value #D": "no_data",
-                    "Value #E": "error",
+                    "Value #B": "threshold",
+                    "Value #C": "pass",
+                    "Value #D": "fail",
+                    "Value #E": "no_data",
+                    "Value #F": "error",
                 },
             )
         )

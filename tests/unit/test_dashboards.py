@@ -22,6 +22,7 @@ from alerts.queries import (
 )
 from app import contract
 from grafana import build, panels
+from rollout.metrics import METRIC_ROLLOUT_CHECK_THRESHOLD, METRIC_ROLLOUT_STAGE_ENTERED
 
 PROVISIONING = REPO_ROOT / "grafana" / "provisioning"
 COMPOSE = REPO_ROOT / "deploy" / "compose.yaml"
@@ -35,6 +36,8 @@ EXTERNAL_METRICS = {
     "redis_evicted_keys_total",
     "redis_errors_total",
     "redis_commands_rejected_calls_total",  # redis_exporter 1.45
+    METRIC_ROLLOUT_CHECK_THRESHOLD,  # the controller's own, beyond the shared contract
+    METRIC_ROLLOUT_STAGE_ENTERED,
 }
 PROMQL_WORDS = {
     "sum",
