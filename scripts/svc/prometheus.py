@@ -99,6 +99,14 @@ class PrometheusService(Service):
         base = Service.load(state_file)
         return cls.from_service(base) if base else None
 
+    def wait_for_series(self, expr: str, timeout: float = 30.0,
+                        min_series: int = 1) -> list[dict[str, Any]]:
+        """See the module-level `wait_for_series`."""
+        return wait_for_series(self.url, expr, timeout=timeout, min_series=min_series)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        return query(self.url, expr)
+
 
 def duration(seconds: float) -> str:
     """Seconds as a Prometheus duration (`1s`, `250ms`, `15s`)."""
