@@ -200,26 +200,26 @@ class FlagOutcome:
     drift: bool = False
     note: str = ""
 
+    @property
+    def result(self) -> Literal["failed", "skipped", "written", "unchanged"]:
+        if self.error is not None:
+            return "failed"
+        if not self.applied:
+            return "skipped"
+        return "written" if self.writes else "unchanged"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "desired": flags_dict(self.desired),
             "before": None if self.before is None else flags_dict(self.before),
             "writes": [str(w) for w in self.writes],
             "applied": self.applied,
-            "result": _flag_result(self),
+            "result": self.result,
             "error": self.error,
             "error_kind": self.error_kind,
             "drift": self.drift,
             "note": self.note,
         }
-
-
-def _flag_result(outcome: FlagOutcome) -> str:
-    if outcome.error is not None:
-        return "failed"
-    if not outcome.applied:
-        return "skipped"
-    return "written" if outcome.writes else "unchanged"
 
 
 @dataclass(frozen=True, slots=True)
