@@ -892,6 +892,10 @@ class Lease(Protocol):
 
     async def release(self) -> None: ...
 
+    async def holder(self) -> str | None:
+        """Who holds the lease now (any process), None when nobody does."""
+        ...
+
     def lost(self) -> None:
         """Forget leadership now (a write was fenced out)."""
         ...
@@ -977,6 +981,14 @@ class Controller:
 
     def now(self) -> datetime:
         return self._clock()
+
+    async def wait_idle(self, within_seconds: float) -> bool:
+        """Wait until no cycle or command runs; False if one still runs after that long."""
+        try:
+            async with asyncio.timeout(within_seconds), self._lock:
+                return True
+        except TimeoutError:
+            return False
 
     def _lost(self) -> None:
         self.lease.lost()

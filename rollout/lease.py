@@ -132,6 +132,12 @@ class RedisLease:
             return
         await self._release(keys=[self._keys.lease, self._keys.fence], args=[self._owner, token])
 
+    async def holder(self) -> str | None:
+        raw = await self._redis.get(self._keys.lease)
+        if raw is None:
+            return None
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
     def lost(self) -> None:
         self._token = None
         self._valid_until = 0.0

@@ -237,5 +237,8 @@ class FakeLease:
         self.released = True
         self._token = None
 
+    async def holder(self) -> str | None:
+        return self._owner if self.is_leader else None
+
     def lost(self) -> None:
         self._token = None

@@ -1,0 +1,174 @@
+"""The composition root: everything the controller needs, built from one RolloutSettings.
+
+Nothing here runs at import time; `build_runtime(settings)` makes the objects (Redis and
+HTTP clients connect lazily) and `Runtime.aclose()` closes what it made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from rollout.adapters.local_flags import LocalFlagWriter
+from rollout.adapters.prometheus import PrometheusSource
+from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
+from rollout.adapters.unleash_admin import UnleashAdmin
+from rollout.adapters.webhook import WebhookNotifier
+from rollout.core.plan import Plan
+from rollout.core.plan_loader import load_plan
+from rollout.cycle import Controller, CyclePorts, Notifier, NullNotifier
+from rollout.lease import RedisLease
+from rollout.metrics import ControllerMetrics
+from rollout.plans import default_plan_path
+from rollout.ports import FlagWriter, MetricsSource
+from rollout.settings import RolloutSettings
+
+log = logging.getLogger("rollout")
+
+REDIS_TIMEOUT_SECONDS = 3.0
+
+
+# --- logging (the same shape as the service's app/logs.py, which rollout may not import) ---
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("apscheduler", "httpx", "httpcore", "urllib3", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+# --- building blocks --------------------------------------------------------------------------
+
+
+def plan_from_settings(settings: RolloutSettings) -> Plan:
+    """The plan file (or the bundled one), with ROLLOUT_TIME_SCALE applied. Raises PlanError."""
+    plan = load_plan(settings.rollout_plan or default_plan_path())
+    if settings.rollout_time_scale is not None:
+        plan = dataclasses.replace(
+            plan, settings=dataclasses.replace(plan.settings,
+                                               time_scale=settings.rollout_time_scale),
+        )
+    return plan
+
+
+def interval_seconds(settings: RolloutSettings, plan: Plan) -> float:
+    if settings.rollout_interval_seconds is not None:
+        return settings.rollout_interval_seconds
+    return plan.settings.evaluation_interval.total_seconds()
+
+
+def build_flag_writer(settings: RolloutSettings) -> FlagWriter:
+    """Unleash when UNLEASH_URL is set, else the local flag store in the service's Redis."""
+    if settings.unleash_url:
+        token = settings.unleash_admin_token
+        if token is None or not token.get_secret_value():
+            raise ValueError("UNLEASH_URL is set but UNLEASH_ADMIN_TOKEN is not")
+        return UnleashAdmin(settings.unleash_url, token.get_secret_value(),
+                            environment=settings.unleash_environment,
+                            project=settings.unleash_project)
+    return LocalFlagWriter.from_url(settings.redis_url)
+
+
+def build_state_store(settings: RolloutSettings) -> RedisStateStore:
+    return RedisStateStore.from_url(
+        settings.state_redis_url, RolloutKeys(settings.rollout_name),
+        timeout=REDIS_TIMEOUT_SECONDS,
+    )
+
+
+def build_metrics_source(settings: RolloutSettings) -> MetricsSource:
+    return PrometheusSource(settings.prometheus_url,
+                            timeout_seconds=settings.prometheus_timeout_seconds)
+
+
+def build_notifier(settings: RolloutSettings) -> Notifier:
+    if not settings.rollout_webhook_url:
+        return NullNotifier()
+    return WebhookNotifier(settings.rollout_webhook_url,
+                           timeout=settings.rollout_webhook_timeout_seconds,
+                           source=settings.rollout_instance_id)
+
+
+@dataclass
+class Runtime:
+    settings: RolloutSettings
+    plan: Plan
+    registry: CollectorRegistry
+    metrics: ControllerMetrics
+    store: RedisStateStore
+    lease: RedisLease
+    flags: FlagWriter
+    metrics_source: MetricsSource
+    notifier: Notifier
+    controller: Controller
+
+    @property
+    def interval_seconds(self) -> float:
+        return interval_seconds(self.settings, self.plan)
+
+    async def check_state_redis(self) -> None:
+        """Warn when the state's Redis could evict it (see rollout.settings)."""
+        warning = await self.store.eviction_risk()
+        if warning:
+            log.warning(warning, extra={"event": "eviction-risk"})
+
+    async def aclose(self) -> None:
+        for close in (self.notifier.aclose, self.metrics_source.aclose, self.flags.aclose,
+                      self.store.aclose):
+            try:
+                await close()
+            except Exception:
+                log.exception("closing %s failed", close)
+
+
+def build_runtime(
+    settings: RolloutSettings, *, registry: CollectorRegistry | None = None
+) -> Runtime:
+    plan = plan_from_settings(settings)
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ControllerMetrics(registry, plan)
+    store = build_state_store(settings)
+    lease_client: Redis = store.redis
+    lease = RedisLease(lease_client, store.keys, settings.rollout_instance_id,
+                       ttl_seconds=settings.rollout_lease_seconds)
+    flags = build_flag_writer(settings)
+    source = build_metrics_source(settings)
+    notifier = build_notifier(settings)
+    ports = CyclePorts(plan=plan, store=store, flags=flags, metrics_source=source,
+                       notifier=notifier, metrics=metrics,
+                       instance_id=settings.rollout_instance_id)
+    controller = Controller(ports, lease)
+    return Runtime(settings=settings, plan=plan, registry=registry, metrics=metrics,
+                   store=store, lease=lease, flags=flags, metrics_source=source,
+                   notifier=notifier, controller=controller)

@@ -1,0 +1,86 @@
+"""`rollout run`: the evaluation loop (APScheduler) and the HTTP API (uvicorn) in one event
+loop. The only module that imports APScheduler.
+
+Two interval jobs, both `max_instances=1, coalesce=True` (a slow cycle is never overlapped
+by the next one, and missed runs collapse into one):
+  * `lease`: acquire or renew the lease every ttl/3, so a standby takes over within about
+    one ttl after the leader stops renewing;
+  * `cycle`: one evaluation per interval; does nothing while standing by.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from rollout.composition import Runtime
+from rollout.cycle import Controller
+from rollout.server import create_app
+
+log = logging.getLogger("rollout.scheduler")
+
+
+def build_scheduler(
+    controller: Controller,
+    *,
+    interval_seconds: float,
+    lease_seconds: float,
+) -> AsyncIOScheduler:
+    """Both jobs run once right away (lease first), then on their intervals."""
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    now = datetime.now(UTC)
+    scheduler.add_job(
+        controller.refresh_lease, "interval", seconds=max(0.2, lease_seconds / 3),
+        id="lease", name="controller lease", max_instances=1, coalesce=True,
+        next_run_time=now, misfire_grace_time=None,
+    )
+    scheduler.add_job(
+        controller.tick, "interval", seconds=interval_seconds,
+        id="cycle", name="rollout evaluation", max_instances=1, coalesce=True,
+        next_run_time=now + timedelta(milliseconds=200), misfire_grace_time=None,
+    )
+    return scheduler
+
+
+async def run_controller(runtime: Runtime) -> None:
+    """Serve until SIGINT/SIGTERM, then give the lease up so a standby takes over at once."""
+    settings = runtime.settings
+    await runtime.check_state_redis()
+    controller = runtime.controller
+    app = create_app(controller, registry=runtime.registry, api_token=settings.api_token)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.rollout_host, port=settings.rollout_port, log_config=None,
+        access_log=False, lifespan="off",
+    ))
+    scheduler = build_scheduler(
+        controller, interval_seconds=runtime.interval_seconds,
+        lease_seconds=settings.rollout_lease_seconds,
+    )
+    scheduler.start()
+    log.info(
+        "controller %s: evaluating every %ss, lease %ss, plan %s (time scale %g), flags -> %s, "
+        "state in %s, HTTP on %s:%s",
+        settings.rollout_instance_id, runtime.interval_seconds,
+        settings.rollout_lease_seconds, settings.rollout_plan or "bundled default",
+        runtime.plan.settings.time_scale, runtime.flags.target,
+        runtime.store.keys.state, settings.rollout_host, settings.rollout_port,
+        extra={"event": "start", "instance": settings.rollout_instance_id},
+    )
+    try:
+        await server.serve()
+    finally:
+        scheduler.shutdown(wait=False)
+        # A cycle may be mid-flight: let it finish (bounded) rather than cut a flag write.
+        await _wait_for_running_jobs(controller)
+        await controller.shutdown()
+        await runtime.aclose()
+        log.info("controller %s stopped", settings.rollout_instance_id,
+                 extra={"event": "stop"})
+
+
+async def _wait_for_running_jobs(controller: Controller, within_seconds: float = 10.0) -> None:
+    if not await controller.wait_idle(within_seconds):
+        log.warning("a cycle was still running after %ss; stopping anyway", within_seconds)

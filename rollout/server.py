@@ -1,0 +1,198 @@
+"""The controller's HTTP face (DESIGN.md §8): metrics, status, history, commands, a page.
+
+    GET  /                     status page for people (HTML, refreshes itself)
+    GET  /metrics              Prometheus text format (the controller's own registry)
+    GET  /healthz              process up
+    GET  /api/status           JSON snapshot (see rollout.status_page.build_status)
+    GET  /api/history?limit=N  decision log, newest first (1 <= N <= 1000, default 50)
+    POST /api/pause|resume|promote|rollback
+         body {"who": str, "why": str, "full": bool (promote), "to": str (rollback)}
+         Authorization: Bearer $ROLLOUT_API_TOKEN
+         200 done · 401 no/bad token · 403 no token configured · 409 rejected (the message
+         says why) · 422 bad body · 502 flags could not be written (nothing changed) ·
+         503 this instance stands by, or Redis is unreachable
+
+Commands run only on the instance holding the lease; a standby answers 503 naming the leader.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from rollout.core.decide import CommandRejected
+from rollout.cycle import CommandFailed, Controller, ManualCommand, NotLeader, StoreError
+from rollout.status_page import build_status, render_status_page
+
+log = logging.getLogger("rollout.server")
+
+CommandName = Literal["pause", "resume", "promote", "rollback"]
+COMMANDS: Final[tuple[CommandName, ...]] = ("pause", "resume", "promote", "rollback")
+PAGE_HISTORY: Final = 12
+MAX_HISTORY: Final = 1000
+
+
+class CommandBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    who: str = Field(min_length=1, max_length=200)
+    why: str = Field(min_length=1, max_length=2000)
+    full: StrictBool = False
+    to: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+async def gather_status(controller: Controller) -> dict[str, Any]:
+    """The status snapshot as this instance sees it (any instance can answer)."""
+    store = controller.ports.store
+    snapshot = await store.load()
+    last = await store.last_cycle()
+    try:
+        holder = await controller.lease.holder()
+    except Exception:  # the lease is informational here; the state read above succeeded
+        holder = None
+    return build_status(
+        controller.ports.plan, snapshot.state, last, controller.now(),
+        instance_id=controller.lease.owner, is_leader=controller.is_leader, holder=holder,
+        intent=snapshot.intent,
+    )
+
+
+def create_app(
+    controller: Controller,
+    *,
+    registry: CollectorRegistry,
+    api_token: str | None,
+) -> FastAPI:
+    app = FastAPI(title="ai-cache rollout controller", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    def error(status: int, detail: str, **extra: Any) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+
+    def unauthorized(request: Request) -> JSONResponse | None:
+        if api_token is None:
+            return error(403, "commands are disabled: ROLLOUT_API_TOKEN is not set on the "
+                              "controller")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return error(401, "missing bearer token (Authorization: Bearer $ROLLOUT_API_TOKEN)")
+        if not hmac.compare_digest(given.strip().encode(), api_token.encode()):
+            return error(401, "invalid token")
+        return None
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "leader": controller.is_leader, "instance": controller.lease.owner}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/status", response_model=None)
+    async def status() -> dict[str, Any] | JSONResponse:
+        try:
+            return await gather_status(controller)
+        except StoreError as exc:
+            return error(503, str(exc))
+
+    @app.get("/api/history", response_model=None)
+    async def history(
+        limit: int = Query(default=50, ge=1, le=MAX_HISTORY),
+    ) -> dict[str, Any] | JSONResponse:
+        try:
+            entries = await controller.ports.store.history(limit)
+        except StoreError as exc:
+            return error(503, str(exc))
+        return {"entries": entries, "limit": limit}
+
+    @app.get("/", response_class=HTMLResponse, response_model=None)
+    async def page() -> HTMLResponse:
+        try:
+            snapshot = await gather_status(controller)
+            entries = await controller.ports.store.history(PAGE_HISTORY)
+        except StoreError as exc:
+            return HTMLResponse(
+                f"<!doctype html><meta http-equiv=refresh content=10><title>rollout: store down"
+                f"</title><p>Cannot read the rollout state: {_escape(str(exc))}</p>",
+                status_code=503,
+            )
+        return HTMLResponse(render_status_page(snapshot, entries))
+
+    async def command(name: CommandName, request: Request) -> JSONResponse:
+        denied = unauthorized(request)
+        if denied is not None:
+            return denied
+        try:
+            body = CommandBody.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            return error(422, "invalid request body", errors=_errors(exc))
+        if body.full and name != "promote":
+            return error(422, "`full` applies to promote only")
+        if body.to is not None and name != "rollback":
+            return error(422, "`to` applies to rollback only")
+        try:
+            report = await controller.command(
+                ManualCommand(name=name, who=body.who, why=body.why, full=body.full, to=body.to)
+            )
+        except CommandRejected as exc:
+            return error(409, str(exc))
+        except NotLeader as exc:
+            try:
+                holder = await controller.lease.holder()
+            except Exception:
+                holder = None
+            return error(503, f"{exc}" + (f" (leader: {holder})" if holder else ""),
+                         leader=holder)
+        except CommandFailed as exc:
+            return error(502, str(exc), entry=dict(exc.report.entry))
+        except StoreError as exc:
+            return error(503, str(exc))
+        log.info("%s by %s via the API: %s", name, body.who, body.why,
+                 extra={"event": "command", "by": body.who})
+        decision = report.decision
+        assert decision is not None
+        return JSONResponse({
+            "ok": True,
+            "action": decision.action.value,
+            "from_stage": decision.from_stage,
+            "to_stage": decision.target_stage,
+            "reason": decision.reason,
+            "log_id": report.log_id,
+            "flags": None if report.flags is None else report.flags.to_dict(),
+            "state": report.state_after.to_dict(),
+        })
+
+    # One route per command keeps the URL set closed (an unknown command is a plain 404).
+    for name in COMMANDS:
+        app.add_api_route(f"/api/{name}", _bind(command, name), methods=["POST"],
+                          response_model=None, name=name)
+    return app
+
+
+def _bind(
+    handler: Callable[[CommandName, Request], Awaitable[JSONResponse]], name: CommandName
+) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def endpoint(request: Request) -> JSONResponse:
+        return await handler(name, request)
+
+    return endpoint
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+        for err in exc.errors()
+    ]
+
+
+def _escape(text: str) -> str:
+    return html.escape(text)
