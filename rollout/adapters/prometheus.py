@@ -60,7 +60,9 @@ class QueryError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Series:
+class Series:
+    """One sample of an instant-vector result: its labels and its value (None if not finite)."""
+
     labels: Mapping[str, str]
     value: float | None
 
@@ -116,7 +118,7 @@ class PrometheusSource:
         await self.aclose()
 
     # --- one query --------------------------------------------------------------------------
-    def query_series(self, query: str) -> list[_Series]:
+    def query_series(self, query: str) -> list[Series]:
         """Run one instant query; raise QueryError with a readable message on any failure."""
         try:
             raw = self._client.custom_query(
@@ -129,13 +131,14 @@ class PrometheusSource:
         except requests.ConnectionError as exc:
             raise QueryError(f"cannot reach Prometheus at {self._url}: "
                              f"{_connection_reason(exc)}") from exc
-        except requests.RequestException as exc:
-            raise QueryError(f"request to Prometheus at {self._url} failed: {exc}") from exc
         except PrometheusApiClientException as exc:
             raise QueryError(_api_error_message(str(exc))) from exc
         except (ValueError, KeyError, TypeError) as exc:  # 200 but not the Prometheus API
+            # (before RequestException: requests' JSONDecodeError is both)
             raise QueryError(f"{self._url} did not answer like the Prometheus API "
                              f"({type(exc).__name__}: {exc})") from exc
+        except requests.RequestException as exc:
+            raise QueryError(f"request to Prometheus at {self._url} failed: {exc}") from exc
         return _parse_result(raw)
 
     def query_value(self, query: str) -> float | None:
@@ -179,7 +182,7 @@ class PrometheusSource:
         return flags_from_series(series)
 
 
-def flags_from_series(series: Sequence[_Series]) -> ReportedFlags:
+def flags_from_series(series: Sequence[Series]) -> ReportedFlags:
     """Group `ai_agent_flag_state{flag}` series by reporting instance (every label but
     `flag`) and compare the instances.
 
@@ -220,19 +223,19 @@ def _settings_of(flags: Mapping[str, float | None]) -> FlagSettings | None:
 
 
 # --- parsing ---------------------------------------------------------------------------------
-def _parse_result(raw: Any) -> list[_Series]:
+def _parse_result(raw: Any) -> list[Series]:
     """The library returns `data.result`: a list of series, or `[ts, "value"]` for a scalar."""
     if not isinstance(raw, list):
         raise QueryError(f"unexpected Prometheus result: {str(raw)[:200]}")
     if len(raw) == 2 and not isinstance(raw[0], dict):  # resultType scalar (or string)
-        return [_Series(labels={}, value=_number(raw[1]))]
-    series: list[_Series] = []
+        return [Series(labels={}, value=_number(raw[1]))]
+    series: list[Series] = []
     for item in raw:
         if not isinstance(item, dict) or "value" not in item:
             raise QueryError("query returned a range vector; the controller needs an instant "
                              "vector (wrap the range in rate(), increase(), *_over_time())")
         labels = {str(k): str(v) for k, v in dict(item.get("metric", {})).items()}
-        series.append(_Series(labels=labels, value=_number(item["value"][1])))
+        series.append(Series(labels=labels, value=_number(item["value"][1])))
     return series
 
 
