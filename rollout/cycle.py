@@ -668,7 +668,7 @@ def _log(report: CycleReport) -> None:
     }
     moved = (
         f"{decision.from_stage} \u2192 {decision.target_stage}"
-        if decision.changes_stage else decision.from_stage
+        if decision.changes_stage else f"at {decision.from_stage}"
     )
     flags = report.flags
     if flags is not None and flags.error is not None:

@@ -11,7 +11,11 @@ by the next one, and missed runs collapse into one):
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -60,6 +64,7 @@ async def run_controller(runtime: Runtime) -> None:
         lease_seconds=settings.rollout_lease_seconds,
     )
     scheduler.start()
+    previous = _quiet_signals()
     log.info(
         "controller %s: evaluating every %ss, lease %ss, plan %s (time scale %g), flags -> %s, "
         "state in %s, HTTP on %s:%s",
@@ -79,6 +84,21 @@ async def run_controller(runtime: Runtime) -> None:
         await runtime.aclose()
         log.info("controller %s stopped", settings.rollout_instance_id,
                  extra={"event": "stop"})
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _quiet_signals() -> dict[int, Any]:
+    """uvicorn handles SIGINT/SIGTERM while it serves, then re-raises the signal to whatever
+    handler was installed before it: with the default one the process would die right there,
+    before the lease is released and the clients closed. This handler lets the cleanup run."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def noted(sig: int, frame: FrameType | None) -> None:
+        log.info("received %s: shutting down", signal.Signals(sig).name)
+
+    return {sig: signal.signal(sig, noted) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 async def _wait_for_running_jobs(controller: Controller, within_seconds: float = 10.0) -> None:
