@@ -18,7 +18,7 @@ from rollout.core.observations import Measurement
 from rollout.core.plan import CheckKind, CheckSpec, Comparator, Plan, PlanSettings, Stage, Threshold
 from rollout.core.state import RolloutState
 from rollout.cycle import FencedOut, Notification, StoredSnapshot
-from rollout.ports import ApplyResult, FlagError, FlagWrite, ReportedFlags
+from rollout.ports import ApplyResult, FlagError, FlagWrite, FlagWriter, ReportedFlags
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(seconds=10)
@@ -162,10 +162,10 @@ _NAME = re.compile(r"^([a-z_]+?)(_n)?\[")
 @dataclass
 class FakeMetricsSource:
     """Values by check name; the sample of every check is `sample`. The service reports
-    whatever the flag writer holds (as if it re-read its flags at once), unless
-    `reported` is set."""
+    whatever the flag store holds (as if it re-read its flags at once), unless `reported`
+    is set. `flags` is a FakeFlagWriter or a real FlagWriter (read through its `read`)."""
 
-    flags: FakeFlagWriter
+    flags: FakeFlagWriter | FlagWriter
     values: dict[str, float | None] = field(default_factory=dict)
     sample: float = 1000.0
     error: str | None = None
@@ -186,7 +186,9 @@ class FakeMetricsSource:
     async def reported_flags(self) -> ReportedFlags:
         if self.reported is not None:
             return self.reported
-        return ReportedFlags(settings=self.flags.settings, instances=1)
+        if isinstance(self.flags, FakeFlagWriter):
+            return ReportedFlags(settings=self.flags.settings, instances=1)
+        return ReportedFlags(settings=await self.flags.read(), instances=1)
 
     async def aclose(self) -> None:
         return None
