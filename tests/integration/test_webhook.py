@@ -1,0 +1,165 @@
+"""The webhook notifier against a real local HTTP listener (a tiny server in a thread)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from rollout.adapters.webhook import WebhookNotifier, slack_payload
+from rollout.cycle import CyclePorts, Notification, run_cycle
+from scripts.svc.common import free_port
+from tests.unit.rollout_runtime.fakes import (
+    T0,
+    FakeFlagWriter,
+    FakeMetricsSource,
+    FakeStore,
+    small_plan,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class Listener:
+    """Records every POST; answers `status` after `delay` seconds."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.status = 200
+        self.delay = 0.0
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                listener.received.append(json.loads(body))
+                listener.headers.append(dict(self.headers))
+                time.sleep(listener.delay)
+                self.send_response(listener.status)
+                self.send_header("content-type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok" if listener.status == 200 else b"no")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # a slow handler must not hold up teardown
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/rollout"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def wait_for(self, count: int, within: float = 5.0) -> None:
+        deadline = time.monotonic() + within
+        while len(self.received) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} webhook calls expected, got {len(self.received)}")
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    server.thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def notification(**overrides: Any) -> Notification:
+    values: dict[str, Any] = {
+        "event": "transition", "title": "Rollout ROLLED BACK: l1-50 \u2192 l1-10",
+        "reason": "p95 212 ms > 180 ms (n=4 120): l1-50 \u2192 l1-10", "stage": "l1-10",
+        "at": T0, "from_stage": "l1-50", "to_stage": "l1-10", "severity": "critical",
+    }
+    values.update(overrides)
+    return Notification(**values)
+
+
+async def test_posts_slack_compatible_json_with_the_reason_line(listener: Listener) -> None:
+    notifier = WebhookNotifier(listener.url, source="controller-a")
+    try:
+        await notifier.notify(notification())
+    finally:
+        await notifier.aclose()
+    listener.wait_for(1)
+    [body] = listener.received
+    assert "p95 212 ms > 180 ms (n=4 120): l1-50 \u2192 l1-10" in body["text"]
+    assert body["blocks"][0]["type"] == "section"
+    assert any("p95 212 ms" in block.get("text", {}).get("text", "")
+               for block in body["blocks"])
+    assert body["event"] == "transition" and body["to_stage"] == "l1-10"
+    assert listener.headers[0]["Content-Type"] == "application/json"
+    assert notifier.sent == 1 and notifier.failed == 0
+
+
+async def test_an_error_status_is_logged_not_raised(
+    listener: Listener, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener.status = 500
+    notifier = WebhookNotifier(listener.url)
+    try:
+        await notifier.notify(notification())
+    finally:
+        await notifier.aclose()
+    assert notifier.failed == 1
+    assert "webhook answered 500" in caplog.text
+
+
+async def test_a_slow_webhook_costs_at_most_its_timeout(listener: Listener) -> None:
+    listener.delay = 2.0
+    notifier = WebhookNotifier(listener.url, timeout=0.3)
+    started = time.monotonic()
+    try:
+        await notifier.notify(notification())
+    finally:
+        await notifier.aclose()
+    assert time.monotonic() - started < 1.5
+    assert notifier.failed == 1
+
+
+async def test_nobody_listening_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    notifier = WebhookNotifier(f"http://127.0.0.1:{free_port()}/", timeout=1.0)
+    try:
+        await notifier.notify(notification())
+    finally:
+        await notifier.aclose()
+    assert notifier.failed == 1
+    assert "webhook delivery failed" in caplog.text
+
+
+def test_long_reasons_are_clipped_for_slack() -> None:
+    payload = slack_payload(notification(reason="x" * 10_000))
+    assert all(len(block["text"]["text"]) <= 3000 for block in payload["blocks"]
+               if "text" in block)
+
+
+async def test_a_rollback_cycle_notifies_the_webhook(listener: Listener) -> None:
+    plan = small_plan()
+    flags = FakeFlagWriter()
+    source = FakeMetricsSource(flags)
+    store = FakeStore()
+    notifier = WebhookNotifier(listener.url)
+    ports = CyclePorts(plan=plan, store=store, flags=flags, metrics_source=source,
+                       notifier=notifier)
+    token = store.issue_token()
+    try:
+        for seconds in (0, 70, 80):
+            await run_cycle(ports, now=T0 + timedelta(seconds=seconds), token=token)
+        listener.wait_for(1)  # the advance
+        source.values["errors"] = 2.0
+        await run_cycle(ports, now=T0 + timedelta(seconds=91), token=token)
+    finally:
+        await notifier.aclose()
+    listener.wait_for(2)
+    rollback = listener.received[-1]
+    assert rollback["severity"] == "critical"
+    assert "errors 2 > 1 (n=1 000)" in rollback["text"]
+    assert "mid \u2192 off" in rollback["text"]
