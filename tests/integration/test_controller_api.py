@@ -1,0 +1,230 @@
+"""The controller's HTTP API (httpx over ASGI against the real app), with its state in a real
+Redis and the flags in the local flag store: status, history, metrics, page, commands, auth."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from rollout.adapters.local_flags import LocalFlagWriter
+from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
+from rollout.cycle import Controller, CyclePorts
+from rollout.lease import RedisLease
+from rollout.metrics import ControllerMetrics
+from rollout.server import create_app
+from scripts.svc.common import Service
+from tests.unit.rollout_runtime.fakes import MID, FakeMetricsSource, RecordingNotifier, small_plan
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "t0k3n-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+    controller: Controller
+    store: RedisStateStore
+    flags: LocalFlagWriter
+    notifier: RecordingNotifier
+
+
+async def make_api(redis_service: Service, *, token: str | None = TOKEN,
+                   leader: bool = True) -> tuple[Api, list[object]]:
+    client = Redis.from_url(redis_service.url, decode_responses=True)
+    keys = RolloutKeys(f"api-{uuid.uuid4().hex[:8]}")
+    store = RedisStateStore(client, keys)
+    flags = LocalFlagWriter.from_url(redis_service.url, key=f"{keys.namespace}:flags")
+    plan = small_plan()
+    registry = CollectorRegistry()
+    notifier = RecordingNotifier()
+    ports = CyclePorts(plan=plan, store=store, flags=flags, metrics_source=FakeMetricsSource(flags),
+                       notifier=notifier, metrics=ControllerMetrics(registry, plan),
+                       instance_id="api-test")
+    lease = RedisLease(client, keys, "api-test", ttl_seconds=30)
+    if not leader:  # someone else holds the lease
+        await client.set(keys.lease, "the-other-one", px=30_000)
+    controller = Controller(ports, lease)
+    await controller.refresh_lease()
+    app = create_app(controller, registry=registry, api_token=token)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rollout")
+    cleanup: list[object] = [http, flags, client, keys]
+    return Api(http, controller, store, flags, notifier), cleanup
+
+
+@pytest.fixture
+async def api(redis_service: Service) -> AsyncIterator[Api]:
+    made, cleanup = await make_api(redis_service)
+    yield made
+    await _cleanup(cleanup)
+
+
+async def _cleanup(cleanup: list[object]) -> None:
+    http, flags, client, keys = cleanup
+    await http.aclose()  # type: ignore[attr-defined]
+    await client.delete(*keys.all(), f"{keys.namespace}:flags")  # type: ignore[attr-defined]
+    await flags.aclose()  # type: ignore[attr-defined]
+    await client.aclose()  # type: ignore[attr-defined]
+
+
+async def test_status_before_and_after_the_first_cycle(api: Api) -> None:
+    response = await api.http.get("/api/status")
+    assert response.status_code == 200
+    status = response.json()
+    assert status["initialised"] is False and status["stage"] == "off"
+    assert status["leader"] == {"instance_id": "api-test", "is_leader": True,
+                                "holder": "api-test"}
+
+    assert await api.controller.tick() is not None
+    status = (await api.http.get("/api/status")).json()
+    assert status["initialised"] is True
+    assert [s["position"] for s in status["stages"]] == ["current", "pending", "pending"]
+    assert status["paused"] is False and status["in_cooldown"] is False
+    assert status["last_decision"]["action"] == "hold"
+    [check] = status["checks"]
+    assert check["check"] == "base" and check["verdict"] in ("pass", "no_data")
+    assert status["bake_seconds"] == 60.0
+    assert status["flags"]["desired"] == {"shadow": False, "l2": False, "l1_percent": 0}
+
+
+async def test_history_and_its_limit(api: Api) -> None:
+    for _ in range(3):
+        await api.controller.tick()
+    entries = (await api.http.get("/api/history", params={"limit": 2})).json()["entries"]
+    assert len(entries) == 2 and entries[0]["id"] > entries[1]["id"]
+    assert (await api.http.get("/api/history", params={"limit": 0})).status_code == 422
+    assert (await api.http.get("/api/history", params={"limit": "x"})).status_code == 422
+
+
+async def test_metrics_endpoint(api: Api) -> None:
+    await api.controller.tick()
+    text = (await api.http.get("/metrics")).text
+    for name in ("rollout_stage_index 0.0", 'rollout_stage_info{stage="off"} 1.0',
+                 "rollout_paused 0.0", "rollout_is_leader 1.0",
+                 "rollout_last_evaluation_timestamp_seconds",
+                 "rollout_stage_entered_timestamp_seconds", 'rollout_checks_total{check="base"'):
+        assert name in text
+
+
+async def test_status_page_for_people(api: Api) -> None:
+    await api.controller.tick()
+    response = await api.http.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert '<meta http-equiv="refresh"' in page
+    assert "Stages" in page and "Gates and guardrails" in page and "Last decisions" in page
+    assert "off" in page and "mid" in page
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+    {"Authorization": "Basic dXNlcjpwYXNz"},
+])
+async def test_commands_need_the_bearer_token(api: Api, headers: dict[str, str]) -> None:
+    response = await api.http.post("/api/pause", json={"who": "a", "why": "b"}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert (await api.store.load()).state is None
+
+
+async def test_an_unauthenticated_bad_body_is_401_not_422(api: Api) -> None:
+    response = await api.http.post("/api/pause", content=b"not json")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/api/pause", {"who": "alice"}, "why"),
+    ("/api/pause", {"why": "x"}, "who"),
+    ("/api/pause", {"who": "alice", "why": "   "}, "why"),
+    ("/api/pause", {"who": "alice", "why": "x", "extra": 1}, "extra"),
+    ("/api/promote", {"who": "alice", "why": "x", "full": "yes"}, "full"),
+])
+async def test_a_bad_body_is_422_naming_the_field(
+    api: Api, path: str, body: dict[str, object], field: str
+) -> None:
+    response = await api.http.post(path, json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert field in [e["field"] for e in response.json()["errors"]]
+
+
+async def test_options_that_do_not_belong_to_a_command_are_422(api: Api) -> None:
+    response = await api.http.post("/api/pause", json={"who": "a", "why": "b", "full": True},
+                                   headers=AUTH)
+    assert response.status_code == 422 and "promote only" in response.json()["detail"]
+    response = await api.http.post("/api/promote", json={"who": "a", "why": "b", "to": "off"},
+                                   headers=AUTH)
+    assert response.status_code == 422 and "rollback only" in response.json()["detail"]
+    response = await api.http.post("/api/pause", content=b"{", headers=AUTH)
+    assert response.status_code == 422
+
+
+async def test_pause_then_a_second_pause_is_409_with_the_reason(api: Api) -> None:
+    await api.controller.tick()
+    response = await api.http.post("/api/pause", json={"who": "alice", "why": "INC-7"},
+                                   headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["action"] == "pause"
+    assert (await api.http.get("/api/status")).json()["pause"]["why"] == "INC-7"
+    again = await api.http.post("/api/pause", json={"who": "bob", "why": "me too"},
+                                headers=AUTH)
+    assert again.status_code == 409
+    assert "already paused by alice" in again.json()["detail"]
+    [latest] = (await api.http.get("/api/history", params={"limit": 1})).json()["entries"]
+    assert latest["command"] == {"name": "pause", "who": "alice", "why": "INC-7",
+                                 "full": False, "to": None}
+    assert api.notifier.events() == ["pause"]
+
+
+async def test_promote_and_rollback_write_the_flags(api: Api) -> None:
+    await api.controller.tick()
+    response = await api.http.post("/api/promote", json={"who": "alice", "why": "go"},
+                                   headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["to_stage"] == "mid"
+    assert await api.flags.read() == MID
+    response = await api.http.post("/api/rollback", json={"who": "bob", "why": "no",
+                                                          "to": "off"}, headers=AUTH)
+    assert response.status_code == 200 and response.json()["to_stage"] == "off"
+    status = (await api.http.get("/api/status")).json()
+    assert status["stage"] == "off" and status["last_rollback"]["by"] == "bob"
+    bad = await api.http.post("/api/rollback", json={"who": "bob", "why": "x", "to": "zzz"},
+                              headers=AUTH)
+    assert bad.status_code == 409 and "unknown stage 'zzz'" in bad.json()["detail"]
+
+
+async def test_a_standby_refuses_commands_and_names_the_leader(redis_service: Service) -> None:
+    api, cleanup = await make_api(redis_service, leader=False)
+    try:
+        response = await api.http.post("/api/pause", json={"who": "a", "why": "b"},
+                                        headers=AUTH)
+        assert response.status_code == 503
+        assert response.json()["leader"] == "the-other-one"
+        status = (await api.http.get("/api/status")).json()
+        assert status["leader"]["is_leader"] is False
+        assert status["leader"]["holder"] == "the-other-one"
+    finally:
+        await _cleanup(cleanup)
+
+
+async def test_no_token_configured_disables_commands(redis_service: Service) -> None:
+    api, cleanup = await make_api(redis_service, token=None)
+    try:
+        response = await api.http.post("/api/pause", json={"who": "a", "why": "b"},
+                                       headers=AUTH)
+        assert response.status_code == 403
+        assert "ROLLOUT_API_TOKEN" in response.json()["detail"]
+    finally:
+        await _cleanup(cleanup)
+
+
+async def test_unknown_command_is_404(api: Api) -> None:
+    response = await api.http.post("/api/destroy", json={"who": "a", "why": "b"}, headers=AUTH)
+    assert response.status_code in (404, 405)
