@@ -154,8 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = RolloutSettings.model_construct() if key == "plan validate" else _settings()
         return _HANDLERS[key](args, settings, out)
     except CliError as exc:
+        # soft_wrap: an error line stays one line for whoever greps it.
         err.print(Text(f"error: {exc.message}", style="bold red")
-                  if exc.code != EXIT_BAD_INPUT else Text(exc.message, style="red"))
+                  if exc.code != EXIT_BAD_INPUT else Text(exc.message, style="red"),
+                  soft_wrap=True)
         return exc.code
     except SystemExit as exc:  # --help, or argparse's own exits
         return int(exc.code or 0) if isinstance(exc.code, int | None) else EXIT_BAD_INPUT
@@ -549,7 +551,7 @@ def parse_assignments(assignments: Sequence[str]) -> dict[str, bool | int]:
             raise CliError(f"{item!r}: expected KEY=VALUE with KEY one of "
                            f"{', '.join(FLAG_KEYS)}", EXIT_BAD_INPUT)
         if key not in FLAG_KEYS:
-            close = difflib.get_close_matches(key, FLAG_KEYS, n=1)
+            close = difflib.get_close_matches(key, FLAG_KEYS, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise CliError(f"{key}: unknown flag key{hint}; use {', '.join(FLAG_KEYS)}",
                            EXIT_BAD_INPUT)

@@ -1,0 +1,339 @@
+"""`rollout …` end to end: main(argv) in process and `python -m rollout` in subprocesses, on a
+private Redis (state and the local flag store). Prometheus is deliberately absent: every check
+is `error`, so the controller holds, which is all these tests need from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis
+
+from app.contract import LOCAL_FLAGS_KEY
+from rollout.adapters.redis_state import RolloutKeys
+from rollout.cli import main
+from rollout.plans import default_plan_path
+from scripts.svc.common import REPO_ROOT, Service, free_port
+from scripts.svc.redis import start_private_redis
+from scripts.svc.redis import stop as stop_redis
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "cli-test-token"
+_OUR_VARS = ("REDIS_URL", "PROMETHEUS_URL", "UNLEASH_", "ROLLOUT_")
+
+
+@pytest.fixture(scope="module")
+def cli_redis() -> Iterator[Service]:
+    service = start_private_redis(name="redis-rollout-cli-tests")
+    try:
+        yield service
+    finally:
+        stop_redis(service)
+
+
+@pytest.fixture
+def redis(cli_redis: Service) -> Iterator[Redis]:
+    client = Redis.from_url(cli_redis.url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def env(cli_redis: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """The environment of one test's controller: its own key namespace, no Prometheus."""
+    for name in list(os.environ):
+        if name.startswith(_OUR_VARS):
+            monkeypatch.delenv(name)
+    values = {
+        "REDIS_URL": cli_redis.url,
+        "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        "ROLLOUT_NAME": f"cli-{uuid.uuid4().hex[:8]}",
+        "ROLLOUT_API_TOKEN": TOKEN,
+        "USER": "tester",
+        "COLUMNS": "200",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+    return values
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def subprocess_env(values: dict[str, str]) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARS)}
+    return base | values
+
+
+# --- plan validate ---------------------------------------------------------------------------
+
+
+def test_plan_validate_accepts_the_default_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "plan", "validate", str(default_plan_path()))
+    assert code == 0
+    assert "valid plan" in out and "off \u2192 dark-launch" in out
+
+
+def test_plan_validate_lists_every_problem_with_its_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "settings: {time_scale: 0, passes_to_advance: -1}\n"
+        "stages:\n  - name: off\n    flags: {l1_percent: 150}\n    bake: soon\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "rollout", "plan", "validate", str(bad)],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+        env=subprocess_env({"COLUMNS": "200"}), check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for field in ("settings.time_scale", "settings.passes_to_advance",
+                  "stages[0].flags.l1_percent", "stages[0].bake"):
+        assert field in result.stderr, result.stderr
+
+
+def test_plan_validate_json_and_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: []\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "plan", "validate", "--json", str(bad))
+    assert code == 2
+    report = json.loads(out)
+    assert report["valid"] is False and report["problems"]
+    code, _, err = run_cli(capsys, "plan", "validate", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "cannot read the file" in err
+
+
+# --- flags -----------------------------------------------------------------------------------
+
+
+def test_flags_set_and_show_on_the_local_flag_store(
+    env: dict[str, str], redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "flags", "set", "shadow=on", "l1_percent=10%")
+    assert code == 0, err
+    assert redis.hgetall(LOCAL_FLAGS_KEY) == {"shadow": "1", "l2": "0", "l1_percent": "10"}
+    assert "Wrote 3 change(s)" in out
+
+    code, out, _ = run_cli(capsys, "flags", "show", "--json")
+    assert code == 0
+    assert json.loads(out)["flags"] == {"shadow": True, "l2": False, "l1_percent": 10}
+
+    code, out, _ = run_cli(capsys, "flags", "set", "shadow=1")
+    assert code == 0 and "Nothing to change" in out
+
+    # The hand edit is in the decision log, with who did it.
+    log = RolloutKeys(env["ROLLOUT_NAME"]).log
+    [(_, fields)] = redis.xrange(log)
+    entry = json.loads(fields["entry"])
+    assert entry["kind"] == "flags-set" and entry["by"] == "tester"
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("l1_percent=150", "l1_percent: must be a whole number from 0 to 100, got '150'"),
+    ("l1_percent=ten", "l1_percent: must be a whole number from 0 to 100"),
+    ("l3=1", "l3: unknown flag key (did you mean l2?)"),
+    ("shadow=maybe", "shadow: must be on or off"),
+    ("shadow", "expected KEY=VALUE"),
+])
+def test_flags_set_rejects_bad_input_naming_the_field(
+    env: dict[str, str], redis: Redis, capsys: pytest.CaptureFixture[str],
+    assignment: str, message: str,
+) -> None:
+    code, _, err = run_cli(capsys, "flags", "set", assignment)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert redis.exists(LOCAL_FLAGS_KEY) == 0
+
+
+def test_flags_set_warns_that_an_unpaused_controller_will_restore_the_stage(
+    env: dict[str, str], redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run_cli(capsys, "evaluate", "--dry-run")
+    assert code == 0
+    state = {"stage_index": 0, "stage_name": "off", "entered_at": "2025-01-01T00:00:00+00:00"}
+    redis.set(RolloutKeys(env["ROLLOUT_NAME"]).state, json.dumps(state))
+    code, out, _ = run_cli(capsys, "flags", "set", "l2=on")
+    assert code == 0
+    assert "restores off's flags" in out
+
+
+# --- reading the state directly -----------------------------------------------------------
+
+
+def test_status_and_history_read_redis_when_no_controller_url(
+    env: dict[str, str], redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "status")
+    assert code == 0 and "has not run yet" in out
+    code, out, _ = run_cli(capsys, "status", "--json")
+    assert json.loads(out)["initialised"] is False
+    code, out, _ = run_cli(capsys, "history")
+    assert code == 0 and "empty" in out
+    code, out, _ = run_cli(capsys, "history", "--json", "--limit", "3")
+    assert json.loads(out) == []
+
+
+def test_evaluate_dry_run_applies_and_records_nothing(
+    env: dict[str, str], redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(capsys, "evaluate")
+    assert code == 2 and "--dry-run" in err
+    code, out, err = run_cli(capsys, "evaluate", "--dry-run", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["kind"] == "dry-run" and report["action"] == "hold"
+    assert {c["verdict"] for c in report["checks"]} == {"error"}  # no Prometheus here
+    assert report["committed"] is False
+    assert redis.keys("*") == []  # not a flag, not a log line
+    code, out, _ = run_cli(capsys, "evaluate", "--dry-run")
+    assert code == 0 and "nothing applied or recorded" in out
+
+
+def test_steering_needs_a_token_and_a_reason(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(capsys, "pause")
+    assert code == 2 and "--why" in err
+    monkeypatch.delenv("ROLLOUT_API_TOKEN")
+    code, _, err = run_cli(capsys, "pause", "--why", "x")
+    assert code == 2 and "ROLLOUT_API_TOKEN" in err
+
+
+def test_unreachable_controller_is_one_line(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ROLLOUT_URL", f"http://127.0.0.1:{free_port()}")
+    code, _, err = run_cli(capsys, "pause", "--why", "x")
+    assert code == 1 and "cannot reach the controller" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "status")
+    assert code == 1 and "cannot reach the controller" in err
+
+
+def test_bad_settings_are_reported_without_a_traceback(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ROLLOUT_PORT", "eighty")
+    code, _, err = run_cli(capsys, "status")
+    assert code == 2 and "ROLLOUT_PORT" in err and "Traceback" not in err
+
+
+# --- rollout run ---------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, values: dict[str, str], instance: str, log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.instance = instance
+        env = subprocess_env(values | {
+            "ROLLOUT_PORT": str(self.port), "ROLLOUT_INSTANCE_ID": instance,
+            "ROLLOUT_INTERVAL_SECONDS": "0.5", "ROLLOUT_LEASE_SECONDS": "2",
+            "ROLLOUT_TIME_SCALE": "0.0001",
+        })
+        self.log = log_dir / f"rollout-run-{instance}.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rollout", "run"], cwd=REPO_ROOT, env=env,
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+        )
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            response = httpx.get(f"{self.url}/healthz", timeout=1.0)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=20)
+
+
+def until(condition: Callable[[], Any], *, within: float = 20.0, what: str) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {within}s")
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(timeout=10)
+
+
+def test_run_serves_the_cli_and_a_standby_takes_over(
+    env: dict[str, str], redis: Redis, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], daemons: list[Daemon], tmp_path: Path,
+) -> None:
+    first = Daemon(env, "first", tmp_path)
+    daemons.append(first)
+    until(lambda: (first.health() or {}).get("leader"), what="first controller leads")
+    keys = RolloutKeys(env["ROLLOUT_NAME"])
+    until(lambda: redis.exists(keys.state), what="first cycle recorded")
+
+    monkeypatch.setenv("ROLLOUT_URL", first.url)
+    code, out, err = run_cli(capsys, "pause", "--who", "carol", "--why", "INC-1")
+    assert code == 0, err
+    assert "paused by carol: INC-1" in out
+    code, _, err = run_cli(capsys, "pause", "--why", "again")
+    assert code == 1 and "refused: already paused by carol" in err
+    code, out, _ = run_cli(capsys, "status", "--json")
+    assert code == 0 and json.loads(out)["paused"] is True
+    code, out, _ = run_cli(capsys, "status")
+    assert code == 0 and "PAUSED by carol" in out
+    code, out, _ = run_cli(capsys, "history", "--json", "--limit", "50")
+    assert any((e.get("command") or {}).get("who") == "carol" for e in json.loads(out))
+
+    monkeypatch.setenv("ROLLOUT_API_TOKEN", "wrong")
+    code, _, err = run_cli(capsys, "resume", "--why", "x")
+    assert code == 1 and "unauthorized" in err
+    monkeypatch.setenv("ROLLOUT_API_TOKEN", TOKEN)
+
+    code, _, err = run_cli(capsys, "promote", "--full", "--why", "skip ahead")
+    assert code == 0, err
+    assert redis.hgetall(LOCAL_FLAGS_KEY) == {"shadow": "0", "l2": "1", "l1_percent": "100"}
+    code, _, err = run_cli(capsys, "rollback", "--to", "nowhere", "--why", "x")
+    assert code == 1 and "unknown stage 'nowhere'" in err
+
+    second = Daemon(env, "second", tmp_path)
+    daemons.append(second)
+    until(lambda: second.health() is not None, what="second controller up")
+    assert second.health() == {"ok": True, "leader": False, "instance": "second"}
+    token_before = int(redis.get(keys.fence) or 0)
+
+    assert first.stop() == 0
+    assert "controller first stopped" in first.log.read_text()
+    until(lambda: (second.health() or {}).get("leader"), within=10, what="standby takes over")
+    assert int(redis.get(keys.fence) or 0) == token_before + 1
+    monkeypatch.setenv("ROLLOUT_URL", second.url)
+    code, _, err = run_cli(capsys, "resume", "--why", "handover done")
+    assert code == 0, err
+    assert second.stop() == 0
+    assert redis.exists(keys.lease) == 0  # released on the way out
