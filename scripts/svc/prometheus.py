@@ -160,7 +160,7 @@ def _check_config(config_file: Path) -> None:
     promtool = shutil.which("promtool")
     if not promtool:
         return
-    out = subprocess.run([promtool, "check", "config", "--syntax-only", str(config_file)],
+    out = subprocess.run([promtool, "check", "config", str(config_file)],
                          capture_output=True, text=True, timeout=30, check=False)
     if out.returncode != 0:
         raise ServiceError(f"generated Prometheus config is invalid:\n{out.stdout}{out.stderr}")
@@ -194,13 +194,16 @@ def start_private_prometheus(
     evaluation_interval: float | None = None,
     rule_files: Sequence[str | os.PathLike[str]] = (), alertmanager: str | None = None,
     name: str = "prometheus", port: int | None = None, retention: str = "1d",
-    timeout: float = START_TIMEOUT,
+    alert_resend_delay: float | None = None, timeout: float = START_TIMEOUT,
 ) -> PrometheusService:
     """Start Prometheus on 127.0.0.1 with a generated config and a throwaway TSDB; we own it.
 
     `targets` maps a job name to `host:port` addresses. `evaluation_interval` defaults to the
     scrape interval. Prometheus scrapes itself as job `prometheus` unless a job of that name
-    is given. Raises ServiceError (with the log's tail) if it does not get ready in time.
+    is given. `alert_resend_delay` (`--rules.alert.resend-delay`, Prometheus' default 1 m)
+    defaults to the evaluation interval: an alert that fired before the Alertmanager was
+    discovered (~5 s after start) is re-sent at the next evaluation, not a minute later.
+    Raises ServiceError (with the log's tail) if it does not get ready in time.
     """
     binary = ensure_apt(BINARY, PACKAGE)
     ensure_apt("promtool", PACKAGE)
@@ -214,6 +217,7 @@ def start_private_prometheus(
                 evaluation_interval=evaluation_interval or scrape_interval,
                 rule_files=[str(Path(p).resolve()) for p in rule_files],
                 alertmanager=alertmanager, retention=retention, timeout=timeout,
+                alert_resend_delay=alert_resend_delay or evaluation_interval or scrape_interval,
             )
         except ServiceError as exc:
             # free_port() can race with another process binding the port first.
@@ -227,7 +231,7 @@ def start_private_prometheus(
 def _start_once(
     binary: str, *, name: str, port: int, targets: dict[str, Sequence[str]],
     scrape_interval: float, evaluation_interval: float, rule_files: list[str],
-    alertmanager: str | None, retention: str, timeout: float,
+    alertmanager: str | None, retention: str, timeout: float, alert_resend_delay: float,
 ) -> PrometheusService:
     data_dir = Path(tempfile.mkdtemp(prefix=f"aicache-{name}-"))
     log_file = RUN_DIR / "logs" / f"{name}-{port}.log"
@@ -247,6 +251,7 @@ def _start_once(
             f"--storage.tsdb.retention.time={retention}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-lifecycle",
+            f"--rules.alert.resend-delay={duration(alert_resend_delay)}",
             "--log.level=warn",
         ], log_file=log_file, cwd=data_dir)
     except BaseException:
