@@ -918,6 +918,7 @@ class Controller:
         self._lock = asyncio.Lock()
         self.last_report: CycleReport | None = None
         self.last_error: str | None = None
+        self._standing_by = False
 
     @property
     def is_leader(self) -> bool:
@@ -926,9 +927,16 @@ class Controller:
     async def refresh_lease(self) -> bool:
         try:
             leader = await self.lease.refresh()
-        except Exception:
-            log.exception("lease refresh failed")
+        except Exception as exc:
+            # Every few seconds while Redis is down: one line each, not a traceback.
+            log.warning("lease refresh failed: %s: %s", type(exc).__name__, exc)
             leader = self.lease.is_leader
+        if not leader and not self._standing_by:
+            with contextlib.suppress(Exception):
+                holder = await self.lease.holder()
+                log.info("standing by; the lease is held by %s", holder or "nobody yet",
+                         extra={"event": "standby", "leader": holder})
+        self._standing_by = not leader
         if self.ports.metrics is not None:
             self.ports.metrics.set_leader(leader)
             if not leader:
