@@ -99,7 +99,11 @@ def _details(origin: str | None, sample: float | None) -> str:
 
 
 def format_count(count: float) -> str:
-    """Whole numbers with a space between thousands (`4 120`); `increase()` is fractional."""
+    """Whole numbers with a space between thousands (`4 120`). `increase()` extrapolates, so
+    small counts can be fractional: keep one decimal below 10 so `0.5 > 0` never reads as
+    `0 > 0`."""
+    if abs(count) < 10 and count != round(count):
+        return f"{count:.1f}"
     return f"{round(count):,}".replace(",", " ")
 
 
