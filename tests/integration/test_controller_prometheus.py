@@ -1,0 +1,570 @@
+"""The controller end to end on real services: a private Prometheus scraping a fake service
+replica that the test controls, real Redis for the state, log and lease, flags in the local
+store or in a real Unleash, notifications to a real local HTTP listener.
+
+The plan is the bundled default plan scaled to seconds (tests/support/controller.py): a plan
+day is 1 s (3 s where a stage must bake longer than the test needs), every window is 4 s
+(four 1 s scrapes), M = 2 passing cycles, N = 2 failing cycles unless a test says otherwise,
+one cycle every 0.5 s. The replica follows the flag store ~1 s after a change and then
+reports the new flags, so every stage waits for the service and for one full window before
+it is judged. Cycles are paced by the evaluation interval; every wait has a deadline.
+
+The test that stops Prometheus runs last; the shared stack restarts it for any test after.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from rollout.adapters.local_flags import LocalFlagWriter
+from rollout.adapters.prometheus import PrometheusSource
+from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
+from rollout.adapters.webhook import WebhookNotifier
+from rollout.core.decide import Action
+from rollout.core.flags import FlagSettings
+from rollout.core.observations import Verdict
+from rollout.cycle import CycleReport, FencedOut, flags_dict, run_cycle
+from rollout.scheduler import build_scheduler
+from scripts.svc.common import Service
+from scripts.svc.unleash import UnleashService
+from tests.support.controller import (
+    BASELINE,
+    DARK,
+    L1_10,
+    L1_50,
+    L1_100,
+    L2,
+    LEASE_SECONDS,
+    OFF,
+    SCRAPE_SECONDS,
+    STAGES,
+    TRAFFIC_RPS,
+    ControllerStack,
+    CrashingStore,
+    ServiceReplica,
+    SimulatedCrash,
+    WebhookListener,
+    build_harness,
+    check_of,
+    demo_plan,
+    entry_time,
+    is_action,
+    judged,
+    longest_window,
+    oldest_first,
+    running_controller_stack,
+    seed_state,
+    seeded,
+    stage_flags,
+    transitions,
+    utcnow,
+)
+from tests.support.prometheus import eventually
+from tests.support.unleash import admin_for
+
+pytestmark = pytest.mark.integration
+
+ARROW = "\u2192"
+REDIS_CHECKS = frozenset({"redis_no_oom_rejections", "redis_memory_below_limit",
+                          "redis_oom_guardrail", "redis_evictions_guardrail"})
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[ControllerStack]:
+    with running_controller_stack() as running:
+        yield running
+
+
+@pytest.fixture
+def live(stack: ControllerStack) -> ControllerStack:
+    """The shared stack with Prometheus running and the replica back at its defaults."""
+    stack.ensure_prometheus()
+    stack.reset()
+    return stack
+
+
+@pytest.fixture
+async def client(redis_service: Service) -> AsyncIterator[Redis]:
+    redis = Redis.from_url(redis_service.url, decode_responses=True)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def keys(client: Redis) -> AsyncIterator[RolloutKeys]:
+    keys = RolloutKeys(f"ctl-{uuid.uuid4().hex[:8]}")
+    yield keys
+    await client.delete(*keys.all(), f"{keys.namespace}:flags")
+
+
+@pytest.fixture
+async def source(live: ControllerStack) -> AsyncIterator[PrometheusSource]:
+    async with PrometheusSource(live.url, timeout_seconds=2.0) as prometheus:
+        yield prometheus
+
+
+@pytest.fixture
+async def local_flags(redis_service: Service, keys: RolloutKeys) -> AsyncIterator[LocalFlagWriter]:
+    """The controller's writer on the local flag store (a key of this test's own)."""
+    async with LocalFlagWriter.from_url(redis_service.url, key=f"{keys.namespace}:flags") as w:
+        yield w
+
+
+@pytest.fixture
+async def local_view(redis_service: Service, keys: RolloutKeys) -> AsyncIterator[LocalFlagWriter]:
+    """The service's own client on the same store (it only reads)."""
+    async with LocalFlagWriter.from_url(redis_service.url, key=f"{keys.namespace}:flags") as w:
+        yield w
+
+
+ReplicaFactory = Callable[[Any, FlagSettings], ServiceReplica]
+
+
+@pytest.fixture
+async def replica(live: ControllerStack) -> AsyncIterator[ReplicaFactory]:
+    """`replica(flag_reader, initial_flags)`: the service, running the initial flags now and
+    following the store from then on; stopped (and the exporter reset) after the test."""
+    started: list[ServiceReplica] = []
+
+    def start(reader: Any, initial: FlagSettings) -> ServiceReplica:
+        service = ServiceReplica(live.exporter, reader)
+        service.adopt(initial)
+        started.append(service.start())
+        return service
+
+    yield start
+    for service in started:
+        await service.stop()
+    live.reset()
+
+
+@pytest.fixture
+def listener() -> Iterator[WebhookListener]:
+    server = WebhookListener().start()
+    yield server
+    server.stop()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def all_pass(report: CycleReport) -> bool:
+    assert report.observations is not None
+    return all(o.verdict is Verdict.PASS for o in report.observations.checks)
+
+
+def enforced(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in entry.get("checks", []) if not c["dry_run"]]
+
+
+def sample(registry: Any, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else float(value)
+
+
+async def settled(probe: Callable[[], Awaitable[FlagSettings | None]], want: FlagSettings,
+                  what: str) -> None:
+    await eventually(probe, lambda got: got == want, timeout=10, what=what)
+
+
+# --- 1. a healthy run, flags through a real Unleash ----------------------------------------
+
+
+async def test_a_healthy_run_advances_through_every_stage_and_completes_on_unleash(
+    live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
+    replica: ReplicaFactory, unleash_server: UnleashService,
+) -> None:
+    plan = demo_plan()
+    async with admin_for(unleash_server) as flags, admin_for(unleash_server) as view:
+        await flags.apply(FlagSettings())  # whatever earlier tests left on the shared server
+        service = replica(view, FlagSettings())
+        ctl = build_harness("ctl-a", plan, client, keys, flags, source)
+
+        done = await ctl.run_until(is_action(Action.COMPLETE), timeout=120,
+                                   what="the rollout completing")
+        after = await ctl.cycles(2)
+        final_flags = await flags.read()
+        await service.stop()  # before its Unleash client closes
+
+    entries = await oldest_first(ctl.store)
+    assert transitions(entries) == [
+        (OFF, DARK, "advance"), (DARK, L2, "advance"), (L2, L1_10, "advance"),
+        (L1_10, L1_50, "advance"), (L1_50, L1_100, "advance"), (L1_100, L1_100, "complete"),
+    ]
+    assert {e["kind"] for e in entries} == {"cycle"}  # no failed write, no recovery
+    assert not [e for e in entries if e["action"] == "rollback"]
+
+    # Each stage visit: from the entry that moved into it to the one that moved out of it.
+    moves = [i for i, e in enumerate(entries) if e.get("transition")]
+    starts = [0, *(i + 1 for i in moves[:-1])]
+    passes = plan.settings.passes_to_advance
+    for stage, first, last in zip(STAGES, starts, moves, strict=True):
+        visit, move = entries[first:last + 1], entries[last]
+        index = plan.index_of(stage)
+        assert index is not None and move["from_stage"] == stage
+        wanted = {s.name for s in plan.checks_for(index) if not s.dry_run}
+        # The move happened in a cycle where every enforced check of the stage passed, as
+        # did the M - 1 cycles before it; the service was reporting the stage's flags.
+        for entry in visit[-passes:]:
+            assert {c["check"] for c in enforced(entry)} == wanted, (stage, entry)
+            assert all(c["verdict"] == "pass" for c in enforced(entry)), (stage, entry["checks"])
+        assert move["flags_match"] is True
+        assert move["reported_flags"]["settings"] == flags_dict(stage_flags(plan, stage))
+        # Bake time, and one full window after the service reported the flags.
+        entered = entry_time(entries[first - 1]) if first else entry_time(visit[0])
+        assert entry_time(move) - entered >= plan.bake_of(index), stage
+        matching = [entry_time(e) for e in visit if e["flags_match"]]
+        assert entry_time(move) - matching[0] >= longest_window(plan, stage), stage
+        assert any("not judging" in e["reason"] for e in visit), stage
+        if stage != OFF:
+            # The replica takes ~1 s to follow: the controller waited for it, not judging a
+            # stage on metrics from the one before.
+            waiting = [e for e in visit if not e["flags_match"]]
+            assert waiting and all("waiting for the service to report" in e["reason"]
+                                   for e in waiting), stage
+            assert entry_time(waiting[-1]) < matching[0]
+
+    # What stage `off` measured became the baseline the later stages were judged against.
+    state = (await ctl.store.load()).state
+    assert state is not None and state.stage_name == L1_100 and state.completed_at is not None
+    assert state.baseline == pytest.approx(dict(BASELINE), rel=1e-6, abs=1e-9)
+    assert done.decision is not None and "rollout complete" in done.decision.reason
+    assert all(r.decision is not None and r.decision.action is Action.HOLD
+               and "rollout complete since" in r.decision.reason for r in after)
+
+    # The service followed Unleash through exactly the plan's stages, in order.
+    assert final_flags == stage_flags(plan, L1_100)
+    assert service.adopted_flags == [stage_flags(plan, s) for s in STAGES]
+    for before, after_stage in itertools.pairwise(STAGES):
+        assert sample(ctl.registry, "rollout_transitions_total", from_stage=before,
+                      to_stage=after_stage, kind="advance") == 1
+    assert sample(ctl.registry, "rollout_stage_index") == 5
+
+
+# --- 2. an error spike rolls back, with the reason in the log and the webhook --------------
+
+
+async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_then_holds(
+    live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
+    replica: ReplicaFactory, local_flags: LocalFlagWriter, local_view: LocalFlagWriter,
+    listener: WebhookListener,
+) -> None:
+    # A plan day of 3 s: l1-50 bakes 15 s, so it cannot advance before the spike.
+    plan = demo_plan(day_seconds=3)
+    failures = plan.settings.failures_to_rollback
+    await local_flags.apply(stage_flags(plan, L1_50))
+    await seed_state(client, keys, seeded(plan, L1_50, baked=False))
+    service = replica(local_view, stage_flags(plan, L1_50))
+    notifier = WebhookNotifier(listener.url, source="ctl-a")
+    ctl = build_harness("ctl-a", plan, client, keys, local_flags, source, notifier=notifier)
+    try:
+        await ctl.run_until(lambda r: judged(r, plan) and all_pass(r), timeout=30,
+                            what="l1-50 judged healthy")
+        service.scenario.error_rate_on = 0.3  # the L1 cohort starts failing
+        flipped, before = time.monotonic(), len(ctl.reports)
+        rollback = await ctl.run_until(is_action(Action.ROLLBACK), timeout=20,
+                                       what="the rollback")
+        elapsed = time.monotonic() - flipped
+        service.scenario.error_rate_on = 0.0  # rolling back ended the incident
+
+        # N consecutive failing cycles of the guardrail, the N-th rolls back; the first one
+        # comes as soon as a scrape carries the errors.
+        since = ctl.reports[before:]
+        failing = [r for r in since
+                   if check_of(r, "error_rate_guardrail").verdict is Verdict.FAIL]
+        assert [id(r) for r in since[-failures:]] == [id(r) for r in failing]
+        assert failing[-1] is rollback
+        assert len(since) <= failures + math.ceil(SCRAPE_SECONDS / ctl.interval) + 1
+        assert elapsed <= failures * ctl.interval + SCRAPE_SECONDS + 1.0, elapsed
+
+        assert rollback.decision is not None
+        assert (rollback.decision.from_stage, rollback.decision.target_stage) == (L1_50, L1_10)
+        reason = rollback.decision.reason
+        line = re.compile(r"error rate (\d+(\.\d+)?) % > 1 % \(baseline 0 % \+ 1 %, "
+                          r"n=\d[\d ]*\) for 2 cycles")
+        assert line.search(reason), reason
+        assert reason.endswith(f"{L1_50} {ARROW} {L1_10}"), reason
+
+        # The log has the same line and the numbers behind it.
+        [entry] = [e for e in await oldest_first(ctl.store) if e.get("transition")]
+        assert entry["transition"] == "rollback" and entry["reason"] == reason
+        guard = next(c for c in entry["checks"] if c["check"] == "error_rate_guardrail")
+        assert guard["verdict"] == "fail" and guard["limit"] == pytest.approx(0.01)
+        assert guard["value"] > guard["limit"] and guard["sample"] >= 100
+        assert entry["flags"]["desired"] == flags_dict(stage_flags(plan, L1_10))
+        assert entry["flags"]["result"] == "written"
+
+        # So does the webhook, at once (delivered within the cycle).
+        [posted] = listener.events("transition")
+        assert (posted["from_stage"], posted["to_stage"]) == (L1_50, L1_10)
+        assert posted["severity"] == "critical" and reason in posted["text"]
+        assert "ROLLED BACK" in posted["text"]
+
+        # Then it holds at l1-10 (cooldown, then awaiting a person) even once every check
+        # of l1-10 passes again.
+        await ctl.run_until(lambda r: judged(r, plan) and all_pass(r), timeout=30,
+                            what="l1-10 judged healthy after the rollback")
+        held = await ctl.cycles(3)
+    finally:
+        await notifier.aclose()
+    for report in held:
+        assert report.decision is not None and report.decision.action is Action.HOLD
+        assert report.state_after.stage_name == L1_10 and all_pass(report)
+        assert "until a person resumes" in report.decision.reason
+        assert f"from {L1_50}" in report.decision.reason
+    state = (await ctl.store.load()).state
+    assert state is not None and state.awaiting_resume and state.last_rollback is not None
+    assert await local_flags.read() == stage_flags(plan, L1_10)
+    assert service.adopted_flags[-2:] == [stage_flags(plan, L1_50), stage_flags(plan, L1_10)]
+    assert sample(ctl.registry, "rollout_transitions_total", from_stage=L1_50,
+                  to_stage=L1_10, kind="rollback") == 1
+
+
+# --- 4. too little traffic: no_data holds, never advances -----------------------------------
+
+
+async def test_too_little_traffic_holds_with_no_data_until_traffic_returns(
+    live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
+    replica: ReplicaFactory, local_flags: LocalFlagWriter, local_view: LocalFlagWriter,
+) -> None:
+    plan = demo_plan()
+    await local_flags.apply(stage_flags(plan, DARK))
+    await seed_state(client, keys, seeded(plan, DARK, baked=True))  # only traffic is missing
+    service = replica(local_view, stage_flags(plan, DARK))
+    service.scenario.requests_per_second = 0.5
+    ctl = build_harness("ctl-a", plan, client, keys, local_flags, source)
+
+    await ctl.run_until(lambda r: judged(r, plan), timeout=20, what="dark-launch judged")
+    quiet = await ctl.cycles(plan.settings.passes_to_advance + 2)
+    for report in quiet:
+        decision = report.decision
+        assert decision is not None and decision.action is Action.HOLD
+        assert report.state_after.stage_name == DARK
+        assert report.state_after.pass_streak == 0
+        assert not report.state_after.failure_streaks  # no_data is not a failure
+        assert report.observations is not None
+        verdicts = {o.check: o.verdict for o in report.observations.checks}
+        assert {c for c, v in verdicts.items() if v is Verdict.NO_DATA} == (
+            set(verdicts) - REDIS_CHECKS), verdicts
+        assert all(verdicts[c] is Verdict.PASS for c in REDIS_CHECKS & set(verdicts))
+        assert "no_data:" in decision.reason
+    messages = [o.message for r in quiet for o in (r.observations.checks if r.observations
+                                                     else ())]
+    assert any(re.search(r"too little traffic \(n=[\d.]+ < 200\)", m) for m in messages)
+    assert sample(ctl.registry, "rollout_checks_total", check="l2_shadow_hit_rate",
+                  verdict="no_data") >= len(quiet)
+
+    # With traffic back, the same stage passes and advances: it was the traffic.
+    service.scenario.requests_per_second = TRAFFIC_RPS
+    moved = await ctl.run_until(is_action(Action.ADVANCE), timeout=20, what="the advance")
+    assert moved.decision is not None and moved.decision.target_stage == L2
+
+
+# --- 5. killed between the flag write and the state write ----------------------------------
+
+
+async def test_a_controller_killed_between_flag_write_and_state_write_is_reconciled_once(
+    live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
+    replica: ReplicaFactory, unleash_server: UnleashService, listener: WebhookListener,
+) -> None:
+    plan = demo_plan()
+    target = stage_flags(plan, L1_10)
+    async with admin_for(unleash_server) as flags, admin_for(unleash_server) as view:
+        await flags.apply(stage_flags(plan, L2))
+        await seed_state(client, keys, seeded(plan, L2, baked=True))
+        service = replica(view, stage_flags(plan, L2))
+
+        # Controller A advances l2 → l1-10: intent stored, flags written to Unleash, and the
+        # process dies before the commit that records the new stage.
+        dying = CrashingStore(RedisStateStore(client, keys),
+                              lambda entry, _state: entry.get("transition") == "advance")
+        first = build_harness("ctl-a", plan, client, keys, flags, source, store=dying)
+        with pytest.raises(SimulatedCrash):
+            await first.run_until(lambda _r: False, timeout=40, what="the crash")
+        zombie_token = first.lease.token
+        assert zombie_token is not None
+        assert await flags.read() == target
+        snapshot = await first.store.load()
+        assert snapshot.state is not None and snapshot.state.stage_name == L2
+        assert snapshot.intent is not None and snapshot.intent["to_stage"] == L1_10
+        assert not [e for e in await oldest_first(first.store) if e.get("transition")]
+        # The service follows Unleash: it runs l1-10 while the stored state still says l2.
+        await settled(_async_value(lambda: service.flags), target, "the service on l1-10")
+
+        # Controller B (a restart: new instance, new lease once A's expired) reconciles.
+        notifier = WebhookNotifier(listener.url, source="ctl-b")
+        second = build_harness("ctl-b", plan, client, keys, flags, source, notifier=notifier)
+        try:
+            recovered = await second.run_until(lambda _r: True, timeout=LEASE_SECONDS + 10,
+                                               what="B's first cycle")
+            await second.run_until(
+                lambda r: r.observations is not None and r.observations.flags_match,
+                timeout=15, what="B seeing the service report l1-10")
+            tail = await second.cycles(2)
+        finally:
+            await notifier.aclose()
+        flags_after = await flags.read()
+        await service.stop()  # before its Unleash client closes
+
+    assert recovered.recovery is not None and "recovered interrupted transition" in \
+        recovered.recovery
+    assert recovered.state_before.stage_name == L1_10  # B's cycle ran on the recovered state
+    entries = await oldest_first(second.store)
+    moved = [e for e in entries if e.get("action") in ("advance", "rollback", "complete")]
+    assert len(moved) == 1, moved  # exactly one l2 → l1-10, recorded by the recovery
+    assert moved[0]["kind"] == "recovered" and moved[0]["instance"] == "ctl-b"
+    assert (moved[0]["from_stage"], moved[0]["to_stage"]) == (L2, L1_10)
+    assert sample(second.registry, "rollout_transitions_total", from_stage=L2,
+                  to_stage=L1_10, kind="advance") == 1
+    # No flapping: B never re-applied l2's flags, nor wrote anything at all.
+    cycles_of_b = [e for e in entries if e["kind"] == "cycle" and e["instance"] == "ctl-b"]
+    assert cycles_of_b and len(cycles_of_b) == len(second.reports)
+    for entry in cycles_of_b:
+        assert entry["from_stage"] == L1_10 and entry["action"] == "hold"
+        assert entry["flags"]["desired"] == flags_dict(target)
+        assert entry["flags"]["writes"] == [] and entry["flags"]["result"] == "unchanged"
+    assert flags_after == target
+    assert service.adopted_flags[-2:] == [stage_flags(plan, L2), target]
+    assert all(r.state_after.stage_name == L1_10 for r in tail)
+    snapshot = await second.store.load()
+    assert snapshot.state is not None and snapshot.state.stage_name == L1_10
+    assert snapshot.intent is None
+    assert [p["event"] for p in listener.events() if p["event"] != "overdue"] == ["recovered"]
+    # A, should it wake up, is fenced out: it can write nothing.
+    length = await second.store.log_length()
+    with pytest.raises(FencedOut):
+        await run_cycle(first.ports, now=utcnow(), token=zombie_token)
+    assert await second.store.log_length() == length
+
+
+def _async_value(read: Callable[[], FlagSettings | None]) -> Callable[
+        [], Awaitable[FlagSettings | None]]:
+    async def probe() -> FlagSettings | None:
+        return read()
+    return probe
+
+
+# --- 6. two controllers: one acts, the standby takes over ----------------------------------
+
+
+async def test_two_controllers_only_one_acts_and_the_standby_takes_over(
+    live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
+    replica: ReplicaFactory, local_flags: LocalFlagWriter, local_view: LocalFlagWriter,
+) -> None:
+    plan = demo_plan()
+    replica(local_view, FlagSettings())
+    a = build_harness("ctl-a", plan, client, keys, local_flags, source)
+    b = build_harness("ctl-b", plan, client, keys, local_flags, source)
+    # The production scheduler (lease every ttl/3, a cycle every interval), two in one loop.
+    scheduler_a = build_scheduler(a.controller, interval_seconds=a.interval,
+                                  lease_seconds=LEASE_SECONDS)
+    scheduler_b = build_scheduler(b.controller, interval_seconds=b.interval,
+                                  lease_seconds=LEASE_SECONDS)
+
+    async def instances() -> list[str]:
+        return [str(e["instance"]) for e in await oldest_first(a.store)]
+
+    try:
+        scheduler_a.start()
+        await eventually(instances, lambda xs: len(xs) >= 2, timeout=10, what="A acting")
+        scheduler_b.start()
+        await eventually(instances, lambda xs: len(xs) >= 6, timeout=10, what="A acting on")
+        assert a.controller.is_leader and not b.controller.is_leader
+        assert b.controller.last_report is None
+        state_by_a = (await a.store.load()).state
+
+        # A hangs (stops renewing and evaluating) without giving the lease up.
+        scheduler_a.shutdown(wait=False)
+        assert await a.controller.wait_idle(5)
+        stopped = time.monotonic()
+        await eventually(instances, lambda xs: "ctl-b" in xs, timeout=LEASE_SECONDS + 5,
+                         what="B taking over")
+        takeover = time.monotonic() - stopped
+        await eventually(instances, lambda xs: xs.count("ctl-b") >= 3, timeout=10,
+                         what="B acting")
+    finally:
+        for scheduler in (scheduler_a, scheduler_b):
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+        await a.controller.wait_idle(5)
+        await b.controller.wait_idle(5)
+
+    entries = await oldest_first(a.store)
+    names = [e["instance"] for e in entries]
+    first_b = names.index("ctl-b")
+    assert names == ["ctl-a"] * first_b + ["ctl-b"] * (len(names) - first_b)  # never both
+    fences_a = {e["fence"] for e in entries[:first_b]}
+    fences_b = {e["fence"] for e in entries[first_b:]}
+    assert len(fences_a) == len(fences_b) == 1 and min(fences_b) > max(fences_a)
+    assert takeover <= LEASE_SECONDS + a.interval + 1.5, takeover
+    # B carried on with A's rollout instead of starting one of its own.
+    initialised = [e for e in entries if "first cycle" in (e.get("flags") or {}).get("note", "")]
+    assert [e["instance"] for e in initialised] == ["ctl-a"]
+    last_a, first_of_b = entries[first_b - 1], entries[first_b]
+    assert first_of_b["from_stage"] == last_a["to_stage"]
+    assert state_by_a is not None
+    final = (await a.store.load()).state
+    assert final is not None and final.stage_index >= state_by_a.stage_index
+    if final.stage_name == state_by_a.stage_name:
+        assert final.entered_at == state_by_a.entered_at  # the same visit, not a new one
+    # A's leadership has lapsed locally, so a late tick of A does nothing.
+    assert not a.controller.is_leader and await a.controller.tick() is None
+    assert sample(b.registry, "rollout_is_leader") == 1
+
+
+# --- 3. Prometheus stopped mid-run (last: it stops the module's Prometheus) -----------------
+
+
+async def test_prometheus_stopped_mid_run_holds_with_error_never_moving(
+    live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
+    replica: ReplicaFactory, local_flags: LocalFlagWriter, local_view: LocalFlagWriter,
+) -> None:
+    # N = 3: a guardrail is failing, two cycles in; one more failing cycle would roll back.
+    # The bake is over, so M = 2 passing cycles would advance.
+    plan = demo_plan(passes=2, failures=3)
+    await local_flags.apply(stage_flags(plan, DARK))
+    await seed_state(client, keys, seeded(plan, DARK, baked=True))
+    service = replica(local_view, stage_flags(plan, DARK))
+    service.scenario.error_rate_off = 0.05  # 5 % > baseline 0 % + 1 %
+    ctl = build_harness("ctl-a", plan, client, keys, local_flags, source)
+    await ctl.run_until(
+        lambda r: r.state_after.failure_streaks.get("error_rate_guardrail") == 2,
+        timeout=25, what="two failing cycles")
+
+    live.stop_prometheus()
+    outage = await ctl.cycles(6)
+    checks = {s.name for s in plan.checks_for(1)}
+    for report in outage:
+        decision = report.decision
+        assert decision is not None and decision.action is Action.HOLD
+        assert report.state_after.stage_name == DARK
+        assert report.state_after.failure_streaks.get("error_rate_guardrail") == 2
+        assert report.state_after.pass_streak == 0
+        assert report.observations is not None
+        assert {o.check for o in report.observations.checks} == checks
+        assert {o.verdict for o in report.observations.checks} == {Verdict.ERROR}
+        assert all("cannot reach Prometheus" in (o.error or "")
+                   for o in report.observations.checks)
+        assert report.reported is not None and report.reported.error is not None
+    entries = await oldest_first(ctl.store)
+    assert not [e for e in entries if e.get("transition")]
+    assert all(c["verdict"] == "error" for c in entries[-1]["checks"])
+    assert await local_flags.read() == stage_flags(plan, DARK)
+    assert sample(ctl.registry, "rollout_checks_total", check="error_rate_guardrail",
+                  verdict="error") == len(outage)
+    state = (await ctl.store.load()).state
+    assert state is not None and state.stage_name == DARK
+    assert state.entered_at < utcnow() - plan.bake_of(1) - timedelta(seconds=1)
