@@ -26,7 +26,7 @@ from UnleashClient.utils import InstanceAllowType
 
 from app import contract
 from app.flags.local import LocalFlagSource
-from app.flags.unleash import UnleashFlagSource, _TrackingFileCache
+from app.flags.unleash import UnleashFlagSource, _ToggleChanges, _TrackingFileCache
 
 TARGET_US = 10.0
 
@@ -76,7 +76,7 @@ async def main_async(requests: int, rounds: int) -> int:
     tmp = tempfile.mkdtemp(prefix="flags-bench-")
     tracking = _TrackingFileCache("bench-cached", tmp)
     cached_client = _unleash_client(tracking)
-    unleash = UnleashFlagSource(cached_client, tracking, refresh_seconds=15,
+    unleash = UnleashFlagSource(cached_client, tracking, _ToggleChanges(), refresh_seconds=15,
                                 check_seconds=1.0, stickiness="userId")
     direct = _unleash_client(FileCache("bench-direct", directory=tmp))
 

@@ -22,6 +22,7 @@ from typing import Any
 from UnleashClient.cache import FileCache
 from UnleashClient.clients.unleash_client import UnleashClient
 from UnleashClient.constants import ETAG, FEATURES_URL
+from UnleashClient.events import BaseEvent, UnleashEventType
 from UnleashClient.utils import InstanceAllowType
 
 from app import contract
@@ -45,6 +46,19 @@ class _TrackingFileCache(FileCache):
         super().set(key, value)
         if key in (ETAG, FEATURES_URL) and value:
             self.last_success = time.monotonic()
+
+
+class _ToggleChanges:
+    """Counts the SDK's FETCHED/READY events, which it emits only after its evaluation engine
+    holds the new toggles. Reacting to the raw payload instead would race the SDK's thread:
+    the payload lands in the cache a moment before the engine evaluates it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_event(self, event: BaseEvent) -> None:
+        if event.event_type in (UnleashEventType.FETCHED, UnleashEventType.READY):
+            self.count += 1  # one writer (the SDK's event thread); readers only compare
 
 
 def l1_percent_from_payload(raw: Any, flag: str = contract.FLAG_L1_QUERY_RESULTS) -> int:
@@ -75,10 +89,12 @@ def l1_percent_from_payload(raw: Any, flag: str = contract.FLAG_L1_QUERY_RESULTS
 
 
 class UnleashFlagSource:
-    def __init__(self, client: UnleashClient, cache: _TrackingFileCache, *,
-                 refresh_seconds: float, check_seconds: float, stickiness: str) -> None:
+    def __init__(self, client: UnleashClient, cache: _TrackingFileCache, changes: _ToggleChanges,
+                 *, refresh_seconds: float, check_seconds: float, stickiness: str) -> None:
         self._client = client
         self._cache = cache
+        self._changes = changes
+        self._seen_changes = -1  # evaluate on the first snapshot, whatever the SDK has
         self._stale_after = 3 * refresh_seconds
         self._check_seconds = check_seconds
         self._stickiness = stickiness
@@ -97,6 +113,7 @@ class UnleashFlagSource:
         await asyncio.to_thread(cache_dir.mkdir, parents=True, exist_ok=True)
         cache = _TrackingFileCache(f"{settings.unleash_app_name}-{settings.unleash_environment}",
                                    str(cache_dir))
+        changes = _ToggleChanges()
         client = UnleashClient(
             url=settings.unleash_url,
             app_name=settings.unleash_app_name,
@@ -110,11 +127,12 @@ class UnleashFlagSource:
             disable_registration=True,
             cache=cache,
             multiple_instance_mode=InstanceAllowType.SILENTLY_ALLOW,
+            event_callback=changes.on_event,
         )
         # The first fetch is a blocking HTTP call: keep it off the event loop. If Unleash is
         # down the SDK falls back to the features it last stored on disk.
         await asyncio.to_thread(client.initialize_client)
-        source = cls(client, cache, refresh_seconds=settings.unleash_refresh_seconds,
+        source = cls(client, cache, changes, refresh_seconds=settings.unleash_refresh_seconds,
                      check_seconds=settings.flag_cache_seconds, stickiness=settings.l1_stickiness)
         await source.snapshot()
         log.info("unleash flags: source=%s %s", source.state, source._snapshot)
@@ -134,19 +152,20 @@ class UnleashFlagSource:
         if now - self._checked_at < self._check_seconds:
             return self._snapshot
         self._checked_at = now
+        changes = self._changes.count
+        if changes != self._seen_changes:
+            self._seen_changes = changes
+            self._payload = self._cache.get(FEATURES_URL)
+            self._decisions = {}
+            self._snapshot = self._evaluate()
         state = self.state
+        if self._snapshot.source != state and self._payload is not None:
+            self._snapshot = FlagSnapshot(self._snapshot.shadow, self._snapshot.l2,
+                                          self._snapshot.l1_percent, state)
         if state != self._reported_state:
             level = logging.INFO if state == "unleash" else logging.WARNING
             log.log(level, "unleash flag source: %s -> %s", self._reported_state or "start", state)
             self._reported_state = state
-        payload = self._cache.get(FEATURES_URL)
-        if payload is not self._payload and payload != self._payload:
-            self._payload = payload
-            self._decisions = {}
-            self._snapshot = self._evaluate()
-        elif self._snapshot.source != self.state and self._payload is not None:
-            self._snapshot = FlagSnapshot(self._snapshot.shadow, self._snapshot.l2,
-                                          self._snapshot.l1_percent, self.state)
         return self._snapshot
 
     def _evaluate(self) -> FlagSnapshot:

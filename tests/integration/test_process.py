@@ -23,8 +23,9 @@ def _env(redis_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def test_the_service_process_serves_exports_and_stops_cleanly(
-    redis_service: Service, tmp_path: Path
+    redis_service: Service, redis: object, tmp_path: Path
 ) -> None:
+    # `redis` flushes the shared test Redis: no flags left over from other tests.
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "--port", str(port)], cwd=REPO_ROOT,
