@@ -6,18 +6,27 @@ a steady rate of session writes that cause invalidations. Open loop at a fixed r
 slow service shows up as latency, not as less load.
 
     python -m scripts.traffic --url http://127.0.0.1:8000 --token T --rate 20 --duration 60
+
+Several `--url`s (replicas) share the load round-robin. Library use: `TrafficGenerator(urls,
+token, shape, seed)`, `await seed_notes(client)`, then `await run(client, rate=…,
+duration=…)` or, open-ended, `run(client, rate=…, stop=event)`; observers get one
+`RequestRecord` per request as it completes (the demo attributes them to rollout stages).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import math
 import random
 import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import httpx
 
@@ -70,6 +79,22 @@ class TrafficStats:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One finished request, for observers (per-stage statistics, live views)."""
+
+    at: float  # wall clock (time.time()) when the request was sent
+    kind: Literal["query", "write"]
+    ok: bool
+    latency: float  # seconds, as the client saw it
+    status: int | None = None  # None: no HTTP answer (connection refused, timeout)
+    l1: str | None = None  # the body's cache outcome, queries with a 200 only
+    l2: str | None = None
+
+
+Observer = Callable[[RequestRecord], None]
+
+
 @dataclass(frozen=True)
 class TrafficShape:
     workspaces: int = 12
@@ -85,9 +110,17 @@ def zipf_weights(n: int, s: float) -> list[float]:
 
 
 class TrafficGenerator:
-    def __init__(self, base_url: str, token: str, shape: TrafficShape | None = None,
-                 seed: int = 7) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str | Sequence[str], token: str,
+                 shape: TrafficShape | None = None, seed: int = 7, *,
+                 observers: Sequence[Observer] = ()) -> None:
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("TrafficGenerator needs at least one base URL")
+        self.base_urls = [url.rstrip("/") for url in urls]
+        self.base_url = self.base_urls[0]
+        # Round-robin like the simplest load balancer: every replica sees the same mix.
+        self._turn = itertools.cycle(self.base_urls)
+        self.observers: list[Observer] = list(observers)
         self.token = token
         self.shape = shape or TrafficShape()
         self.rng = random.Random(seed)
@@ -100,6 +133,19 @@ class TrafficGenerator:
         self.notes: dict[uuid.UUID, list[str]] = {ws: [] for ws in self.workspaces}
         self._weights = zipf_weights(len(QUESTION_TEMPLATES), self.shape.zipf_s)
         self._workspace_weights = zipf_weights(len(self.workspaces), 0.8)
+
+    def _url(self) -> str:
+        return next(self._turn)
+
+    def workspace_shares(self) -> dict[uuid.UUID, float]:
+        """Each workspace's expected share of the requests (its Zipf weight, normalised)."""
+        total = sum(self._workspace_weights)
+        return {ws: w / total for ws, w in zip(self.workspaces, self._workspace_weights,
+                                                 strict=True)}
+
+    def _observe(self, record: RequestRecord) -> None:
+        for observer in self.observers:
+            observer(record)
 
     def _note(self) -> dict[str, str]:
         n = self.rng.randint(3, 9)
@@ -116,7 +162,7 @@ class TrafficGenerator:
         async def one(ws: uuid.UUID, client_id: uuid.UUID) -> None:
             async with semaphore:
                 response = await client.post(
-                    f"{self.base_url}/v1/workspaces/{ws}/sessions",
+                    f"{self._url()}/v1/workspaces/{ws}/sessions",
                     json={"client_id": str(client_id), **self._note()}, headers=self._auth)
                 response.raise_for_status()
                 self.notes[ws].append(response.json()["id"])
@@ -126,41 +172,64 @@ class TrafficGenerator:
 
     async def _one_request(self, client: httpx.AsyncClient) -> None:
         ws = self.rng.choices(self.workspaces, self._workspace_weights)[0]
+        sent_at = time.time()
         started = time.perf_counter()
+        kind: Literal["query", "write"] = "query"
+        status: int | None = None
+        ok = False
+        l1 = l2 = None
         try:
             if self.rng.random() < self.shape.write_share and self.notes[ws]:
+                kind = "write"
                 note = self.rng.choice(self.notes[ws])
-                response = await client.patch(
-                    f"{self.base_url}/v1/workspaces/{ws}/sessions/{note}",
-                    json={"plan": self._note()["plan"]}, headers=self._auth)
                 self.stats.writes += 1
-                if response.status_code not in (200, 409):
+                response = await client.patch(
+                    f"{self._url()}/v1/workspaces/{ws}/sessions/{note}",
+                    json={"plan": self._note()["plan"]}, headers=self._auth)
+                status = response.status_code
+                ok = status in (200, 409)  # 409: a concurrent update won, as it may
+                if not ok:
                     self.stats.errors += 1
                 return
             question = self.rng.choices(QUESTION_TEMPLATES, self._weights)[0]
             client_id = (None if self.rng.random() < self.shape.workspace_wide_share
                          else self.rng.choice(self.clients[ws]))
-            response = await client.post(
-                f"{self.base_url}/v1/workspaces/{ws}/query",
-                json={"query": question, "client_id": str(client_id) if client_id else None})
             self.stats.queries += 1
-            if response.status_code != 200:
+            response = await client.post(
+                f"{self._url()}/v1/workspaces/{ws}/query",
+                json={"query": question, "client_id": str(client_id) if client_id else None})
+            status = response.status_code
+            if status != 200:
                 self.stats.errors += 1
                 return
+            ok = True
             self.stats.latencies.append(time.perf_counter() - started)
             cache = response.json()["cache"]
-            self.stats.l1[cache["l1"]] += 1
-            self.stats.l2[cache["l2"]] += 1
+            l1, l2 = cache["l1"], cache["l2"]
+            self.stats.l1[l1] += 1
+            self.stats.l2[l2] += 1
         except httpx.HTTPError:
             self.stats.errors += 1
+        finally:
+            if self.observers:
+                self._observe(RequestRecord(
+                    at=sent_at, kind=kind, ok=ok, latency=time.perf_counter() - started,
+                    status=status, l1=l1, l2=l2))
 
-    async def run(self, client: httpx.AsyncClient, *, rate: float, duration: float) -> TrafficStats:
-        """Send `rate` requests per second for `duration` seconds (open loop)."""
+    async def run(self, client: httpx.AsyncClient, *, rate: float,
+                  duration: float = math.inf, stop: asyncio.Event | None = None,
+                  drain_timeout: float = 30.0) -> TrafficStats:
+        """Send `rate` requests per second (open loop) for `duration` seconds or until `stop`
+        is set, then wait up to `drain_timeout` s for the requests still in flight."""
+        if math.isinf(duration) and stop is None:
+            raise ValueError("run() without a duration needs a stop event")
         self.stats = TrafficStats()
         tasks: set[asyncio.Task[None]] = set()
         start = time.monotonic()
         sent = 0
         while (elapsed := time.monotonic() - start) < duration:
+            if stop is not None and stop.is_set():
+                break
             due = int(elapsed * rate) + 1
             while sent < due:
                 task = asyncio.create_task(self._one_request(client))
@@ -169,7 +238,9 @@ class TrafficGenerator:
                 sent += 1
             await asyncio.sleep(max(0.0, sent / rate - (time.monotonic() - start)))
         if tasks:
-            await asyncio.wait(tasks, timeout=30)
+            _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
         return self.stats
 
 
@@ -188,7 +259,8 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.traffic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", required=True, action="append",
+                        help="service base URL; repeat for several replicas (round-robin)")
     parser.add_argument("--token", required=True)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--duration", type=float, default=30.0)
