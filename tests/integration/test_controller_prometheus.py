@@ -14,6 +14,7 @@ The test that stops Prometheus runs last; the shared stack restarts it for any t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
@@ -29,6 +30,7 @@ from redis.asyncio import Redis
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.prometheus import PrometheusSource
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
+from rollout.adapters.unleash_admin import UnleashAdmin
 from rollout.adapters.webhook import WebhookNotifier
 from rollout.core.decide import Action
 from rollout.core.flags import FlagSettings
@@ -123,31 +125,34 @@ async def local_flags(redis_service: Service, keys: RolloutKeys) -> AsyncIterato
         yield w
 
 
-@pytest.fixture
-async def local_view(redis_service: Service, keys: RolloutKeys) -> AsyncIterator[LocalFlagWriter]:
-    """The service's own client on the same store (it only reads)."""
-    async with LocalFlagWriter.from_url(redis_service.url, key=f"{keys.namespace}:flags") as w:
-        yield w
-
-
-ReplicaFactory = Callable[[Any, FlagSettings], ServiceReplica]
+ReplicaFactory = Callable[..., Awaitable[ServiceReplica]]
 
 
 @pytest.fixture
-async def replica(live: ControllerStack) -> AsyncIterator[ReplicaFactory]:
-    """`replica(flag_reader, initial_flags)`: the service, running the initial flags now and
-    following the store from then on; stopped (and the exporter reset) after the test."""
+async def replica(live: ControllerStack, redis_service: Service,
+                  keys: RolloutKeys) -> AsyncIterator[ReplicaFactory]:
+    """`replica(initial_flags, reader=None)`: the service, running `initial_flags` now and
+    following the flag store from then on through `reader` (a flag adapter it takes over and
+    closes), by default its own client on this test's local flag store. After the test it
+    is stopped before its client closes (closing a redis client under an in-flight read can
+    hang), and the exporter is reset."""
     started: list[ServiceReplica] = []
+    async with contextlib.AsyncExitStack() as owned:
 
-    def start(reader: Any, initial: FlagSettings) -> ServiceReplica:
-        service = ServiceReplica(live.exporter, reader)
-        service.adopt(initial)
-        started.append(service.start())
-        return service
+        async def start(initial: FlagSettings,
+                        reader: LocalFlagWriter | UnleashAdmin | None = None) -> ServiceReplica:
+            if reader is None:
+                reader = LocalFlagWriter.from_url(redis_service.url,
+                                                  key=f"{keys.namespace}:flags")
+            owned.push_async_callback(reader.aclose)
+            service = ServiceReplica(live.exporter, reader)
+            service.adopt(initial)
+            started.append(service.start())
+            return service
 
-    yield start
-    for service in started:
-        await service.stop()
+        yield start
+        for service in started:
+            await service.stop()
     live.reset()
 
 
@@ -188,16 +193,15 @@ async def test_a_healthy_run_advances_through_every_stage_and_completes_on_unlea
     replica: ReplicaFactory, unleash_server: UnleashService,
 ) -> None:
     plan = demo_plan()
-    async with admin_for(unleash_server) as flags, admin_for(unleash_server) as view:
+    async with admin_for(unleash_server) as flags:
         await flags.apply(FlagSettings())  # whatever earlier tests left on the shared server
-        service = replica(view, FlagSettings())
+        service = await replica(FlagSettings(), admin_for(unleash_server))
         ctl = build_harness("ctl-a", plan, client, keys, flags, source)
 
         done = await ctl.run_until(is_action(Action.COMPLETE), timeout=120,
                                    what="the rollout completing")
         after = await ctl.cycles(2)
         final_flags = await flags.read()
-        await service.stop()  # before its Unleash client closes
 
     entries = await oldest_first(ctl.store)
     assert transitions(entries) == [
@@ -259,7 +263,7 @@ async def test_a_healthy_run_advances_through_every_stage_and_completes_on_unlea
 
 async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_then_holds(
     live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
-    replica: ReplicaFactory, local_flags: LocalFlagWriter, local_view: LocalFlagWriter,
+    replica: ReplicaFactory, local_flags: LocalFlagWriter,
     listener: WebhookListener,
 ) -> None:
     # A plan day of 3 s: l1-50 bakes 15 s, so it cannot advance before the spike.
@@ -267,7 +271,7 @@ async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_t
     failures = plan.settings.failures_to_rollback
     await local_flags.apply(stage_flags(plan, L1_50))
     await seed_state(client, keys, seeded(plan, L1_50, baked=False))
-    service = replica(local_view, stage_flags(plan, L1_50))
+    service = await replica(stage_flags(plan, L1_50))
     notifier = WebhookNotifier(listener.url, source="ctl-a")
     ctl = build_harness("ctl-a", plan, client, keys, local_flags, source, notifier=notifier)
     try:
@@ -338,12 +342,12 @@ async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_t
 
 async def test_too_little_traffic_holds_with_no_data_until_traffic_returns(
     live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
-    replica: ReplicaFactory, local_flags: LocalFlagWriter, local_view: LocalFlagWriter,
+    replica: ReplicaFactory, local_flags: LocalFlagWriter,
 ) -> None:
     plan = demo_plan()
     await local_flags.apply(stage_flags(plan, DARK))
     await seed_state(client, keys, seeded(plan, DARK, baked=True))  # only traffic is missing
-    service = replica(local_view, stage_flags(plan, DARK))
+    service = await replica(stage_flags(plan, DARK))
     service.scenario.requests_per_second = 0.5
     ctl = build_harness("ctl-a", plan, client, keys, local_flags, source)
 
@@ -382,10 +386,10 @@ async def test_a_controller_killed_between_flag_write_and_state_write_is_reconci
 ) -> None:
     plan = demo_plan()
     target = stage_flags(plan, L1_10)
-    async with admin_for(unleash_server) as flags, admin_for(unleash_server) as view:
+    async with admin_for(unleash_server) as flags:
         await flags.apply(stage_flags(plan, L2))
         await seed_state(client, keys, seeded(plan, L2, baked=True))
-        service = replica(view, stage_flags(plan, L2))
+        service = await replica(stage_flags(plan, L2), admin_for(unleash_server))
 
         # Controller A advances l2 → l1-10: intent stored, flags written to Unleash, and the
         # process dies before the commit that records the new stage.
@@ -417,7 +421,6 @@ async def test_a_controller_killed_between_flag_write_and_state_write_is_reconci
         finally:
             await notifier.aclose()
         flags_after = await flags.read()
-        await service.stop()  # before its Unleash client closes
 
     assert recovered.recovery is not None and "recovered interrupted transition" in \
         recovered.recovery
@@ -462,10 +465,10 @@ def _async_value(read: Callable[[], FlagSettings | None]) -> Callable[
 
 async def test_two_controllers_only_one_acts_and_the_standby_takes_over(
     live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
-    replica: ReplicaFactory, local_flags: LocalFlagWriter, local_view: LocalFlagWriter,
+    replica: ReplicaFactory, local_flags: LocalFlagWriter,
 ) -> None:
     plan = demo_plan()
-    replica(local_view, FlagSettings())
+    await replica(FlagSettings())
     a = build_harness("ctl-a", plan, client, keys, local_flags, source)
     b = build_harness("ctl-b", plan, client, keys, local_flags, source)
     # The production scheduler (lease every ttl/3, a cycle every interval), two in one loop.
@@ -530,14 +533,14 @@ async def test_two_controllers_only_one_acts_and_the_standby_takes_over(
 
 async def test_prometheus_stopped_mid_run_holds_with_error_never_moving(
     live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
-    replica: ReplicaFactory, local_flags: LocalFlagWriter, local_view: LocalFlagWriter,
+    replica: ReplicaFactory, local_flags: LocalFlagWriter,
 ) -> None:
     # N = 3: a guardrail is failing, two cycles in; one more failing cycle would roll back.
     # The bake is over, so M = 2 passing cycles would advance.
     plan = demo_plan(passes=2, failures=3)
     await local_flags.apply(stage_flags(plan, DARK))
     await seed_state(client, keys, seeded(plan, DARK, baked=True))
-    service = replica(local_view, stage_flags(plan, DARK))
+    service = await replica(stage_flags(plan, DARK))
     service.scenario.error_rate_off = 0.05  # 5 % > baseline 0 % + 1 %
     ctl = build_harness("ctl-a", plan, client, keys, local_flags, source)
     await ctl.run_until(

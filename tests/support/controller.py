@@ -217,7 +217,7 @@ class ServiceReplica:
     async def _poll_once(self) -> None:
         try:
             current = await self._flags.read()
-        except FlagError:
+        except (FlagError, RuntimeError, OSError):
             self.read_errors += 1  # the service keeps its last flags, as the real one does
             return
         now = time.monotonic()
