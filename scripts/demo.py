@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -63,7 +64,7 @@ from scripts.svc import prometheus as prom_svc
 from scripts.svc import redis as redis_svc
 from scripts.svc import redis_exporter as exporter_svc
 from scripts.svc.common import REPO_ROOT, RUN_DIR, free_port, spawn, stop_pid
-from scripts.traffic import TrafficGenerator, TrafficShape
+from scripts.traffic import TrafficGenerator, TrafficShape, load_client
 
 DEMO_DIR = RUN_DIR / "demo"
 LOG_DIR = RUN_DIR / "logs"
@@ -435,6 +436,11 @@ class FaultState:
 
 
 # --- the run --------------------------------------------------------------------------------
+def _stream_order(entry: dict[str, Any]) -> tuple[int, int]:
+    ms, _, seq = str(entry.get("id", "0-0")).partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
 def _seconds_since(iso: str | None, now_iso: str) -> float | None:
     if not iso:
         return None
@@ -451,7 +457,7 @@ class Runner:
         self.traffic = TrafficWindow()
         self.fault = FaultState(stage=demo.args.fault_stage) if demo.args.fault else None
         self.history: list[dict[str, Any]] = []  # oldest first
-        self._seen_ids: set[str] = set()
+        self._entries: dict[str, dict[str, Any]] = {}
         self.stop_traffic = asyncio.Event()
         self.generator = TrafficGenerator(
             demo.replicas, demo.token,
@@ -475,13 +481,18 @@ class Runner:
                          f"{sum(shares[ws] for ws in members) * 100:.0f} % of the traffic")
         return "sticky L1 cohorts (per workspace) — " + "; ".join(parts)
 
-    async def run(self, client: httpx.AsyncClient, on_tick: Any) -> None:
+    async def run(self, client: httpx.AsyncClient, load: httpx.AsyncClient,
+                  on_tick: Any) -> None:
+        """`client` talks to the controller and the operator endpoints; `load` carries the
+        generated traffic (see scripts.traffic.load_client)."""
         demo, model = self.demo, self.model
         model.phase = "seeding notes"
-        await self.generator.seed_notes(client)
+        await self.generator.seed_notes(load)
         model.event(self.cohort_line())
+        # The cap only matters on an overloaded machine: ~6 s worth of requests in flight.
         traffic = asyncio.create_task(self.generator.run(
-            client, rate=demo.profile.rate, stop=self.stop_traffic, drain_timeout=10))
+            load, rate=demo.profile.rate, stop=self.stop_traffic, drain_timeout=10,
+            max_in_flight=int(demo.profile.rate * 6)))
         try:
             model.phase = "starting the controller"
             await asyncio.to_thread(demo.start_controller)
@@ -518,12 +529,14 @@ class Runner:
     async def _poll(self, client: httpx.AsyncClient,
                     history_limit: int = 60) -> dict[str, Any] | None:
         model = self.model
-        model.traffic = self.traffic.snapshot()
+        model.traffic = self.traffic.snapshot() | {"shed": float(self.generator.stats.shed)}
         for ts, payload in self.demo.sink.items("/alertmanager")[self.alerts_seen:]:
             model.alerts.extend((ts, line) for line in alert_line(payload))
             self.alerts_seen += 1
         for ts, payload in self.demo.sink.items("/rollout")[self.notes_seen:]:
-            model.notifications.append((ts, str(payload.get("text", "")).replace("\n", " — ")))
+            # The headline; the reason is already on screen as the decision.
+            headline = str(payload.get("text", "")).split("\n", 1)[0]
+            model.notifications.append((ts, re.sub(r"^:[a-z_]+:\s*", "", headline)))
             self.notes_seen += 1
         try:
             status = (await client.get(f"{self.demo.controller_url}/api/status",
@@ -532,13 +545,18 @@ class Runner:
                                         params={"limit": history_limit}, timeout=5)).json()
         except (httpx.HTTPError, ValueError):
             return model.status
-        for entry in reversed(entries.get("entries", [])):
-            if entry.get("id") in self._seen_ids:
-                continue
-            self._seen_ids.add(entry.get("id", ""))
-            self.history.append(entry)
-            if entry.get("transition") in (*report.STAGE_CHANGES, "complete"):
-                model.decisions.append(entry)
+        fetched = entries.get("entries", [])
+        if self._entries and fetched and not any(e.get("id") in self._entries for e in fetched):
+            # Polls failed for a while (an overloaded machine): fetch the gap too.
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                fetched = (await client.get(f"{self.demo.controller_url}/api/history",
+                                            params={"limit": 1000}, timeout=10)).json()["entries"]
+        for entry in fetched:
+            self._entries.setdefault(str(entry.get("id")), entry)
+        # Stream ids (`ms-seq`) order the log; polls may have arrived out of order.
+        self.history = sorted(self._entries.values(), key=_stream_order)
+        model.decisions = [e for e in self.history
+                           if e.get("transition") in (*report.STAGE_CHANGES, "complete")]
         if status.get("initialised"):
             model.status = status
         return model.status if status.get("initialised") else None
@@ -668,7 +686,8 @@ def build_result(demo: Demo, runner: Runner, started: float, rows: list[report.S
         "summary": report.summary_lines(rows),
         "chart": None if chart is None else str(chart),
         "pids": demo.started.pids,
-        "traffic": {"requests": runner.traffic.total, "failed": runner.traffic.failed},
+        "traffic": {"requests": runner.traffic.total, "failed": runner.traffic.failed,
+                    "shed": runner.generator.stats.shed},
     }
 
 
@@ -684,7 +703,7 @@ def finish(demo: Demo, runner: Runner, console: Any, started: float, ok: bool,
         console.print()
         console.print(report.render_table(rows))
         for line in report.summary_lines(rows):
-            console.print(line)
+            console.print(line, markup=False)
         chart_path = demo.args.chart or (
             DEFAULT_CHART if not demo.args.fault else DEMO_DIR / "rollout-demo-fault.png")
         status = runner.model.status or {}
@@ -698,7 +717,10 @@ def finish(demo: Demo, runner: Runner, console: Any, started: float, ok: bool,
             stages=demo.plan.stage_names, visits=visits,
             transitions=report.transitions(runner.history),
             baseline=status.get("baseline") or {}, events=events, title=title,
-            window="15s" if demo.profile.min_window is None else "10s"), Path(chart_path))
+            window="15s" if demo.profile.min_window is None else "10s",
+            integrity_limit=_integrity_limit(demo.plan) if runner.fault else None,
+            gate_lines=_gate_lines(demo.plan, status.get("baseline") or {})),
+            Path(chart_path))
         console.print(f"chart: {chart}")
     fault = runner.fault
     if fault is not None and fault.rollback is not None:
@@ -708,17 +730,55 @@ def finish(demo: Demo, runner: Runner, console: Any, started: float, ok: bool,
         console.print(f"rollback {fault.rollback['from_stage']} → {fault.rollback['to_stage']} "
                       f"{fault.rolled_back_at - fault.injected_at:.1f} s after the fault "
                       f"(plan bound {fault.bound_seconds:.0f} s). Reason:")
-        console.print(f"  {fault.rollback['reason']}")
+        console.print(f"  {fault.rollback['reason']}", markup=False, highlight=False)
         alerts = [b for _, b in demo.sink.items("/alertmanager")]
         if alerts:
             console.print("alert from Alertmanager's webhook:")
             console.print_json(json.dumps(_trim_alert(alerts[0])))
         notes = [b for _, b in demo.sink.items("/rollout") if b.get("event") == "transition"
-                 and "rollback" in str(b.get("text", "")).lower()]
+                 and b.get("severity") == "critical"]
         if notes:
             console.print("the controller's notification (ROLLOUT_WEBHOOK_URL):")
             console.print_json(json.dumps(notes[0]))
     return build_result(demo, runner, started, rows, chart, ok, error)
+
+
+def _gate_lines(plan: Plan, baseline: dict[str, float]) -> list[tuple[str, float, str]]:
+    """The stage gates relative to the baseline p95 and cost, as lines on the chart."""
+    lines = []
+    for index, stage in enumerate(plan.stages):
+        for check in stage.checks:
+            threshold = check.threshold
+            if threshold is None or threshold.baseline not in (
+                    "baseline_p95_seconds", "baseline_cost_per_query_usd"):
+                continue
+            limit = threshold.limit(baseline)
+            if limit is None or index == 1:  # dark-launch compares error rates only
+                continue
+            panel = "latency" if threshold.baseline == "baseline_p95_seconds" else "cost"
+            note = ", dry-run" if check.dry_run else ""
+            lines.append((panel, limit, f"{stage.name} gate: ≤ {threshold.factor:g} x "
+                                        f"baseline{note}"))
+    return lines
+
+
+def _integrity_limit(plan: Plan) -> float | None:
+    for check in plan.guardrails:
+        if check.name == "cache_integrity_guardrail" and check.threshold is not None:
+            return check.threshold.absolute
+    return None
+
+
+def _verdict(runner: Runner) -> str:
+    """Where the rollout ended, in one sentence, from the controller's own last decision."""
+    status = runner.model.status or {}
+    last = (status.get("last_decision") or {}).get("reason", "")
+    if status.get("completed_at"):
+        return f"The controller completed the rollout at {status['stage']}: {last}"
+    if status.get("awaiting_resume"):
+        return (f"The controller rolled back and holds at {status.get('stage')} until a person "
+                f"runs `rollout resume`: {last}")
+    return f"The controller holds at {status.get('stage')}: {last}"
 
 
 def _trim_alert(payload: dict[str, Any]) -> dict[str, Any]:
@@ -812,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"replicas{', flags in Unleash' if args.unleash else ''}"
                           f"{', with a fault at ' + args.fault_stage if args.fault else ''}")
             for line in demo.deviations:
-                console.print(f"  plan deviation: {line}", style="yellow")
+                console.print(f"  plan deviation: {line}", style="yellow", markup=False)
             console.print(f"  process logs: {LOG_DIR}", style="dim")
             demo.start_services(lambda text: console.print(f"  {text}", style="dim"))
             model = LiveModel(
@@ -841,11 +901,12 @@ def main(argv: list[str] | None = None) -> int:
                 for entry in model.decisions:
                     console.print(f"{entry['at'][11:19]}  {entry.get('transition')}: "
                                   f"{entry['from_stage']} → {entry['to_stage']}: "
-                                  f"{entry.get('reason')}", highlight=False)
+                                  f"{entry.get('reason')}", markup=False, highlight=False)
             if error:
-                console.print(f"[bold red]demo failed:[/] {error}")
+                console.print("demo failed: " + error, style="bold red", markup=False)
                 code = 1
             result = finish(demo, runner, console, started, ok=error is None, error=error)
+            console.print(_verdict(runner), markup=False)
             console.print(f"done in {time.time() - started:.0f} s; stopping everything the "
                           "demo started")
         except KeyboardInterrupt:
@@ -853,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print("\ninterrupted: stopping everything the demo started")
             code = 130
         except DemoFailed as exc:
-            console.print(f"[bold red]demo failed:[/] {exc}")
+            console.print(f"demo failed: {exc}", style="bold red", markup=False)
             code = 1
         finally:
             _ignore_signals()
@@ -869,11 +930,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _drive(runner: Runner, on_tick: Any) -> None:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    # Unbounded keep-alive: with a cap, connections churn at ~100 in flight and the client
-    # adds seconds of its own latency (measured: p50 3 s instead of 1.77 s at 55 req/s).
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        await runner.run(client, on_tick)
+    async with httpx.AsyncClient(timeout=30) as client, load_client() as load:
+        await runner.run(client, load, on_tick)
 
 
 if __name__ == "__main__":

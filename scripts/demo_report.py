@@ -237,7 +237,8 @@ def render_table(rows: Sequence[StageImpact]) -> Any:
     for r in rows:
         stage = r.stage.split(" ")[0]
         table.add_row(
-            r.stage, f"{r.seconds:.0f} s", "—" if r.queries is None else f"{r.queries:,.0f}",
+            r.stage, f"{r.seconds:.0f} s",
+            "—" if r.queries is None else f"{r.queries:,.0f}".replace(",", " "),
             _ms(r.p95), _delta(r.p95, base.p95 if base else None), _ms(r.p95_client),
             _ms(r.mean), _delta(r.mean, base.mean if base else None), _pct(r.error_rate, 2),
             _rate_cell(r.l1_served, r.l1_shadow, stage in L1_SERVING),
@@ -292,6 +293,11 @@ class ChartInputs:
     title: str
     window: str = "15s"
     step: float = 2.0
+    # Gate limits drawn as faint lines: (panel "latency" | "cost", value, label).
+    gate_lines: Sequence[tuple[str, float, str]] = ()
+    # A fifth panel, for the fault scenario: stale or mismatched verifications, against the
+    # integrity guardrail's limit.
+    integrity_limit: float | None = None
 
 
 def _series(inputs: ChartInputs, expr: str) -> tuple[list[float], list[float]]:
@@ -310,9 +316,10 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    fig, axes = plt.subplots(4, 1, figsize=(12.5, 10.5), sharex=True,
-                             gridspec_kw={"height_ratios": [1.25, 1.1, 1.1, 1.0]})
-    ax_stage, ax_lat, ax_hit, ax_cost = axes
+    ratios = [1.25, 1.1, 1.1, 1.0] + ([0.8] if inputs.integrity_limit is not None else [])
+    fig, axes = plt.subplots(len(ratios), 1, figsize=(12.5, 2.6 * sum(ratios)), sharex=True,
+                             gridspec_kw={"height_ratios": ratios})
+    ax_stage, ax_lat, ax_hit, ax_cost = axes[:4]
 
     def minutes(ts: float) -> float:
         return (ts - inputs.start) / 60
@@ -359,6 +366,9 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
     if base_p95:
         ax_lat.axhline(base_p95, color="#6a1b9a", linestyle=":", alpha=0.7,
                        label=f"baseline p95 {base_p95:.2f} s")
+    for panel, value, label in inputs.gate_lines:
+        if panel == "latency":
+            ax_lat.axhline(value, color="#9e9e9e", linestyle="--", linewidth=0.9, label=label)
     ax_lat.set_ylabel("latency (s)")
     ax_lat.set_ylim(bottom=0)
     ax_lat.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
@@ -395,12 +405,29 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
     if base_cost:
         ax_cost.axhline(base_cost, color="#2e7d32", linestyle=":", alpha=0.7,
                         label=f"baseline ${base_cost:.4f}")
+    for panel, value, label in inputs.gate_lines:
+        if panel == "cost":
+            ax_cost.axhline(value, color="#9e9e9e", linestyle="--", linewidth=0.9, label=label)
     ax_cost.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:.3f}"))
     ax_cost.set_ylim(bottom=0)
     ax_cost.set_ylabel("$ / query")
-    ax_cost.set_xlabel("minutes since the controller started")
     ax_cost.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax_cost.grid(alpha=0.3)
+
+    if inputs.integrity_limit is not None:
+        ax_int = axes[4]
+        x, y = _series(inputs, 'sum(rate(ai_agent_cache_verifications_total'
+                               '{result=~"stale|mismatch"}[{w}])) / '
+                               "(sum(rate(ai_agent_cache_verifications_total[{w}])) > 0)")
+        ax_int.plot(x, y, color="#c62828", label="stale or mismatched\n(share of verifications)")
+        ax_int.axhline(inputs.integrity_limit, color="#c62828", linestyle=":", alpha=0.7,
+                       label=f"guardrail limit {inputs.integrity_limit * 100:g} %")
+        ax_int.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 100:.1f} %"))
+        ax_int.set_ylim(bottom=0)
+        ax_int.set_ylabel("cache integrity")
+        ax_int.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+        ax_int.grid(alpha=0.3)
+    axes[-1].set_xlabel("minutes since the controller started")
 
     fig.suptitle(inputs.title, fontsize=12, fontweight="bold")
     fig.tight_layout()

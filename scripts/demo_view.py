@@ -130,7 +130,7 @@ def _stage_panel(model: LiveModel, status: dict[str, Any]) -> RenderableType:
     if status.get("paused"):
         head.append("   PAUSED", style="bold yellow")
     bar = Table.grid(padding=(0, 1))
-    bar.add_column(width=26)
+    bar.add_column(width=34)
     bar.add_column(width=40)
     bar.add_column()
     bar.add_row(
@@ -180,12 +180,12 @@ def _decisions(model: LiveModel) -> Table:
     table.add_column(width=9)
     table.add_column(width=24)
     table.add_column(ratio=1)
-    for entry in model.decisions[-7:]:
+    for entry in model.decisions[-6:]:
         action = str(entry.get("transition") or entry.get("action"))
         moved = (f"{entry['from_stage']} → {entry['to_stage']}"
                  if entry["from_stage"] != entry["to_stage"] else entry["from_stage"])
         reason = Text(str(entry.get("reason", "")))
-        reason.truncate(300, overflow="ellipsis")
+        reason.truncate(240, overflow="ellipsis")  # ~2 lines: the full reasons print at the end
         at = datetime.fromisoformat(entry["at"]).timestamp()
         table.add_row(_clock(model, at), Text(action, style=ACTION_STYLE.get(action, "")),
                       moved, reason)
@@ -226,6 +226,9 @@ def render(model: LiveModel) -> RenderableType:
     traffic = Text(
         f"traffic (last 10 s): {t.get('rate') or 0:.0f} req/s · p95 {p95_text} · L1 hit "
         f"{_pct(t.get('l1'))} · L2 hit {_pct(t.get('l2'))} · errors {_pct(t.get('errors'))}")
+    if t.get("shed"):
+        traffic.append(f" · {t['shed']:.0f} requests not sent: the machine is overloaded",
+                       style="bold yellow")
     parts.append(traffic)
     feeds = Table.grid(expand=True, padding=(0, 2))
     feeds.add_column(ratio=1)
