@@ -1,0 +1,1 @@
+"""Benchmarks (not tests), each runnable as `python -m bench.<name>`; see bench/README.md."""
