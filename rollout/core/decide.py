@@ -114,6 +114,12 @@ def decide(
             "nothing" if observations.reported_flags is None
             else observations.reported_flags.describe()
         )
+        # When the metrics themselves cannot be read (Prometheus down), that is why nothing is
+        # reported: say so, rather than send people to debug the service.
+        failed = [o.message for o in observations.checks if o.verdict is Verdict.ERROR]
+        unreadable = "" if not failed else f"; error: {failed[0]}" + (
+            f" (and {len(failed) - 1} more checks)" if len(failed) > 1 else ""
+        )
         return _hold(
             plan,
             state.with_cycle(
@@ -121,7 +127,7 @@ def decide(
             ),
             now,
             f"waiting for the service to report {here}'s flags ({stage.flags.describe()}); "
-            f"it reports {reported}",
+            f"it reports {reported}{unreadable}",
         )
 
     judged = _judge_all(plan, state.stage_index, observations, confirmed_at, now)
