@@ -562,6 +562,10 @@ async def test_prometheus_stopped_mid_run_holds_with_error_never_moving(
         assert all("cannot reach Prometheus" in (o.error or "")
                    for o in report.observations.checks)
         assert report.reported is not None and report.reported.error is not None
+        # The reason names the outage, not the service.
+        assert re.search(r"it reports nothing; error: .*cannot reach Prometheus at "
+                         r"http://127\.0\.0\.1:\d+.* \(and \d+ more checks\)",
+                         decision.reason), decision.reason
     entries = await oldest_first(ctl.store)
     assert not [e for e in entries if e.get("transition")]
     assert all(c["verdict"] == "error" for c in entries[-1]["checks"])
