@@ -73,11 +73,13 @@ def build_envelope(settings: Settings) -> Envelope:
 
 
 def build_redis(settings: Settings) -> Redis:
-    # Short timeouts and no client-side retries: the breaker and the fresh path are the
-    # fallback, and a retry would double the time a sick Redis costs each request.
+    # No client-side retries: the breaker and the fresh path are the fallback, and a retry
+    # would double the time a sick Redis costs each request. Deadlines are asyncio timeouts
+    # around each operation (RedisCache), not socket timeouts: with a socket timeout,
+    # redis-py can swallow a task cancellation (redis/redis-py#2551).
     return Redis.from_url(
         settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
+        socket_timeout=None,
         socket_connect_timeout=settings.redis_timeout_seconds,
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
@@ -91,7 +93,8 @@ async def build_flag_source(settings: Settings, redis: Redis) -> FlagSource:
         from app.flags.unleash import UnleashFlagSource  # noqa: PLC0415 - only when chosen
 
         return await UnleashFlagSource.start(settings)
-    source = LocalFlagSource(redis, cache_seconds=settings.flag_cache_seconds)
+    source = LocalFlagSource(redis, cache_seconds=settings.flag_cache_seconds,
+                             timeout_seconds=max(settings.redis_timeout_seconds, 0.2))
     await source.snapshot()  # know the flags (or that they are unreadable) before serving
     return source
 
@@ -159,6 +162,7 @@ def create_app(
             breaker = CircuitBreaker(settings.breaker_failure_threshold,
                                      settings.breaker_reset_seconds, on_change=on_breaker)
             cache = RedisCache(redis, breaker, metrics,
+                               timeout_seconds=settings.redis_timeout_seconds,
                                generation_ttl_seconds=max(86_400, settings.l1_ttl_seconds * 2))
             keys = KeyBuilder(settings.cache_key_secret.get_secret_value().encode(),
                               settings.cache_key_prefix)

@@ -33,7 +33,9 @@ class ServiceContainer:
     flags: FlagSource
 
 
-def _container(request: Request) -> ServiceContainer:
+# `async def` on purpose: FastAPI runs plain `def` dependencies in a worker thread, a
+# thread hop per request on the hot path.
+async def _container(request: Request) -> ServiceContainer:
     container: ServiceContainer = request.app.state.container
     return container
 
@@ -43,7 +45,7 @@ Container = Annotated[ServiceContainer, Depends(_container)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _require_token(
+async def _require_token(
     container: Container,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

@@ -22,6 +22,14 @@ _WHITESPACE = re.compile(r"\s+")
 L1_SCHEMA = "a1"
 
 
+def hash_tag(key: str) -> str | None:
+    """The Redis Cluster hash tag of a key (`{...}`), or None: keys with the same tag share
+    a slot, so one script may touch them together."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start >= 0 and end > start + 1 else None
+
+
 def normalise(text: str) -> str:
     """NFKC, casefold, collapse whitespace: `What  is X?` and `what is x?` share an entry."""
     return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
@@ -60,8 +68,10 @@ class KeyBuilder:
         """Bumped only by an operator's workspace-wide invalidation: guards every answer."""
         return f"{self.prefix}:gen:{{{workspace_id}}}:epoch"
 
-    def l1(self, workspace_id: UUID, client_id: UUID | None, query: str) -> L1Keys:
-        digest = self.digest(query)
+    def l1(self, workspace_id: UUID, client_id: UUID | None, query: str,
+           digest: str | None = None) -> L1Keys:
+        """`digest` (of `query`) may be passed when the caller already has it."""
+        digest = digest or self.digest(query)
         epoch = self.workspace_epoch(workspace_id)
         if client_id is None:
             return L1Keys(
@@ -73,7 +83,8 @@ class KeyBuilder:
             generations=(self.client_generation(workspace_id, client_id), epoch),
         )
 
-    def l2(self, workspace_id: UUID | None, model: str, dimensions: int, text: str) -> str:
+    def l2(self, workspace_id: UUID | None, model: str, dimensions: int, text: str,
+           digest: str | None = None) -> str:
         """Embedding key; `workspace_id=None` is the opt-in global scope."""
         scope = "global" if workspace_id is None else f"{{{workspace_id}}}"
-        return f"{self.prefix}:l2:{scope}:{model}:{dimensions}:{self.digest(text)}"
+        return f"{self.prefix}:l2:{scope}:{model}:{dimensions}:{digest or self.digest(text)}"

@@ -1,12 +1,17 @@
 """Redis access for both caches: atomic L1 check-and-fill, L2 get/set, O(1) invalidation.
 
 All Redis I/O of the caches goes through `RedisCache`. Failures never escape as Redis errors:
-they are counted, fed to the circuit breaker and raised as `CacheUnavailable`, which the
-query path treats as "go to the fresh path".
+they are counted, fed to the circuit breaker and raised as `CacheUnavailable` (or reported
+as failed lookups), which the query path treats as "go to the fresh path".
+
+Round trips: a lookup is one call (the L1 script also reads the L2 entry when both keys
+share the workspace's hash tag), a miss is filled with one more (the fill script also writes
+the L2 entry), an invalidation is one MULTI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -17,42 +22,60 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from app.cache.breaker import CircuitBreaker
-from app.cache.keys import L1Keys
+from app.cache.keys import L1Keys, hash_tag
 from app.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] = entry, KEYS[2..] = generation keys; ARGV[1..n-1] = tokens to adopt for missing
-# generations, ARGV[n] = their TTL. A missing generation (never set, expired or evicted) is
-# replaced by a fresh random token, so no old entry can ever match it again (no ABA).
-# Returns {1, gens, value} for a current entry, {2, gens} for a stale one, {0, gens} if none.
-_L1_LOOKUP = b"""
+# KEYS[1] = L1 entry, KEYS[2..g] = its generation keys, KEYS[g+1] = the L2 entry when
+# ARGV[1] ~= '0'. ARGV[1] = '0' no L2 | '1' read L2 only on an L1 miss | '2' always read it;
+# ARGV[2] = TTL of generation keys; ARGV[3..] = tokens to adopt for missing generations.
+# A missing generation (never set, expired or evicted) gets a fresh random token, so no old
+# entry can ever match it again (no ABA). Reply: {code, generations, l1 value, l2 value} with
+# code 1 = current entry, 2 = stale entry, 0 = none; absent values are nil.
+_LOOKUP = b"""
+local l2_mode = ARGV[1]
+local last_gen = #KEYS
+if l2_mode ~= '0' then last_gen = #KEYS - 1 end
 local gens = {}
-local ttl = ARGV[#KEYS]
-for i = 2, #KEYS do
+for i = 2, last_gen do
   local g = redis.call('GET', KEYS[i])
   if not g then
-    g = ARGV[i - 1]
-    redis.call('SET', KEYS[i], g, 'EX', ttl)
+    g = ARGV[i + 1]
+    redis.call('SET', KEYS[i], g, 'EX', ARGV[2])
   end
   gens[#gens + 1] = g
 end
 local header = table.concat(gens, ',')
+local code, value = 0, false
 local v = redis.call('GET', KEYS[1])
-if not v then return {0, header} end
-local nl = string.find(v, '\\n', 1, true)
-if nl and string.sub(v, 1, nl - 1) == header then
-  return {1, header, string.sub(v, nl + 1)}
+if v then
+  code = 2
+  local nl = string.find(v, '\\n', 1, true)
+  if nl and string.sub(v, 1, nl - 1) == header then
+    code, value = 1, string.sub(v, nl + 1)
+  end
 end
-return {2, header}
+local embedding = false
+if l2_mode == '2' or (l2_mode == '1' and code ~= 1) then
+  embedding = redis.call('GET', KEYS[#KEYS])
+end
+return {code, header, value, embedding}
 """
 
-# KEYS as above; ARGV[1] = the generations read before the notes were read, ARGV[2] = value,
-# ARGV[3] = TTL. Stores only if no invalidation happened since: a slow request cannot
-# publish an answer built from notes that a later write changed.
-_L1_FILL = b"""
+# KEYS as above (the L2 key last when ARGV[4] is given); ARGV[1] = the generations read
+# before the notes were read, ARGV[2] = the answer, ARGV[3] = its TTL, ARGV[4..5] = the
+# embedding and its TTL. The answer is stored only if no invalidation happened since: a slow
+# request cannot publish an answer built from notes that a later write changed. The
+# embedding does not depend on notes and is stored either way.
+_FILL = b"""
+local last_gen = #KEYS
+if #ARGV >= 5 then
+  last_gen = #KEYS - 1
+  redis.call('SET', KEYS[#KEYS], ARGV[4], 'EX', ARGV[5])
+end
 local gens = {}
-for i = 2, #KEYS do
+for i = 2, last_gen do
   local g = redis.call('GET', KEYS[i])
   if not g then return 0 end
   gens[#gens + 1] = g
@@ -78,12 +101,19 @@ class L1Lookup:
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """Result of the one-round-trip lookup of both layers. `None` means not asked or failed."""
+    """Result of the lookup of both layers. `None` means not asked, not read, or failed."""
 
     l1: L1Lookup | None
     l2: bytes | None
     l1_failed: bool = False
     l2_failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class L2Write:
+    key: str
+    value: bytes
+    ttl: int
 
 
 class _LuaScript:
@@ -93,7 +123,12 @@ class _LuaScript:
 
 
 class RedisCache:
-    """The caches' only door to Redis."""
+    """The caches' only door to Redis.
+
+    Every operation runs under an asyncio deadline rather than a socket timeout: redis-py
+    with a socket timeout can swallow a task cancellation (redis/redis-py#2551), and a
+    request that is cancelled must stop waiting for Redis.
+    """
 
     def __init__(
         self,
@@ -101,91 +136,113 @@ class RedisCache:
         breaker: CircuitBreaker,
         metrics: ServiceMetrics,
         *,
+        timeout_seconds: float = 0.05,
         generation_ttl_seconds: int = 86_400,
     ) -> None:
         self._redis = redis
         self._breaker = breaker
         self._metrics = metrics
+        self._timeout = timeout_seconds
         self._generation_ttl = generation_ttl_seconds
-        self._lookup_script = _LuaScript(_L1_LOOKUP)
-        self._fill_script = _LuaScript(_L1_FILL)
+        self._lookup_script = _LuaScript(_LOOKUP)
+        self._fill_script = _LuaScript(_FILL)
 
     def _fail(self, layer: str, op: str, exc: BaseException) -> None:
         self._metrics.cache_errors.labels(cache_layer=layer, op=op).inc()
         self._breaker.record_failure()
         log.warning("cache %s %s failed: %s", layer, op, type(exc).__name__)
 
-    async def lookup(self, l1: L1Keys | None, l2_key: str | None) -> Lookup:
-        """Read the L1 entry (with its generations) and the L2 entry in one round trip."""
+    async def _script(self, script: _LuaScript, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._redis.eval(script.source.decode(), len(keys), *keys, *args)
+
+    async def lookup(
+        self, l1: L1Keys | None, l2_key: str | None, *, l2_on_l1_hit: bool = True
+    ) -> Lookup:
+        """Read the L1 entry (with its generations) and the L2 entry in one round trip.
+
+        `l2_on_l1_hit=False` skips the embedding when the answer is current (serving it
+        needs no embedding), so a hit carries one small value back.
+        """
         if l1 is None and l2_key is None:
             return Lookup(None, None)
+        layer = "query_result" if l1 is not None else "embedding"
         if not self._breaker.allow():
             return Lookup(None, None, l1_failed=l1 is not None, l2_failed=l2_key is not None)
         try:
-            results = await self._pipeline_lookup(l1, l2_key)
-        except NoScriptError:
-            try:
-                await self._redis.script_load(self._lookup_script.source)
-                results = await self._pipeline_lookup(l1, l2_key)
-            except RedisError as exc:
-                return self._lookup_failed(l1, l2_key, exc)
-        except (RedisError, OSError) as exc:
-            return self._lookup_failed(l1, l2_key, exc)
+            async with asyncio.timeout(self._timeout):
+                if l1 is None:
+                    assert l2_key is not None
+                    result = Lookup(None, _bytes_or_none(await self._redis.get(l2_key)))
+                elif l2_key is None or hash_tag(l2_key) == hash_tag(l1.entry):
+                    result = await self._lookup_one_slot(l1, l2_key, l2_on_l1_hit)
+                else:
+                    result = await self._lookup_two_slots(l1, l2_key)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._fail(layer, "lookup", exc)
+            return Lookup(None, None, l1_failed=l1 is not None, l2_failed=l2_key is not None)
         self._breaker.record_success()
-        l1_result = _parse_l1(results[0]) if l1 is not None else None
-        l2_result = results[-1] if l2_key is not None else None
-        return Lookup(l1_result, l2_result)
+        return result
 
-    def _lookup_failed(self, l1: L1Keys | None, l2_key: str | None, exc: BaseException) -> Lookup:
-        self._fail("query_result" if l1 is not None else "embedding", "lookup", exc)
-        return Lookup(None, None, l1_failed=l1 is not None, l2_failed=l2_key is not None)
+    async def _lookup_one_slot(self, l1: L1Keys, l2_key: str | None, l2_on_hit: bool) -> Lookup:
+        mode = "0" if l2_key is None else ("2" if l2_on_hit else "1")
+        keys = [l1.entry, *l1.generations, *([l2_key] if l2_key else [])]
+        tokens = [os.urandom(8).hex() for _ in l1.generations]
+        reply = await self._script(self._lookup_script, keys, [mode, self._generation_ttl,
+                                                               *tokens])
+        return Lookup(_parse_l1(reply), _bytes_or_none(reply[3]) if len(reply) > 3 else None)
 
-    async def _pipeline_lookup(self, l1: L1Keys | None, l2_key: str | None) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        if l1 is not None:
-            tokens = [os.urandom(8).hex() for _ in l1.generations]
-            pipe.execute_command(
-                "EVALSHA", self._lookup_script.sha, 1 + len(l1.generations),
-                l1.entry, *l1.generations, *tokens, self._generation_ttl,
-            )
-        if l2_key is not None:
+    async def _lookup_two_slots(self, l1: L1Keys, l2_key: str) -> Lookup:
+        """Global-scope embeddings live in another slot: script and GET in one pipeline."""
+        tokens = [os.urandom(8).hex() for _ in l1.generations]
+        keys = [l1.entry, *l1.generations]
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.evalsha(self._lookup_script.sha, len(keys), *keys, "0", self._generation_ttl,
+                         *tokens)
             pipe.get(l2_key)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
-        for result in results:
-            if isinstance(result, NoScriptError):
-                raise result
-            if isinstance(result, Exception):
-                raise result
-        return results
+            reply, embedding = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 1:
+                await self._redis.script_load(self._lookup_script.source)
+                continue
+            for item in (reply, embedding):
+                if isinstance(item, Exception):
+                    raise item
+            return Lookup(_parse_l1(reply), _bytes_or_none(embedding))
+        raise RedisError("lookup script could not be loaded")
 
-    async def fill_l1(self, keys: L1Keys, generations: str, value: bytes, ttl: int) -> bool:
-        """Store an answer if the generations are still those read before the notes."""
+    async def fill(
+        self, keys: L1Keys, generations: str, value: bytes, ttl: int, l2: L2Write | None = None
+    ) -> bool:
+        """Store an answer if the generations are still those read before the notes, and
+        the embedding (if given) in the same call. Returns whether the answer was stored."""
+        if l2 is not None and hash_tag(l2.key) != hash_tag(keys.entry):
+            await self.set_l2(l2)
+            l2 = None
         if not self._breaker.allow():
             raise CacheUnavailable("circuit open")
-        args: list[str | bytes | int] = [keys.entry, *keys.generations, generations, value, ttl]
+        script_keys = [keys.entry, *keys.generations, *([l2.key] if l2 else [])]
+        args: list[Any] = [generations, value, ttl, *([l2.value, l2.ttl] if l2 else [])]
         try:
-            try:
-                stored = await self._redis.evalsha(
-                    self._fill_script.sha, 1 + len(keys.generations), *args
-                )
-            except NoScriptError:
-                stored = await self._redis.eval(
-                    self._fill_script.source.decode(), 1 + len(keys.generations), *args
-                )
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self._timeout):
+                stored = await self._script(self._fill_script, script_keys, args)
+        except (RedisError, OSError, TimeoutError) as exc:
             self._fail("query_result", "fill", exc)
-            raise CacheUnavailable(str(exc)) from exc
+            raise CacheUnavailable(type(exc).__name__) from exc
         self._breaker.record_success()
         return bool(stored)
 
-    async def set_l2(self, key: str, value: bytes, ttl: int) -> None:
+    async def set_l2(self, write: L2Write) -> None:
         if not self._breaker.allow():
             raise CacheUnavailable("circuit open")
         try:
-            await self._redis.set(key, value, ex=ttl)
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.set(write.key, write.value, ex=write.ttl)
+        except (RedisError, OSError, TimeoutError) as exc:
             self._fail("embedding", "fill", exc)
-            raise CacheUnavailable(str(exc)) from exc
+            raise CacheUnavailable(type(exc).__name__) from exc
         self._breaker.record_success()
 
     async def delete(self, key: str, layer: str) -> None:
@@ -193,8 +250,9 @@ class RedisCache:
         if not self._breaker.allow():
             return
         try:
-            await self._redis.delete(key)
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.delete(key)
+        except (RedisError, OSError, TimeoutError) as exc:
             self._fail(layer, "delete", exc)
             return
         self._breaker.record_success()
@@ -204,13 +262,14 @@ class RedisCache:
         if not self._breaker.allow():
             raise CacheUnavailable("circuit open")
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for key in generation_keys:
-                    pipe.set(key, os.urandom(8).hex(), ex=self._generation_ttl)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self._timeout):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for key in generation_keys:
+                        pipe.set(key, os.urandom(8).hex(), ex=self._generation_ttl)
+                    await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
             self._fail("query_result", "invalidate", exc)
-            raise CacheUnavailable(str(exc)) from exc
+            raise CacheUnavailable(type(exc).__name__) from exc
         self._breaker.record_success()
 
     async def current_generations(self, keys: L1Keys) -> str | None:
@@ -218,8 +277,9 @@ class RedisCache:
         if not self._breaker.allow():
             return None
         try:
-            values = await self._redis.mget(list(keys.generations))
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self._timeout):
+                values = await self._redis.mget(list(keys.generations))
+        except (RedisError, OSError, TimeoutError) as exc:
             self._fail("query_result", "lookup", exc)
             return None
         self._breaker.record_success()
@@ -230,14 +290,21 @@ class RedisCache:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._redis.ping())
-        except (RedisError, OSError):
+            async with asyncio.timeout(max(self._timeout, 0.5)):
+                return bool(await self._redis.ping())
+        except (RedisError, OSError, TimeoutError):
             return False
+
+
+def _bytes_or_none(value: Any) -> bytes | None:
+    return bytes(value) if isinstance(value, bytes | bytearray) else None
 
 
 def _parse_l1(raw: Any) -> L1Lookup:
     code = int(raw[0])
     generations = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
     if code == 1:
-        return L1Lookup("hit", generations, bytes(raw[2]))
+        value = _bytes_or_none(raw[2])
+        if value is not None:
+            return L1Lookup("hit", generations, value)
     return L1Lookup("stale" if code == 2 else "miss", generations)

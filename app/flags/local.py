@@ -49,12 +49,14 @@ class LocalFlagSource:
         redis: Redis,
         *,
         cache_seconds: float = 1.0,
+        timeout_seconds: float = 0.2,
         group_id: str = contract.L1_ROLLOUT_GROUP_ID,
         key: str = contract.LOCAL_FLAGS_KEY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
         self._cache_seconds = cache_seconds
+        self._timeout = timeout_seconds
         self._group_id = group_id
         self._key = key
         self._clock = clock
@@ -78,8 +80,9 @@ class LocalFlagSource:
 
     async def _read(self) -> None:
         try:
-            fields = await self._redis.hgetall(self._key)
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self._timeout):
+                fields = await self._redis.hgetall(self._key)
+        except (RedisError, OSError, TimeoutError) as exc:
             fallback: FlagSourceState = "last-known" if self._have_read else "defaults"
             if self._snapshot.source != fallback:
                 log.warning("flag store unreadable (%s); using %s flags", type(exc).__name__,

@@ -30,7 +30,7 @@ from app.cache.codec import (
     encode_embedding,
 )
 from app.cache.keys import KeyBuilder, L1Keys
-from app.cache.store import CacheUnavailable, L1Lookup, RedisCache
+from app.cache.store import CacheUnavailable, L1Lookup, L2Write, RedisCache
 from app.db.repository import NotesRepository
 from app.flags.base import FlagSource
 from app.metrics import ServiceMetrics
@@ -44,6 +44,34 @@ log = logging.getLogger(__name__)
 # Cached and fresh embeddings of the same text agree to float16 precision (cos ≈ 0.99999);
 # anything below this means the cache holds a different vector.
 _EMBEDDING_MATCH_COSINE = 0.999
+# A float16 query vector (from L2) and a float32 one can order two notes whose scores are
+# this close either way; a difference only there is not a wrong answer.
+_BOUNDARY_SCORE_EPSILON = 1e-3
+
+
+def same_sources(cached: CachedAnswer, fresh: CachedAnswer) -> bool:
+    """Whether two answers were built from the same notes, up to a near-tie at the k-th
+    place. A note present in both at different versions is never the same."""
+    if cached.fingerprint() == fresh.fingerprint():
+        return True
+    old = {s.session_id: s for s in cached.sources}
+    new = {s.session_id: s for s in fresh.sources}
+    if any(old[i].version != new[i].version for i in old.keys() & new.keys()):
+        return False
+    only_old, only_new = old.keys() - new.keys(), new.keys() - old.keys()
+    if len(only_old) != len(only_new):
+        return False
+    # Swapped notes must sit at the bottom of both lists with (nearly) the same scores.
+    floor_old = min(s.score for s in cached.sources)
+    floor_new = min(s.score for s in fresh.sources)
+    swapped_old = sorted(old[i].score for i in only_old)
+    swapped_new = sorted(new[i].score for i in only_new)
+    return all(
+        abs(a - b) <= _BOUNDARY_SCORE_EPSILON
+        and a <= floor_old + _BOUNDARY_SCORE_EPSILON
+        and b <= floor_new + _BOUNDARY_SCORE_EPSILON
+        for a, b in zip(swapped_old, swapped_new, strict=True)
+    )
 
 
 @dataclass(slots=True)
@@ -159,12 +187,14 @@ class QueryService:
     ) -> QueryResult:
         ws = str(workspace_id)
         result_l1, result_l2 = LayerOutcome("ai-l1"), LayerOutcome("ai-l2")
-        l1_keys = self._keys.l1(workspace_id, client_id, query) if plan.l1_lookup else None
-        l2_key = self._l2_key(workspace_id, query) if plan.l2_lookup else None
+        digest = self._keys.digest(query) if plan.l1_lookup or plan.l2_lookup else None
+        l1_keys = self._keys.l1(workspace_id, client_id, query, digest) if plan.l1_lookup else None
+        l2_key = self._l2_key(workspace_id, query, digest) if plan.l2_lookup else None
 
         # One round trip for both layers; the generations come back with it, read before
-        # any note is read (the order the compare-and-set fill relies on).
-        lookup = await self._cache.lookup(l1_keys, l2_key)
+        # any note is read (the order the compare-and-set fill relies on). A served L1 hit
+        # needs no embedding, so then the L2 value is not even sent back.
+        lookup = await self._cache.lookup(l1_keys, l2_key, l2_on_l1_hit=not plan.l1_serve)
         l1_mode = c.MODE_SERVE if plan.l1_serve else c.MODE_SHADOW
         cached_answer: CachedAnswer | None = None
         l1_found: L1Lookup | None = lookup.l1
@@ -191,8 +221,8 @@ class QueryService:
                 l2=result_l2,
             )
 
-        vector = await self._embedding(plan, ws, l2_key, lookup.l2, lookup.l2_failed, query,
-                                       result_l2)
+        vector, l2_write = await self._embedding(plan, ws, l2_key, lookup.l2, lookup.l2_failed,
+                                                 query, result_l2)
         notes = await top_k(
             await self._notes.for_retrieval(workspace_id, client_id),
             vector,
@@ -209,7 +239,12 @@ class QueryService:
                 workspace_id, l1_keys, l1_found.generations, cached_answer, fresh
             )
         elif l1_keys is not None and l1_found is not None:
-            result_l1.stored = await self._fill_l1(l1_keys, l1_found.generations, fresh)
+            # The embedding rides along with the answer: one round trip fills both layers.
+            result_l1.stored = await self._fill(l1_keys, l1_found.generations, fresh, l2_write,
+                                                result_l2)
+            l2_write = None
+        if l2_write is not None:
+            result_l2.stored = await self._set_l2(l2_write)
         return QueryResult(
             answer=text,
             sources=[(n.session_id, n.score) for n in notes],
@@ -217,9 +252,10 @@ class QueryService:
             l2=result_l2,
         )
 
-    def _l2_key(self, workspace_id: uuid.UUID, query: str) -> str:
+    def _l2_key(self, workspace_id: uuid.UUID, query: str, digest: str | None = None) -> str:
         scope = None if self._settings.l2_scope == "global" else workspace_id
-        return self._keys.l2(scope, self._provider.embed_model, self._provider.dimensions, query)
+        return self._keys.l2(scope, self._provider.embed_model, self._provider.dimensions, query,
+                             digest)
 
     async def _embedding(
         self,
@@ -230,9 +266,10 @@ class QueryService:
         failed: bool,
         query: str,
         outcome: LayerOutcome,
-    ) -> Vector:
+    ) -> tuple[Vector, L2Write | None]:
+        """The query's embedding, and the L2 write to make once the request is done."""
         if l2_key is None:
-            return (await self._provider.embed([query], input_type="search_query"))[0]
+            return (await self._provider.embed([query], input_type="search_query"))[0], None
         mode = c.MODE_SERVE if plan.l2_serve else c.MODE_SHADOW
         cached: Vector | None = None
         if failed:
@@ -243,15 +280,17 @@ class QueryService:
             self._count(c.LAYER_EMBEDDING, mode, ws, cached is not None)
         if cached is not None and plan.l2_serve:
             outcome.status = "hit"
-            return cached
+            return cached, None
         fresh = (await self._provider.embed([query], input_type="search_query"))[0]
         if cached is not None:
             outcome.status = "shadow-hit"
             self._verify_embedding(cached, fresh)
-        elif not failed:
-            outcome.status = "miss" if plan.l2_serve else "shadow-miss"
-            outcome.stored = await self._fill_l2(l2_key, fresh)
-        return fresh
+            return fresh, None
+        if failed:
+            return fresh, None
+        outcome.status = "miss" if plan.l2_serve else "shadow-miss"
+        value = self._envelope.seal(encode_embedding(fresh, self._settings.l2_dtype), l2_key)
+        return fresh, L2Write(l2_key, value, self._settings.l2_ttl_seconds)
 
     async def _open_answer(self, key: str, value: bytes) -> CachedAnswer | None:
         try:
@@ -272,22 +311,30 @@ class QueryService:
         log.warning("dropping undecodable %s entry: %s", layer, exc)
         await self._cache.delete(key, layer)
 
-    async def _fill_l2(self, key: str, vector: Vector) -> bool:
-        value = self._envelope.seal(encode_embedding(vector, self._settings.l2_dtype), key)
+    async def _set_l2(self, write: L2Write) -> bool:
         try:
-            await self._cache.set_l2(key, value, self._settings.l2_ttl_seconds)
+            await self._cache.set_l2(write)
         except CacheUnavailable:
             return False
         return True
 
-    async def _fill_l1(self, keys: L1Keys, generations: str, answer: CachedAnswer) -> bool:
+    async def _fill(
+        self,
+        keys: L1Keys,
+        generations: str,
+        answer: CachedAnswer,
+        l2_write: L2Write | None,
+        l2_outcome: LayerOutcome,
+    ) -> bool:
         value = self._envelope.seal(encode_answer(answer), keys.entry)
         try:
-            return await self._cache.fill_l1(
-                keys, generations, value, self._settings.l1_ttl_seconds
+            stored = await self._cache.fill(
+                keys, generations, value, self._settings.l1_ttl_seconds, l2_write
             )
         except CacheUnavailable:
             return False
+        l2_outcome.stored = l2_write is not None
+        return stored
 
     def _verify_embedding(self, cached: Vector, fresh: Vector) -> None:
         denominator = float(np.linalg.norm(cached) * np.linalg.norm(fresh)) or 1e-12
@@ -305,7 +352,7 @@ class QueryService:
         fresh: CachedAnswer,
     ) -> None:
         """Compare by what answers are built from: the notes and their versions."""
-        if cached.fingerprint() == fresh.fingerprint():
+        if same_sources(cached, fresh):
             result = c.VERIFY_MATCH
         else:
             # A note write between our lookup and our read of the notes is not evidence

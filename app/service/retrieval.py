@@ -24,9 +24,10 @@ def _top_k(notes: Sequence[NoteForRetrieval], query: Vector, k: int) -> list[Ret
         return []
     norms = np.linalg.norm(matrix, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
     scores = (matrix @ query) / np.maximum(norms, 1e-12)
-    k = min(k, len(notes))
-    best = np.argpartition(-scores, k - 1)[:k]
-    best = best[np.argsort(-scores[best], kind="stable")]
+    # Ties are broken by note id, so equal scores (identical notes) rank the same way on
+    # every request: verification compares rankings and must not see coin flips.
+    order = sorted(range(len(notes)), key=lambda i: (-float(scores[i]), str(notes[i].id)))
+    best = order[: min(k, len(notes))]
     return [
         RetrievedNote(notes[i].id, notes[i].version, float(scores[i]), notes[i].text)
         for i in best

@@ -116,3 +116,27 @@ def test_encrypted_envelope_refuses_other_keys_plaintext_and_tampering() -> None
 def test_bad_key_length_is_refused() -> None:
     with pytest.raises(ValueError, match="16, 24 or 32"):
         Envelope(b"short")
+
+
+def _answer(*sources: tuple[int, int, float]) -> CachedAnswer:
+    return CachedAnswer("a", tuple(SourceRef(uuid.UUID(int=i), v, s) for i, v, s in sources))
+
+
+@pytest.mark.parametrize(
+    ("cached", "fresh", "same"),
+    [
+        (_answer((1, 1, 0.9), (2, 1, 0.5)), _answer((2, 1, 0.5), (1, 1, 0.9)), True),
+        (_answer((1, 1, 0.9), (2, 1, 0.5)), _answer((1, 2, 0.9), (2, 1, 0.5)), False),
+        (_answer((1, 1, 0.9), (2, 1, 0.5)), _answer((1, 1, 0.9), (3, 1, 0.5004)), True),
+        (_answer((1, 1, 0.9), (2, 1, 0.5)), _answer((3, 1, 0.9), (2, 1, 0.5)), False),
+        (_answer((1, 1, 0.9), (2, 1, 0.5)), _answer((1, 1, 0.9), (3, 1, 0.52)), False),
+        (_answer((1, 1, 0.9), (2, 1, 0.5)), _answer((1, 1, 0.9)), False),
+        (_answer((1, 2, 0.9), (2, 1, 0.5)), _answer((1, 2, 0.9), (2, 2, 0.5)), False),
+    ],
+    ids=["same-set", "other-version", "tie-at-k", "differs-at-top", "gap-at-k",
+         "fewer-notes", "boundary-note-updated"],
+)
+def test_same_sources(cached: CachedAnswer, fresh: CachedAnswer, same: bool) -> None:
+    from app.service.query import same_sources
+
+    assert same_sources(cached, fresh) is same
