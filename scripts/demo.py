@@ -20,7 +20,7 @@ alert that fired and the controller's notification. Everything it started is sto
 the end, also on Ctrl-C or SIGTERM; process logs are in .run/logs.
 
 One check of the default plan runs in dry-run here (see DEMO_DRY_RUN: it cannot pass with
-the seed's prices); the derived plan is written to .run/demo/plan.yaml and every deviation
+the seed's prices); the derived plan is kept in .run/demo/plan.yaml and every deviation
 is printed. `--quick` is the shortened profile the e2e test uses (plan days of 2 s, 10 s
 windows, minimum samples x 0.3).
 """
@@ -380,6 +380,26 @@ class Demo:
 
     def close(self) -> None:
         self.stack.close()
+        # A Ctrl-C that lands inside subprocess.Popen (after the fork, before we learnt the
+        # pid) would leave that child running: stop every child of ours still alive.
+        for pid in _our_children():
+            stop_pid(pid)
+        self._remove_database()
+        if self.plan_path.exists():  # keep the last run's plan for people to read
+            self.plan_path.replace(DEMO_DIR / "plan.yaml")
+
+
+def _our_children() -> list[int]:
+    """Live direct children of this process (everything we spawn is one), from /proc."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(ppid) == me and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
 
 
 # --- the fault -----------------------------------------------------------------------------
