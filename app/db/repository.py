@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from app.db.models import Base, SessionNote
+from app.db.models import Base, SessionNote, note_text
 
 
 class DatabaseError(Exception):
@@ -148,17 +148,26 @@ class NotesRepository:
             raise DatabaseError(type(exc).__name__) from exc
 
     async def for_retrieval(
-        self, workspace_id: uuid.UUID, client_id: uuid.UUID | None
+        self, workspace_id: uuid.UUID, client_id: uuid.UUID | None, *, with_text: bool = True
     ) -> Sequence[NoteForRetrieval]:
-        query = select(SessionNote).where(SessionNote.workspace_id == workspace_id)
+        """Rows for ranking (Core, not ORM objects: this runs on every miss and audit).
+        `with_text=False` skips the note texts, for callers that only rank."""
+        ranked = select(SessionNote.id, SessionNote.version, SessionNote.embedding)
+        texts = select(SessionNote.id, SessionNote.version, SessionNote.embedding,
+                       SessionNote.subjective, SessionNote.objective, SessionNote.assessment,
+                       SessionNote.plan)
+        scope = [SessionNote.workspace_id == workspace_id]
         if client_id is not None:
-            query = query.where(SessionNote.client_id == client_id)
+            scope.append(SessionNote.client_id == client_id)
         try:
-            async with self._sessions() as session:
-                rows = (await session.scalars(query)).all()
+            async with self._engine.connect() as conn:
+                if not with_text:
+                    return [NoteForRetrieval(i, v, e, "")
+                            for i, v, e in (await conn.execute(ranked.where(*scope))).all()]
+                rows = (await conn.execute(texts.where(*scope))).all()
         except SQLAlchemyError as exc:
             raise DatabaseError(type(exc).__name__) from exc
-        return [NoteForRetrieval(r.id, r.version, r.embedding, r.text()) for r in rows]
+        return [NoteForRetrieval(i, v, e, note_text(s, o, a, p)) for i, v, e, s, o, a, p in rows]
 
     async def current_versions(
         self, workspace_id: uuid.UUID, note_ids: Iterable[uuid.UUID]

@@ -405,7 +405,7 @@ class QueryService:
             if vector is None:
                 vector = (await self._provider.embed([query], input_type="search_query"))[0]
             notes: list[RetrievedNote] = await top_k(
-                await self._notes.for_retrieval(workspace_id, client_id),
+                await self._notes.for_retrieval(workspace_id, client_id, with_text=False),
                 vector,
                 self._settings.retrieval_top_k,
             )
