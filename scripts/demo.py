@@ -237,6 +237,7 @@ class Demo:
         self.api_token = secrets.token_urlsafe(16)
         self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.time_scale = args.time_scale or profile.day_seconds / DAY
+        self.day_seconds = self.time_scale * DAY
         self.plan_path = DEMO_DIR / f"plan-{self.run_id}.yaml"
         self.deviations = write_demo_plan(self.plan_path, min_window=profile.min_window,
                                           min_sample_factor=profile.min_sample_factor)
@@ -516,7 +517,7 @@ class Runner:
         try:
             model.phase = "starting the controller"
             await asyncio.to_thread(demo.start_controller)
-            model.event(f"controller started: plan days of {demo.profile.day_seconds:g} s "
+            model.event(f"controller started: plan days of {demo.day_seconds:.3g} s "
                         f"(time scale {self.demo.time_scale:.3g}), evaluating every "
                         f"{demo.profile.interval:g} s")
             model.phase = "rolling out"
@@ -728,7 +729,7 @@ def finish(demo: Demo, runner: Runner, console: Any, started: float, ok: bool,
             DEFAULT_CHART if not demo.args.fault else DEMO_DIR / "rollout-demo-fault.png")
         status = runner.model.status or {}
         title = ("Staged rollout of the AI caches — default plan, 1 plan day = "
-                 f"{demo.profile.day_seconds:g} s" + (" — with a fault" if runner.fault else ""))
+                 f"{demo.day_seconds:.3g} s" + (" — with a fault" if runner.fault else ""))
         events = []
         if runner.fault and runner.fault.injected_at:
             events.append((runner.fault.injected_at, "fault: notes changed\nbehind the cache"))
@@ -739,7 +740,8 @@ def finish(demo: Demo, runner: Runner, console: Any, started: float, ok: bool,
             baseline=status.get("baseline") or {}, events=events, title=title,
             window="15s" if demo.profile.min_window is None else "10s",
             integrity_limit=_integrity_limit(demo.plan) if runner.fault else None,
-            gate_lines=_gate_lines(demo.plan, status.get("baseline") or {})),
+            gate_lines=_gate_lines(demo.plan, status.get("baseline") or {}),
+            end_note=_end_note(status)),
             Path(chart_path))
         console.print(f"chart: {chart}")
     fault = runner.fault
@@ -787,6 +789,18 @@ def _integrity_limit(plan: Plan) -> float | None:
         if check.name == "cache_integrity_guardrail" and check.threshold is not None:
             return check.threshold.absolute
     return None
+
+
+def _end_note(status: dict[str, Any]) -> str:
+    if not status:
+        return ""
+    if status.get("completed_at"):
+        return f"rollout complete at {status['stage']}"
+    reason = str((status.get("last_decision") or {}).get("reason", ""))
+    first = re.sub(r" \([^()]*\)", "", reason.partition(";")[0])  # drop "(baseline …, n=…)"
+    if status.get("awaiting_resume"):
+        return f"holds at {status['stage']} after the rollback, awaiting `rollout resume`"
+    return f"holds at {status['stage']}: {first}"
 
 
 def _verdict(runner: Runner) -> str:
@@ -888,7 +902,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             demo = Demo(args, profile)
             console.print(f"[bold]ai-cache rollout demo[/] — default plan, 1 plan day = "
-                          f"{profile.day_seconds:g} s, {profile.rate:g} req/s over two "
+                          f"{demo.day_seconds:.3g} s, {profile.rate:g} req/s over two "
                           f"replicas{', flags in Unleash' if args.unleash else ''}"
                           f"{', with a fault at ' + args.fault_stage if args.fault else ''}")
             for line in demo.deviations:
@@ -898,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
             model = LiveModel(
                 title="ai-cache rollout demo" + (" — fault scenario" if args.fault else ""),
                 subtitle=(f"default plan, time scale {demo.time_scale:.3g} (1 plan day = "
-                          f"{profile.day_seconds:g} s) · controller {demo.controller_url} · "
+                          f"{demo.day_seconds:.3g} s) · controller {demo.controller_url} · "
                           f"Prometheus {demo.prometheus_url}"),
                 stages=demo.plan.stage_names)
             runner = Runner(demo, model)

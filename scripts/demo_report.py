@@ -298,6 +298,7 @@ class ChartInputs:
     # A fifth panel, for the fault scenario: stale or mismatched verifications, against the
     # integrity guardrail's limit.
     integrity_limit: float | None = None
+    end_note: str = ""  # where the rollout ended, written at the end of the stage line
 
 
 def _series(inputs: ChartInputs, expr: str) -> tuple[list[float], list[float]]:
@@ -306,6 +307,9 @@ def _series(inputs: ChartInputs, expr: str) -> tuple[list[float], list[float]]:
     points = prom_range(inputs.prom_url, expr.replace("{w}", inputs.window), first,
                         inputs.end, inputs.step)
     return ([(ts - inputs.start) / 60 for ts, _ in points], [v for _, v in points])
+
+
+_DASHES = ("--", "-.", (0, (5, 2, 1, 2, 1, 2)), (0, (1, 1)))
 
 
 def write_chart(inputs: ChartInputs, path: Path) -> Path:
@@ -348,6 +352,9 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
                               (at, index.get(str(t["to_stage"]), 0)),
                               xytext=(8, -28), textcoords="offset points", color="#c62828",
                               fontsize=9, fontweight="bold")
+    if inputs.end_note and xs:
+        ax_stage.annotate(inputs.end_note, (xs[-1], ys[-1]), xytext=(-4, -16),
+                          textcoords="offset points", ha="right", fontsize=9, color="#37474f")
     for ts, label in inputs.events:
         for ax in axes:
             ax.axvline(minutes(ts), color="#e65100", linewidth=1.5, linestyle=":")
@@ -366,9 +373,10 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
     if base_p95:
         ax_lat.axhline(base_p95, color="#6a1b9a", linestyle=":", alpha=0.7,
                        label=f"baseline p95 {base_p95:.2f} s")
-    for panel, value, label in inputs.gate_lines:
+    for number, (panel, value, label) in enumerate(inputs.gate_lines):
         if panel == "latency":
-            ax_lat.axhline(value, color="#9e9e9e", linestyle="--", linewidth=0.9, label=label)
+            ax_lat.axhline(value, color="#757575", linestyle=_DASHES[number % len(_DASHES)],
+                         linewidth=0.9, label=label)
     ax_lat.set_ylabel("latency (s)")
     ax_lat.set_ylim(bottom=0)
     ax_lat.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
@@ -388,7 +396,9 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
         num = hits.format(l=layer, m=mode)
         den = ("sum(rate(ai_agent_queries_total[{w}]))"
                if (layer, mode) == ("query_result", "serve") else lookups.format(l=layer, m=mode))
-        x, y = _series(inputs, f"{num} / ({den} > 0)")
+        # At least one lookup a second: a layer that stopped looking up (shadow off at
+        # l1-100) fades out of its window and would draw a false plunge to 0 %.
+        x, y = _series(inputs, f"{num} / ({den} >= 1)")
         if x:
             ax_hit.plot(x, y, color=color, linestyle=style, label=label)
     ax_hit.yaxis.set_major_formatter(ratio)
@@ -405,9 +415,10 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
     if base_cost:
         ax_cost.axhline(base_cost, color="#2e7d32", linestyle=":", alpha=0.7,
                         label=f"baseline ${base_cost:.4f}")
-    for panel, value, label in inputs.gate_lines:
+    for number, (panel, value, label) in enumerate(inputs.gate_lines):
         if panel == "cost":
-            ax_cost.axhline(value, color="#9e9e9e", linestyle="--", linewidth=0.9, label=label)
+            ax_cost.axhline(value, color="#757575", linestyle=_DASHES[number % len(_DASHES)],
+                         linewidth=0.9, label=label)
     ax_cost.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:.3f}"))
     ax_cost.set_ylim(bottom=0)
     ax_cost.set_ylabel("$ / query")

@@ -147,7 +147,7 @@ def _stage_panel(model: LiveModel, status: dict[str, Any]) -> RenderableType:
 def _checks_table(status: dict[str, Any]) -> Table:
     table = Table(expand=True, show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("check")
-    table.add_column("kind", width=10)
+    table.add_column("kind", width=19)
     table.add_column("value", justify="right")
     table.add_column("threshold", justify="right")
     table.add_column("n", justify="right")
@@ -160,7 +160,7 @@ def _checks_table(status: dict[str, Any]) -> Table:
     for check in checks:
         kind = check.get("kind") or ""
         if check.get("critical"):
-            kind += " !"
+            kind += " (critical)"
         threshold = ""
         if check.get("limit_text"):
             threshold = f"{check.get('comparator', '')} {check['limit_text']}"
