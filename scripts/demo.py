@@ -100,8 +100,9 @@ class Profile:
 
 # 60 req/s: the 10 % cohort (3 of 20 workspaces, ~17 % of the traffic with seed 24) sees
 # ~300 queries per 30 s window, above the cohort gates' minimum of 200.
+# ~6 min on a quiet 2-core machine; giving up at 9 keeps even a stuck run under 10 minutes.
 FULL = Profile(day_seconds=10.0, interval=2.0, scrape=1.0, rate=60.0, min_window=None,
-               min_sample_factor=1.0, max_minutes=10.0)
+               min_sample_factor=1.0, max_minutes=9.0)
 QUICK = Profile(day_seconds=2.0, interval=1.0, scrape=1.0, rate=55.0, min_window=10.0,
                 min_sample_factor=0.3, max_minutes=4.0)
 
