@@ -352,9 +352,11 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
                               (at, index.get(str(t["to_stage"]), 0)),
                               xytext=(8, -28), textcoords="offset points", color="#c62828",
                               fontsize=9, fontweight="bold")
-    if inputs.end_note and xs:
-        ax_stage.annotate(inputs.end_note, (xs[-1], ys[-1]), xytext=(-4, -16),
-                          textcoords="offset points", ha="right", fontsize=9, color="#37474f")
+    if inputs.end_note:
+        # Bottom right is empty once the rollout has climbed: no clash with annotations.
+        ax_stage.text(0.99, 0.05, inputs.end_note, transform=ax_stage.transAxes, ha="right",
+                      va="bottom", fontsize=9, color="#37474f",
+                      bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#cfd8dc"})
     for ts, label in inputs.events:
         for ax in axes:
             ax.axvline(minutes(ts), color="#e65100", linewidth=1.5, linestyle=":")
