@@ -34,7 +34,7 @@ from scripts.svc.common import (
     Service,
     ServiceError,
     ensure_apt,
-    free_port,
+    on_a_free_port,
     spawn,
     stop_pid,
 )
@@ -105,22 +105,11 @@ def start_private_alertmanager(
     """Start Alertmanager on 127.0.0.1 (a free port unless given) with a generated config;
     we own it. Raises ServiceError with the log's tail if it is not ready in time."""
     binary = ensure_apt(BINARY, PACKAGE)
-    attempts = 1 if port else 3
-    last: ServiceError | None = None
-    for _ in range(attempts):
-        try:
-            return _start_once(
-                binary, render_config(webhook_url, group_wait=group_wait,
-                                      group_interval=group_interval,
-                                      repeat_interval=repeat_interval),
-                name=name, port=port or free_port(), timeout=timeout,
-            )
-        except ServiceError as exc:
-            last = exc
-            if "address already in use" not in str(exc):
-                raise
-    assert last is not None
-    raise last
+    config = render_config(webhook_url, group_wait=group_wait, group_interval=group_interval,
+                           repeat_interval=repeat_interval)
+    return on_a_free_port(
+        lambda free: _start_once(binary, config, name=name, port=free, timeout=timeout), port
+    )
 
 
 def _start_once(binary: str, config_text: str, *, name: str, port: int,

@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_DIR = Path(os.environ.get("AI_CACHE_RUN_DIR", REPO_ROOT / ".run"))
@@ -49,6 +52,24 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def on_a_free_port(start: Callable[[int], T], port: int | None = None, *,
+                   in_use: tuple[str, ...] = ("address already in use", "EADDRINUSE"),
+                   attempts: int = 3) -> T:
+    """`start(port)` on `port`, or on a free one; free_port() can race with another process
+    binding the port first, so a start that fails because the port is taken is retried on
+    another (a given port is tried once)."""
+    last: ServiceError | None = None
+    for _ in range(1 if port else attempts):
+        try:
+            return start(port or free_port())
+        except ServiceError as exc:
+            last = exc
+            if not any(marker in str(exc) for marker in in_use):
+                raise
+    assert last is not None
+    raise last
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:

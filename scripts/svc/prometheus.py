@@ -45,7 +45,7 @@ from scripts.svc.common import (
     Service,
     ServiceError,
     ensure_apt,
-    free_port,
+    on_a_free_port,
     pid_alive,
     spawn,
     stop_pid,
@@ -207,25 +207,17 @@ def start_private_prometheus(
     """
     binary = ensure_apt(BINARY, PACKAGE)
     ensure_apt("promtool", PACKAGE)
-    attempts = 1 if port else 3
-    last: ServiceError | None = None
-    for _ in range(attempts):
-        try:
-            return _start_once(
-                binary, name=name, port=port or free_port(), targets=dict(targets or {}),
-                scrape_interval=scrape_interval,
-                evaluation_interval=evaluation_interval or scrape_interval,
-                rule_files=[str(Path(p).resolve()) for p in rule_files],
-                alertmanager=alertmanager, retention=retention, timeout=timeout,
-                alert_resend_delay=alert_resend_delay or evaluation_interval or scrape_interval,
-            )
-        except ServiceError as exc:
-            # free_port() can race with another process binding the port first.
-            last = exc
-            if "address already in use" not in str(exc):
-                raise
-    assert last is not None
-    raise last
+    return on_a_free_port(
+        lambda free: _start_once(
+            binary, name=name, port=free, targets=dict(targets or {}),
+            scrape_interval=scrape_interval,
+            evaluation_interval=evaluation_interval or scrape_interval,
+            rule_files=[str(Path(p).resolve()) for p in rule_files],
+            alertmanager=alertmanager, retention=retention, timeout=timeout,
+            alert_resend_delay=alert_resend_delay or evaluation_interval or scrape_interval,
+        ),
+        port,
+    )
 
 
 def _start_once(

@@ -27,7 +27,7 @@ from scripts.svc.common import (
     Service,
     ServiceError,
     ensure_apt,
-    free_port,
+    on_a_free_port,
     spawn,
     stop_pid,
 )
@@ -81,18 +81,9 @@ def start_private_redis_exporter(
     its command line. Raises ServiceError with the log's tail if it is not ready in time.
     """
     binary = ensure_apt(BINARY, PACKAGE)
-    attempts = 1 if port else 3
-    last: ServiceError | None = None
-    for _ in range(attempts):
-        try:
-            return _start_once(binary, redis_url, name=name, port=port or free_port(),
-                               timeout=timeout)
-        except ServiceError as exc:
-            last = exc
-            if "address already in use" not in str(exc):
-                raise
-    assert last is not None
-    raise last
+    return on_a_free_port(
+        lambda free: _start_once(binary, redis_url, name=name, port=free, timeout=timeout), port
+    )
 
 
 def _start_once(binary: str, redis_url: str, *, name: str, port: int,

@@ -45,7 +45,7 @@ from scripts.svc.common import (
     Service,
     ServiceError,
     ensure_apt,
-    free_port,
+    on_a_free_port,
     pid_alive,
     spawn,
     stop_pid,
@@ -243,20 +243,10 @@ def start_private_unleash(
     """Start unleash-server on a free 127.0.0.1 port with a fresh database; we own it."""
     node = ensure_installed()
     pg_service = pg or postgres.ensure_postgres(f"{name}-postgres")
-    attempts = 1 if port else 3
-    last_error: ServiceError | None = None
     try:
-        for _ in range(attempts):
-            try:
-                return _start_once(node, name, port or free_port(), pg_service, log_level,
-                                   timeout)
-            except ServiceError as exc:
-                # free_port() can race with another process taking the port before node binds.
-                last_error = exc
-                if "EADDRINUSE" not in str(exc):
-                    raise
-        assert last_error is not None
-        raise last_error
+        return on_a_free_port(
+            lambda free: _start_once(node, name, free, pg_service, log_level, timeout), port
+        )
     except BaseException:
         if pg is None:
             postgres.stop(pg_service)
