@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -46,6 +46,50 @@ class Service:
         if not state_file.exists():
             return None
         return cls(**json.loads(state_file.read_text()))
+
+
+SIDECAR = "service.json"
+
+
+@dataclass
+class DetailedService(Service):
+    """A Service with fields of its own (tokens, config, database).
+
+    `python -m scripts.svc` reads state files back as a plain Service, so only the base
+    fields go to the state file; the whole record lives in a sidecar in the data dir.
+    """
+
+    # Whether saving may create the data dir (a stopped service's dir must stay gone).
+    create_data_dir: ClassVar[bool] = True
+
+    def save(self, state_file: Path) -> None:
+        base = {f: getattr(self, f) for f in Service.__dataclass_fields__}
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps(base, indent=2))
+        self._save_sidecar()
+
+    def _save_sidecar(self) -> None:
+        if not self.data_dir:
+            return
+        folder = Path(self.data_dir)
+        if self.create_data_dir:
+            folder.mkdir(parents=True, exist_ok=True)
+        if folder.is_dir():
+            (folder / SIDECAR).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def from_service(cls, service: Service) -> Self:
+        if isinstance(service, cls):
+            return service
+        sidecar = Path(service.data_dir) / SIDECAR if service.data_dir else None
+        if sidecar and sidecar.exists():
+            return cls(**json.loads(sidecar.read_text()))
+        return cls(**asdict(service))
+
+    @classmethod
+    def load(cls, state_file: Path) -> Self | None:
+        base = Service.load(state_file)
+        return cls.from_service(base) if base else None
 
 
 def free_port() -> int:

@@ -34,14 +34,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from scripts.svc.common import (
     RUN_DIR,
+    DetailedService,
     Service,
     ServiceError,
     ensure_apt,
@@ -55,14 +56,13 @@ BINARY = "/usr/bin/prometheus"
 PACKAGE = "prometheus"
 START_TIMEOUT = 30.0
 STATE_FILE = RUN_DIR / "prometheus.json"
-_SIDECAR = "service.json"
 CONFIG_NAME = "prometheus.yml"
 
 Targets = Mapping[str, Sequence[str]]
 
 
 @dataclass
-class PrometheusService(Service):
+class PrometheusService(DetailedService):
     """A Service plus what it was configured with (so it can be reconfigured and reloaded)."""
 
     config_file: str | None = None
@@ -73,31 +73,7 @@ class PrometheusService(Service):
     rule_files: list[str] = field(default_factory=list)
     alertmanager: str | None = None
 
-    def save(self, state_file: Path) -> None:
-        # `python -m scripts.svc` reads state files back as a plain Service: only the base
-        # fields go there, the rest lives in a sidecar in the data dir.
-        base = {f.name: getattr(self, f.name) for f in fields(Service)}
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps(base, indent=2))
-        self._save_sidecar()
-
-    def _save_sidecar(self) -> None:
-        if self.data_dir and Path(self.data_dir).is_dir():
-            (Path(self.data_dir) / _SIDECAR).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def from_service(cls, service: Service) -> PrometheusService:
-        if isinstance(service, PrometheusService):
-            return service
-        sidecar = Path(service.data_dir) / _SIDECAR if service.data_dir else None
-        if sidecar and sidecar.exists():
-            return cls(**json.loads(sidecar.read_text()))
-        return cls(**asdict(service))
-
-    @classmethod
-    def load(cls, state_file: Path) -> PrometheusService | None:
-        base = Service.load(state_file)
-        return cls.from_service(base) if base else None
+    create_data_dir: ClassVar[bool] = False  # reconfiguring a stopped server writes nothing
 
     def wait_for_series(self, expr: str, timeout: float = 30.0,
                         min_series: int = 1) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from scripts.svc import postgres
 from scripts.svc.common import (
     REPO_ROOT,
     RUN_DIR,
+    DetailedService,
     Service,
     ServiceError,
     ensure_apt,
@@ -57,7 +58,6 @@ ENVIRONMENT = "development"  # exists in a fresh Unleash, enabled in project `de
 PROJECT = "default"
 START_TIMEOUT = 120.0  # a cold first start runs ~200 migrations; ~6 s on a warm machine
 STATE_FILE = RUN_DIR / "unleash.json"
-_SIDECAR = "service.json"
 
 
 def _manifest() -> dict[str, Any]:
@@ -144,7 +144,7 @@ def ensure_installed() -> Path:
 
 
 @dataclass
-class UnleashService(Service):
+class UnleashService(DetailedService):
     """A Service plus what a client needs: API URL, tokens, environment, its database."""
 
     api_url: str = ""
@@ -155,33 +155,6 @@ class UnleashService(Service):
     database: str | None = None
     postgres: dict[str, Any] | None = None  # the PostgreSQL Service it runs on
     log_file: str | None = None
-
-    def save(self, state_file: Path) -> None:
-        # `python -m scripts.svc` reads state files back as a plain Service, so only the base
-        # fields go there; the rest lives in the sidecar next to the instance's data.
-        base = {f.name: getattr(self, f.name) for f in fields(Service)}
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps(base, indent=2))
-        self._save_sidecar()
-
-    def _save_sidecar(self) -> None:
-        if self.data_dir:
-            Path(self.data_dir).mkdir(parents=True, exist_ok=True)
-            (Path(self.data_dir) / _SIDECAR).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def from_service(cls, service: Service) -> UnleashService:
-        if isinstance(service, UnleashService):
-            return service
-        sidecar = Path(service.data_dir) / _SIDECAR if service.data_dir else None
-        if sidecar and sidecar.exists():
-            return cls(**json.loads(sidecar.read_text()))
-        return cls(**asdict(service))
-
-    @classmethod
-    def load(cls, state_file: Path) -> UnleashService | None:
-        base = Service.load(state_file)
-        return cls.from_service(base) if base else None
 
     def env(self) -> dict[str, str]:
         """The variables the service (client token) and the controller (admin token) read."""
