@@ -36,8 +36,25 @@ class Service:
     owned: bool = False
     data_dir: str | None = None
     port: int | None = None
+    # The kernel's start time of `pid`: with pid_max at 32768 a busy machine reuses pids
+    # within minutes, so a stop must check it still signals the process we started.
+    pid_started: int | None = None
+
+    def __post_init__(self) -> None:
+        self.remember_pid_start()
+
+    def remember_pid_start(self) -> None:
+        if self.pid and self.pid_started is None:
+            self.pid_started = _spawned.get(self.pid) or process_start_ticks(self.pid)
+
+    def stop_process(self, *, timeout: float = 10.0) -> None:
+        """Stop our process if it is still the one we started; forget the pid either way."""
+        if self.pid:
+            stop_pid(self.pid, timeout=timeout, started=self.pid_started)
+        self.pid = self.pid_started = None
 
     def save(self, state_file: Path) -> None:
+        self.remember_pid_start()
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(asdict(self), indent=2))
 
@@ -63,12 +80,14 @@ class DetailedService(Service):
     create_data_dir: ClassVar[bool] = True
 
     def save(self, state_file: Path) -> None:
+        self.remember_pid_start()
         base = {f: getattr(self, f) for f in Service.__dataclass_fields__}
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(base, indent=2))
         self._save_sidecar()
 
     def _save_sidecar(self) -> None:
+        self.remember_pid_start()
         if not self.data_dir:
             return
         folder = Path(self.data_dir)
@@ -165,7 +184,36 @@ def ensure_apt(binary: str, package: str) -> str:
     return found
 
 
+def process_start_ticks(pid: int) -> int | None:
+    """The start time of `pid` in clock ticks since boot (/proc/PID/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (the command name) may hold spaces and parentheses: count from the last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+# pid -> start ticks of every process spawn() started in this process.
+_spawned: dict[int, int] = {}
+# Their Popen objects: kept so that only poll() reaps them (recording how they ended), not
+# subprocess's own clean-up of dropped Popen objects, which frees the pid without a trace.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def how_it_ended(pid: int) -> str | None:
+    """For a process spawn() started here that has ended: its exit code or killing signal."""
+    child = _children.get(pid)
+    if child is None or child.poll() is None:
+        return None
+    code = child.returncode
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+
+
 def pid_alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -180,18 +228,33 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def stop_pid(pid: int, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    """Stop one process we started: `sig`, then SIGKILL after `timeout`. Never by name."""
+def _is_ours(pid: int, started: int | None) -> bool:
+    """Alive, and (when we know its start time) still the process we started, not a new
+    process that was given the same pid after ours exited."""
     if not pid_alive(pid):
+        return False
+    return started is None or process_start_ticks(pid) == started
+
+
+def stop_pid(pid: int, *, timeout: float = 10.0, sig: int = signal.SIGTERM,
+             started: int | None = None) -> None:
+    """Stop one process we started: `sig`, then SIGKILL after `timeout`. Never by name.
+
+    `started` is the process's start time (process_start_ticks) when it was started; for a
+    process spawn() started in this Python process it is known without being passed. A pid
+    that now belongs to another process is left alone."""
+    started = started if started is not None else _spawned.get(pid)
+    if not _is_ours(pid, started):
         return
     os.kill(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not pid_alive(pid):
+        if not _is_ours(pid, started):
             return
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not pid_alive(pid), timeout=5, what=f"pid {pid} to exit")
+    if _is_ours(pid, started):
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _is_ours(pid, started), timeout=5, what=f"pid {pid} to exit")
 
 
 def spawn(args: list[str], *, log_file: Path, env: dict[str, str] | None = None,
@@ -200,7 +263,12 @@ def spawn(args: list[str], *, log_file: Path, env: dict[str, str] | None = None,
     log_file.parent.mkdir(parents=True, exist_ok=True)
     cmd = ["runuser", "-u", user, "--", *args] if user and os.geteuid() == 0 else args
     with open(log_file, "ab") as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=cwd, start_new_session=True,
         )
+    started = process_start_ticks(proc.pid)
+    if started is not None:
+        _spawned[proc.pid] = started
+    _children[proc.pid] = proc
+    return proc

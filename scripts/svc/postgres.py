@@ -108,6 +108,6 @@ def drop_database(service: Service, database: str) -> None:
 
 def stop(service: Service) -> None:
     if service.owned and service.pid:
-        stop_pid(service.pid, timeout=20)
+        service.stop_process(timeout=20)
         if service.data_dir:
             shutil.rmtree(service.data_dir, ignore_errors=True)

@@ -368,10 +368,9 @@ def stop(service: Service) -> None:
     svc = PrometheusService.from_service(service)
     if not svc.owned:
         return
-    if svc.pid:
-        stop_pid(svc.pid, timeout=15)
-        # Never signal whatever process gets this pid next.
-        svc.pid = service.pid = None
+    # Forget the pid on both records: never signal whatever process gets it next.
+    svc.stop_process(timeout=15)
+    service.pid = service.pid_started = None
     if svc.data_dir:
         shutil.rmtree(svc.data_dir, ignore_errors=True)
 

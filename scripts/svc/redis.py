@@ -69,7 +69,7 @@ def ensure_redis(name: str = "redis") -> Service:
 
 def stop(service: Service) -> None:
     if service.owned and service.pid:
-        stop_pid(service.pid)
+        service.stop_process()
         if service.data_dir:
             for leftover in Path(service.data_dir).glob("*"):
                 leftover.unlink(missing_ok=True)

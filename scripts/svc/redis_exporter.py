@@ -142,8 +142,6 @@ def stop(service: Service) -> None:
     """Stop an exporter we started; idempotent, never signals a pid twice."""
     if not service.owned:
         return
-    if service.pid:
-        stop_pid(service.pid)
-        service.pid = None
+    service.stop_process()
     if service.data_dir:
         shutil.rmtree(service.data_dir, ignore_errors=True)

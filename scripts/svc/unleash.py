@@ -293,10 +293,9 @@ def stop(service: Service) -> None:
     svc = UnleashService.from_service(service)
     if not svc.owned:
         return
-    if svc.pid:
-        stop_pid(svc.pid, timeout=15)
-        # A second stop must not signal whatever process gets this pid next.
-        svc.pid = service.pid = None
+    # Forget the pid on both records: never signal whatever process gets it next.
+    svc.stop_process(timeout=15)
+    service.pid = service.pid_started = None
     if svc.postgres:
         pg = Service(**svc.postgres)
         if pg.owned:

@@ -63,7 +63,8 @@ async def test_redis_stopped_mid_test_every_request_still_answers(
         assert (await client.get("/readyz")).json()["l1_invalidations_pending"] is True
 
         restarted = redis_svc.restart_on_same_port(doomed_redis)
-        doomed_redis.pid, doomed_redis.data_dir = restarted.pid, restarted.data_dir
+        doomed_redis.pid, doomed_redis.pid_started = restarted.pid, restarted.pid_started
+        doomed_redis.data_dir = restarted.data_dir
 
         async def recovered() -> bool:
             response = await ask(client, WS, CLIENT)

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ import pytest
 
 from rollout.adapters.unleash_admin import UnleashAdmin
 from scripts.svc import unleash as unleash_svc
+from scripts.svc.common import how_it_ended
 from scripts.svc.unleash import UnleashService
 
 _lock = threading.Lock()
@@ -72,7 +74,19 @@ async def unleash_admin(unleash_server: UnleashService) -> AsyncIterator[Unleash
         yield admin
 
 
+def assert_still_running(service: UnleashService) -> None:
+    """Fail with how the shared server ended and its log, not with a bare connection error."""
+    if unleash_svc.is_running(service):
+        return
+    ended = how_it_ended(service.pid) if service.pid else None
+    log = Path(service.log_file) if service.log_file else None
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log else ""
+    pytest.fail(f"the session's Unleash (pid {service.pid}) is not running: "
+                f"{ended or 'no exit status known'}; log {log}:\n{tail}", pytrace=False)
+
+
 def admin_for(service: UnleashService, **kwargs: Any) -> UnleashAdmin:
+    assert_still_running(service)
     return UnleashAdmin(service.api_url, service.admin_token,
                         environment=service.environment, project=service.project, **kwargs)
 
