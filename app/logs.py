@@ -1,4 +1,7 @@
-"""Structured logs: JSON lines in production, a compact readable line in a terminal."""
+"""Structured logs: JSON lines in production, a compact readable line in a terminal.
+
+Shared by the service and the controller (the one module of `app` besides the contract
+that `rollout` may import), so both write the same shape of line."""
 
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
+def configure_logging(fmt: str = "console", level: str = "INFO", *,
+                      quiet: tuple[str, ...] = ()) -> None:
+    """Route every log line to stderr in `fmt`; `quiet` loggers speak only from WARNING."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -35,7 +40,7 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter that would drown the service's own lines at INFO.
-    for noisy in ("apscheduler", "httpx", "httpcore"):
+    for noisy in ("apscheduler", "httpx", "httpcore", *quiet):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # The Unleash SDK logs every poll at INFO and every failed poll at WARNING (once a
     # second while Unleash is down); the flag source logs each change of state once instead.

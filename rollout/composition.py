@@ -7,15 +7,13 @@ HTTP clients connect lazily) and `Runtime.aclose()` closes what it made.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from app.logs import configure_logging as shared_configure_logging
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.prometheus import PrometheusSource
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
@@ -35,37 +33,9 @@ log = logging.getLogger("rollout")
 REDIS_TIMEOUT_SECONDS = 3.0
 
 
-# --- logging (the same shape as the service's app/logs.py, which rollout may not import) ---
-
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
 def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for noisy in ("apscheduler", "httpx", "httpcore", "urllib3", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    """The service's log shape; the controller also quiets its HTTP clients and server."""
+    shared_configure_logging(fmt, level, quiet=("urllib3", "uvicorn.access"))
 
 
 # --- building blocks --------------------------------------------------------------------------
