@@ -14,14 +14,20 @@ The test that stops Prometheus runs last; the shared stack restarts it for any t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,11 +43,14 @@ from rollout.core.flags import FlagSettings
 from rollout.core.observations import Verdict
 from rollout.cycle import CycleReport, FencedOut, flags_dict, run_cycle
 from rollout.scheduler import build_scheduler
-from scripts.svc.common import Service
+from scripts.svc import redis as redis_svc
+from scripts.svc.common import REPO_ROOT, Service, free_port
 from scripts.svc.unleash import UnleashService
 from tests.support.controller import (
     BASELINE,
     DARK,
+    DAY_SECONDS,
+    INTERVAL_SECONDS,
     L1_10,
     L1_50,
     L1_100,
@@ -70,8 +79,10 @@ from tests.support.controller import (
     stage_flags,
     transitions,
     utcnow,
+    write_demo_plan_file,
 )
 from tests.support.prometheus import eventually
+from tests.support.redis_gate import RedisGate
 from tests.support.unleash import admin_for
 
 pytestmark = pytest.mark.integration
@@ -451,6 +462,116 @@ async def test_a_controller_killed_between_flag_write_and_state_write_is_reconci
     with pytest.raises(FencedOut):
         await run_cycle(first.ports, now=utcnow(), token=zombie_token)
     assert await second.store.log_length() == length
+
+
+class RolloutProcess:
+    """`python -m rollout run` in a process of its own, killed or stopped by the test."""
+
+    def __init__(self, instance: str, log_dir: Path, env: dict[str, str]) -> None:
+        self.instance = instance
+        self.log = log_dir / f"rollout-{instance}.log"
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("REDIS_URL", "PROMETHEUS_URL", "UNLEASH_", "ROLLOUT_"))}
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "rollout", "run"], cwd=REPO_ROOT, stdout=out,
+                stderr=subprocess.STDOUT,
+                env=base | env | {"ROLLOUT_INSTANCE_ID": instance,
+                                  "ROLLOUT_PORT": str(free_port())},
+            )
+
+    def assert_running(self) -> None:
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
+
+    def finish(self, sig: signal.Signals) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=20)
+
+
+async def test_a_real_process_killed_between_flag_write_and_state_write_is_reconciled_once(
+    live: ControllerStack, keys: RolloutKeys, replica: ReplicaFactory, tmp_path: Path,
+) -> None:
+    """The same crash as above, but a real `rollout run` process gets SIGKILL: a gate in
+    front of its state Redis lets the intent through, holds the commit that would record
+    l1-10 (the flags are already written by then), and the test kills the process while it
+    waits for that answer. A second process, started afterwards, reconciles once."""
+    plan = demo_plan()
+    target = stage_flags(plan, L1_10)
+    redis = redis_svc.start_private_redis(name="redis-killed-controller")
+    gate = await RedisGate("127.0.0.1", int(redis.port or 0), keys).start()
+    direct = Redis.from_url(redis.url, decode_responses=True)
+    store = RedisStateStore(direct, keys)
+    env = {
+        "REDIS_URL": redis.url,  # the local flag store
+        "PROMETHEUS_URL": live.url,
+        "ROLLOUT_PLAN": str(write_demo_plan_file(tmp_path / "plan.yaml")),
+        "ROLLOUT_TIME_SCALE": repr(DAY_SECONDS / 86400),
+        "ROLLOUT_INTERVAL_SECONDS": str(INTERVAL_SECONDS),
+        "ROLLOUT_LEASE_SECONDS": str(LEASE_SECONDS),
+        "ROLLOUT_NAME": keys.namespace,
+        "ROLLOUT_API_TOKEN": "killed-controller-test",
+    }
+    processes: list[RolloutProcess] = []
+    try:
+        async with LocalFlagWriter.from_url(redis.url) as flags:
+            await flags.apply(stage_flags(plan, L2))
+            await seed_state(direct, keys, seeded(plan, L2, baked=True))
+            await replica(stage_flags(plan, L2), LocalFlagWriter.from_url(redis.url))
+
+            first = RolloutProcess("ctl-a", tmp_path, env | {"ROLLOUT_REDIS_URL": gate.url()})
+            processes.append(first)
+            try:
+                await asyncio.wait_for(gate.commit_held.wait(), timeout=60)
+            except TimeoutError:
+                first.assert_running()
+                raise AssertionError(
+                    f"no advance reached the commit: {first.log.read_text()[-3000:]}") from None
+            first.assert_running()  # alive, waiting for the commit's answer
+            assert first.finish(signal.SIGKILL) == -signal.SIGKILL
+            await gate.close()
+
+            assert await flags.read() == target  # the flag write happened
+            snapshot = await store.load()
+            assert snapshot.state is not None and snapshot.state.stage_name == L2
+            assert snapshot.intent is not None and snapshot.intent["to_stage"] == L1_10
+            assert not [e for e in await oldest_first(store) if e.get("transition")]
+            killed_token = snapshot.fence
+
+            second = RolloutProcess("ctl-b", tmp_path, env | {"ROLLOUT_REDIS_URL": redis.url})
+            processes.append(second)
+
+            async def cycles_of_b() -> int:
+                second.assert_running()
+                return len([e for e in await oldest_first(store)
+                            if e["kind"] == "cycle" and e["instance"] == "ctl-b"])
+
+            await eventually(cycles_of_b, lambda count: count >= 2,
+                             timeout=LEASE_SECONDS + 30,
+                             what="the restarted controller's first cycles")
+            assert second.finish(signal.SIGTERM) == 0
+            flags_after = await flags.read()
+
+        entries = await oldest_first(store)
+        moved = [e for e in entries if e.get("action") in ("advance", "rollback", "complete")]
+        assert len(moved) == 1, moved  # exactly one l2 → l1-10, recorded by the restart
+        assert moved[0]["kind"] == "recovered" and moved[0]["instance"] == "ctl-b"
+        assert (moved[0]["from_stage"], moved[0]["to_stage"]) == (L2, L1_10)
+        cycles_of_a = [e for e in entries if e["kind"] == "cycle" and e["instance"] == "ctl-a"]
+        assert all(e["from_stage"] == L2 and e["action"] == "hold" for e in cycles_of_a)
+        for entry in (e for e in entries if e["kind"] == "cycle" and e["instance"] == "ctl-b"):
+            assert entry["from_stage"] == L1_10
+            assert entry["flags"]["writes"] == []  # never re-applied l2, never wrote at all
+        assert flags_after == target
+        snapshot = await store.load()
+        assert snapshot.state is not None and snapshot.state.stage_name == L1_10
+        assert snapshot.intent is None and snapshot.fence > killed_token
+    finally:
+        for process in processes:
+            process.finish(signal.SIGKILL)
+        await gate.close()
+        await direct.aclose()
+        redis_svc.stop(redis)
 
 
 def _async_value(read: Callable[[], FlagSettings | None]) -> Callable[

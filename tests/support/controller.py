@@ -28,8 +28,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -37,7 +39,7 @@ from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
 from rollout.core.decide import Action
 from rollout.core.flags import FlagSettings
 from rollout.core.plan import Plan
-from rollout.core.plan_loader import load_default_plan
+from rollout.core.plan_loader import load_default_plan, load_plan
 from rollout.core.state import RolloutState
 from rollout.cycle import (
     Controller,
@@ -50,6 +52,7 @@ from rollout.cycle import (
 )
 from rollout.lease import RedisLease
 from rollout.metrics import ControllerMetrics
+from rollout.plans import default_plan_path
 from rollout.ports import FlagError, FlagWriter, MetricsSource
 from scripts.svc import prometheus as prom_svc
 from scripts.svc.prometheus import PrometheusService
@@ -88,6 +91,18 @@ def demo_plan(
         evaluation_interval=timedelta(seconds=interval_seconds),
     )
     return replace(plan, settings=settings)
+
+
+def write_demo_plan_file(path: Path, *, window: timedelta = WINDOW, passes: int = 2,
+                         failures: int = 2) -> Path:
+    """`demo_plan()` as a YAML file for a `rollout run` process (days are scaled by the
+    process's ROLLOUT_TIME_SCALE, the interval by ROLLOUT_INTERVAL_SECONDS)."""
+    data = yaml.safe_load(default_plan_path().read_text())
+    data["settings"].update(min_window=f"{window.total_seconds()}s", passes_to_advance=passes,
+                            failures_to_rollback=failures)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    load_plan(path)  # exactly as the process will
+    return path
 
 
 def stage_flags(plan: Plan, stage: str) -> FlagSettings:
