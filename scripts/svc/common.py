@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import ClassVar, Self, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("scripts.svc")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_DIR = Path(os.environ.get("AI_CACHE_RUN_DIR", REPO_ROOT / ".run"))
@@ -245,6 +248,8 @@ def stop_pid(pid: int, *, timeout: float = 10.0, sig: int = signal.SIGTERM,
     that now belongs to another process is left alone."""
     started = started if started is not None else _spawned.get(pid)
     if not _is_ours(pid, started):
+        if pid_alive(pid):
+            log.warning("pid %d now belongs to another process: not signalled", pid)
         return
     os.kill(pid, sig)
     deadline = time.monotonic() + timeout

@@ -236,6 +236,11 @@ def _stall_redis_writes_until_cache_errors(redis_client: Redis, stack_prom: Prom
         with contextlib.suppress(ServiceError):
             stack_prom.wait_for_series(
                 f'sum({contract.METRIC_CACHE_ERRORS}{{job="{SERVICE_JOB}"}}) > 0', timeout=4.0)
+            # Dashboards rate() it: wait for the second scrape of the new series, without
+            # which rate() is empty (a proof run right after the first scrape once failed).
+            stack_prom.wait_for_series(
+                f'sum(rate({contract.METRIC_CACHE_ERRORS}{{job="{SERVICE_JOB}"}}[5m])) >= 0',
+                timeout=SERIES_TIMEOUT)
             return
         if time.monotonic() >= deadline:
             raise AssertionError(f"no cache errors after stalling Redis writes; traffic "
