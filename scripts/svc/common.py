@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -204,12 +205,17 @@ _spawned: dict[int, int] = {}
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def how_it_ended(pid: int) -> str | None:
-    """For a process spawn() started here that has ended: its exit code or killing signal."""
+def how_it_ended(pid: int, *, wait: float = 0.0) -> str | None:
+    """For a process spawn() started here that has ended: its exit code or killing signal.
+    `wait`: give a process that is dying (its sockets already closed) this long to end."""
     child = _children.get(pid)
-    if child is None or child.poll() is None:
+    if child is None:
         return None
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=wait)
     code = child.returncode
+    if code is None:
+        return None
     return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
 
 

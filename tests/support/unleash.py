@@ -6,10 +6,10 @@ Import the fixtures into the test module that needs them (tests/conftest.py stay
 
 `unleash_server` is one private server per test session, started through the same starter as
 scripts/unleash-start (installing Node 22 + unleash-server into the cache folder on first use)
-and stopped at the end. It never reuses an UNLEASH_URL from the environment: the tests rewrite
-flags and tokens, which must not happen to somebody's real Unleash. A module that imports the
-fixture gets the same server as every other module (shared, reference counted), so one session
-pays the ~6 s start once.
+and stopped at the end; should it die, the next test that asks for it gets it started again
+and the run shows a warning with how it ended and its log. It never reuses an UNLEASH_URL
+from the environment: the tests rewrite flags and tokens, which must not happen to somebody's
+real Unleash. Every module gets the same server, so one session pays the ~6 s start once.
 
 `short_lived_unleash()` starts an extra server for tests that stop it.
 """
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import threading
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,13 +60,32 @@ def _release() -> None:
 
 
 @pytest.fixture(scope="session")
-def unleash_server() -> Iterator[UnleashService]:
-    """A running Unleash (url, api_url, admin/client tokens, environment) for this session."""
+def _unleash_for_the_session() -> Iterator[UnleashService]:
     service = _acquire()
     try:
         yield service
     finally:
         _release()
+
+
+@pytest.fixture
+def unleash_server(_unleash_for_the_session: UnleashService) -> UnleashService:
+    """A running Unleash (url, api_url, admin/client tokens, environment) for this test:
+    the session's shared server, started again if it died (with a warning that says how
+    it ended and what it logged, so a crash is reported, not hidden)."""
+    _restart_if_dead(_unleash_for_the_session)
+    return _unleash_for_the_session
+
+
+def _restart_if_dead(service: UnleashService) -> None:
+    if unleash_svc.is_running(service):
+        return
+    warnings.warn(f"restarting the session's Unleash: {_obituary(service)}", stacklevel=2)
+    with _lock:
+        unleash_svc.stop(service)  # drops its database; signals nothing that is not ours
+        fresh = unleash_svc.start_private_unleash(name="unleash-tests")
+        for field in dataclasses.fields(fresh):  # in place: every holder sees the new one
+            setattr(service, field.name, getattr(fresh, field.name))
 
 
 @pytest.fixture
@@ -74,15 +95,19 @@ async def unleash_admin(unleash_server: UnleashService) -> AsyncIterator[Unleash
         yield admin
 
 
-def assert_still_running(service: UnleashService) -> None:
-    """Fail with how the shared server ended and its log, not with a bare connection error."""
-    if unleash_svc.is_running(service):
-        return
-    ended = how_it_ended(service.pid) if service.pid else None
+def _obituary(service: UnleashService) -> str:
+    """How the server's process ended, and the end of its log."""
+    ended = how_it_ended(service.pid, wait=5.0) if service.pid else None
     log = Path(service.log_file) if service.log_file else None
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log else ""
-    pytest.fail(f"the session's Unleash (pid {service.pid}) is not running: "
-                f"{ended or 'no exit status known'}; log {log}:\n{tail}", pytrace=False)
+    return f"pid {service.pid} {ended or 'ended (no exit status known)'}; log {log}:\n{tail}"
+
+
+def assert_still_running(service: UnleashService) -> None:
+    """Fail with how the server ended and its log, not with a bare connection error."""
+    if not unleash_svc.is_running(service):
+        pytest.fail(f"Unleash at {service.url} is not running: {_obituary(service)}",
+                    pytrace=False)
 
 
 def admin_for(service: UnleashService, **kwargs: Any) -> UnleashAdmin:
