@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -61,6 +62,30 @@ def eventually(check: Callable[[], bool], *, timeout: float = 15.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met before the deadline"
         time.sleep(0.1)
+
+
+def lifecycle_races_logged(service: UnleashService) -> int:
+    return Path(str(service.log_file)).read_text().count("feature_lifecycles_feature_fkey")
+
+
+async def test_deleting_flags_right_after_creating_them_leaves_the_server_running(
+    unleash_server: UnleashService, unleash_admin: UnleashAdmin,  # noqa: F811
+) -> None:
+    """unleash-server 8.2.0 inserts a flag's lifecycle stage from an async listener; a flag
+    deleted right after its creation makes that insert fail, and db-migrate's process-wide
+    handler used to exit(1) on it (a CI run lost its server that way). deploy/unleash/server.js
+    keeps the server up: create and delete until the race is in the log, then it answers."""
+    seen_before = lifecycle_races_logged(unleash_server)
+    deadline = time.monotonic() + 90
+    rounds = 0
+    while lifecycle_races_logged(unleash_server) == seen_before:
+        assert time.monotonic() < deadline, f"the race did not happen in {rounds} rounds"
+        await unleash_admin.bootstrap()
+        delete_flags(unleash_server, ALL_FLAGS)
+        rounds += 1
+    assert unleash_svc.is_running(unleash_server)
+    await unleash_admin.bootstrap()
+    assert await unleash_admin.read() == FlagSettings()
 
 
 async def test_bootstrap_twice_gives_same_state_and_one_strategy(
