@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     known = Service.load(state_file)
     try:
         if args.action == "start":
-            if known and known.owned and known.pid and _alive(known.pid):
+            if known and known.owned and known.process_alive():
                 print(json.dumps(asdict(known)))
                 return 0
             service = STARTERS[args.name]()
@@ -49,12 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _alive(pid: int) -> bool:
-    from scripts.svc.common import pid_alive
-
-    return pid_alive(pid)
 
 
 if __name__ == "__main__":

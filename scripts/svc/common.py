@@ -51,6 +51,10 @@ class Service:
         if self.pid and self.pid_started is None:
             self.pid_started = _spawned.get(self.pid) or process_start_ticks(self.pid)
 
+    def process_alive(self) -> bool:
+        """Our process is still running (not merely some process with its old pid)."""
+        return bool(self.pid) and _is_ours(self.pid or 0, self.pid_started)
+
     def stop_process(self, *, timeout: float = 10.0) -> None:
         """Stop our process if it is still the one we started; forget the pid either way."""
         if self.pid:

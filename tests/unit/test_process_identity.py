@@ -82,6 +82,7 @@ def test_a_saved_service_keeps_its_process_identity(tmp_path: Path,
     assert stranger_ticks is not None
     impostor = Service(name="sleeper", url="-", pid=stranger.pid, owned=True,
                        pid_started=stranger_ticks - 1)
+    assert not impostor.process_alive() and loaded.process_alive()
     impostor.stop_process(timeout=1)
     assert pid_alive(stranger.pid)
     assert impostor.pid is None  # forgotten: a second stop signals nothing
