@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from app import contract
 from app.api.deps import ServiceContainer
 from app.api.errors import install_error_handlers
+from app.api.fast_query import QueryFastPath
 from app.api.routes import router
 from app.cache.breaker import BreakerState, CircuitBreaker
 from app.cache.codec import Envelope
@@ -193,4 +194,9 @@ def create_app(
     )
     app.include_router(router)
     install_error_handlers(app)
+    if settings.query_fast_path:
+        # The query route's hot path ahead of FastAPI's machinery (app/api/fast_query.py). A
+        # JSON-escaped query may take 6 bytes a character; a longer body is FastAPI's to judge.
+        app.add_middleware(QueryFastPath, max_body_bytes=settings.max_query_chars * 6 + 1024,
+                           exception_handlers=app.exception_handlers)
     return app

@@ -20,6 +20,7 @@ from app.api.schemas import (
     SessionCreate,
     SessionOut,
     SessionPatch,
+    render_query_response,
 )
 from app.db.repository import NoteFields, NoteRecord
 
@@ -66,15 +67,8 @@ async def query(workspace_id: uuid.UUID, request: Request) -> Response:
             f"{container.settings.max_query_chars}",
         )
     result = await container.queries.answer(workspace_id, body.client_id, body.query)
-    # Built by hand: this is the hot path, and the shape is fixed by QueryResponse above.
-    return JSONResponse(
-        {
-            "answer": result.answer,
-            "sources": [{"session_id": str(s), "score": score} for s, score in result.sources],
-            "cache": {"l1": result.l1.status, "l2": result.l2.status},
-        },
-        headers={"Cache-Status": result.cache_status},
-    )
+    return Response(render_query_response(result), media_type="application/json",
+                    headers={"Cache-Status": result.cache_status})
 
 
 @router.post("/v1/workspaces/{workspace_id}/sessions", status_code=201,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.service.query import QueryResult
 
 MAX_NOTE_FIELD_CHARS = 20_000
 # The hard ceiling of the schema; the configured MAX_QUERY_CHARS (lower) is checked per request.
@@ -43,6 +46,19 @@ class QueryResponse(BaseModel):
     answer: str
     sources: list[SourceOut]
     cache: CacheOut
+
+
+def render_query_response(result: QueryResult) -> bytes:
+    """A QueryResponse body, encoded as Starlette's JSONResponse would. Built by hand: this
+    is the hot path, and the shape is fixed by QueryResponse above."""
+    return json.dumps(
+        {
+            "answer": result.answer,
+            "sources": [{"session_id": str(s), "score": score} for s, score in result.sources],
+            "cache": {"l1": result.l1.status, "l2": result.l2.status},
+        },
+        ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"),
+    ).encode("utf-8")
 
 
 class SessionCreate(_Strict):

@@ -1,0 +1,241 @@
+"""The query fast path (app/api/fast_query.py) answers exactly as the FastAPI route does.
+
+Two apps share one SQLite file and one Redis: one with QUERY_FAST_PATH on (the default), one
+with it off (every query through the FastAPI route). Each request is sent twice to each app
+from the same cache state (a miss, then a hit), and status, body and Cache-Status must be
+the same. Bad input falls through to FastAPI, so its errors must be byte-for-byte FastAPI's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from starlette.types import Message, Receive, Scope, Send
+
+from app.api.fast_query import QueryFastPath
+from app.service.query import LayerOutcome, QueryResult
+from scripts.svc.common import Service
+from tests.integration.test_query_api import CLIENT, QUESTION, WS, add_note
+from tests.support.service import make_settings, running_service, set_flags
+
+pytestmark = pytest.mark.integration
+
+MAX_CHARS = 200
+Apps = tuple[httpx.AsyncClient, httpx.AsyncClient]
+
+
+@pytest.fixture
+async def apps(redis: Redis, redis_service: Service, tmp_path: Path) -> AsyncIterator[Apps]:
+    database = f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}"
+    async with AsyncExitStack() as stack:
+        clients = []
+        for fast in (True, False):
+            settings = make_settings(redis_service.url, database, query_fast_path=fast,
+                                     max_query_chars=MAX_CHARS)
+            client, _ = await stack.enter_async_context(running_service(settings))
+            clients.append(client)
+        fast_client, route_client = clients
+        await add_note(fast_client, WS, CLIENT, "Sleeping 6 hours, waking at 4 am.")
+        await add_note(route_client, WS, CLIENT, "Appetite back to normal.")
+        yield fast_client, route_client
+
+
+def seen(response: httpx.Response) -> tuple[int, Any, str | None, str | None]:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    return (response.status_code, body, response.headers.get("cache-status"),
+            response.headers.get("content-type"))
+
+
+async def twice_from_cold(redis: Redis, client: httpx.AsyncClient, path: str,
+                          content: bytes) -> list[tuple[int, Any, str | None, str | None]]:
+    await redis.flushall()
+    await set_flags(redis, shadow=False, l2=True, l1_percent=100)
+    headers = {"content-type": "application/json"}
+    return [seen(await client.post(path, content=content, headers=headers))
+            for _ in range(2)]
+
+
+VALID = [
+    {"query": QUESTION, "client_id": str(CLIENT)},
+    {"query": QUESTION, "client_id": None},
+    {"query": QUESTION},
+    {"query": "Sleep since sertraline? 😴 — ça va"},
+    {"query": "é" * MAX_CHARS, "client_id": str(CLIENT)},
+]
+INVALID_BODIES = [
+    b"{",
+    b"",
+    b"[]",
+    json.dumps({"query": ""}).encode(),
+    json.dumps({"query": "   "}).encode(),
+    json.dumps({"query": "x" * (MAX_CHARS + 1)}).encode(),
+    json.dumps({"query": QUESTION, "client_id": 5}).encode(),
+    json.dumps({"query": QUESTION, "client_id": "not-a-uuid"}).encode(),
+    json.dumps({"client_id": str(CLIENT)}).encode(),
+    json.dumps({"query": 7}).encode(),
+    json.dumps({"query": QUESTION, "extra": 1}).encode(),
+]
+
+
+@pytest.mark.parametrize("body", VALID, ids=lambda b: f"valid-{len(json.dumps(b))}")
+async def test_valid_queries_answer_alike(apps: Apps, redis: Redis,
+                                          body: dict[str, Any]) -> None:
+    fast, route = apps
+    content = json.dumps(body).encode()
+    path = f"/v1/workspaces/{WS}/query"
+    by_route = await twice_from_cold(redis, route, path, content)
+    by_fast = await twice_from_cold(redis, fast, path, content)
+    assert by_fast == by_route
+    assert [r[0] for r in by_fast] == [200, 200]
+    assert by_fast[1][1]["cache"]["l1"] == "hit"  # the second is served from L1
+
+
+@pytest.mark.parametrize("content", INVALID_BODIES, ids=lambda b: b[:24].decode())
+async def test_bad_bodies_get_fastapis_own_errors(apps: Apps, redis: Redis,
+                                                  content: bytes) -> None:
+    fast, route = apps
+    path = f"/v1/workspaces/{WS}/query"
+    by_route = await twice_from_cold(redis, route, path, content)
+    by_fast = await twice_from_cold(redis, fast, path, content)
+    assert by_fast == by_route
+    assert all(400 <= status < 500 for status, *_ in by_fast), by_fast
+
+
+@pytest.mark.parametrize("path", ["/v1/workspaces/not-a-uuid/query",
+                                  f"/v1/workspaces/{WS}/query/",
+                                  f"/v1/workspaces/{WS}/queries"])
+async def test_bad_paths_get_fastapis_own_errors(apps: Apps, redis: Redis, path: str) -> None:
+    fast, route = apps
+    content = json.dumps({"query": QUESTION}).encode()
+    assert await twice_from_cold(redis, fast, path, content) == \
+        await twice_from_cold(redis, route, path, content)
+
+
+async def test_a_provider_failure_is_the_routes_503(redis: Redis, redis_service: Service,
+                                                    tmp_path: Path) -> None:
+    database = f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}"
+    answers = []
+    for fast in (True, False):
+        settings = make_settings(redis_service.url, database, query_fast_path=fast,
+                                 local_error_rate=1.0)
+        async with running_service(settings) as (client, _):
+            await set_flags(redis, shadow=False, l2=True, l1_percent=100)
+            response = await client.post(f"/v1/workspaces/{WS}/query",
+                                         json={"query": QUESTION})
+            answers.append((seen(response), response.headers.get("retry-after")))
+    assert answers[0] == answers[1]
+    assert answers[0][0][0] == 503 and answers[0][1] == "1"
+
+
+# --- the middleware alone: body streaming and hand-over ----------------------------------
+
+
+class Inner:
+    """The app behind the fast path: records what it was given and answers 418."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        self.bodies.append(b"".join(chunks))
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class Answers:
+    def __init__(self) -> None:
+        self.asked: list[tuple[uuid.UUID, uuid.UUID | None, str]] = []
+
+    async def answer(self, workspace_id: uuid.UUID, client_id: uuid.UUID | None,
+                     query: str) -> QueryResult:
+        self.asked.append((workspace_id, client_id, query))
+        return QueryResult(answer="ok", sources=[], l1=LayerOutcome("ai-l1", "hit"))
+
+
+async def call(app: QueryFastPath, path: str, chunks: list[bytes],
+               answers: Answers, method: str = "POST") -> list[Message]:
+    state = SimpleNamespace(container=SimpleNamespace(
+        settings=SimpleNamespace(max_query_chars=MAX_CHARS), queries=answers))
+    scope: Scope = {"type": "http", "method": method, "path": path, "headers": [],
+                    "app": SimpleNamespace(state=state)}
+    pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+               for i, c in enumerate(chunks)]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_a_body_in_chunks_is_answered_by_the_fast_path() -> None:
+    inner, answers = Inner(), Answers()
+    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
+    body = json.dumps({"query": QUESTION, "client_id": str(CLIENT)}).encode()
+    sent = await call(app, f"/v1/workspaces/{WS}/query", [body[:7], body[7:30], body[30:]],
+                      answers)
+    assert answers.asked == [(WS, CLIENT, QUESTION)] and inner.bodies == []
+    assert sent[0]["status"] == 200
+    assert dict(sent[0]["headers"])[b"cache-status"] == b"ai-l2; fwd=bypass, ai-l1; hit"
+    assert json.loads(sent[1]["body"]) == {"answer": "ok", "sources": [],
+                                           "cache": {"l1": "hit", "l2": "bypass"}}
+
+
+@pytest.mark.parametrize("chunks", [
+    [b'{"query": "' + b"x" * 600, b"y" * 600 + b'"}'],  # over max_body_bytes
+    [b"{", b'"query": ""}'],  # invalid
+])
+async def test_what_the_fast_path_declines_reaches_the_app_whole(chunks: list[bytes]) -> None:
+    inner, answers = Inner(), Answers()
+    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
+    sent = await call(app, f"/v1/workspaces/{WS}/query", chunks, answers)
+    assert inner.bodies == [b"".join(chunks)] and answers.asked == []
+    assert sent[0]["status"] == 418
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", f"/v1/workspaces/{WS}/query"),
+                                              ("POST", f"/v1/workspaces/{WS}/sessions")])
+async def test_other_routes_pass_through_untouched(method: str, path: str) -> None:
+    inner, answers = Inner(), Answers()
+    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
+    sent = await call(app, path, [b'{"query": "hi"}'], answers, method=method)
+    assert inner.bodies == [b'{"query": "hi"}'] and answers.asked == []
+    assert sent[0]["status"] == 418
+
+
+@pytest.mark.parametrize("body", VALID, ids=lambda b: f"valid-{len(json.dumps(b))}")
+async def test_every_valid_body_above_is_answered_by_the_fast_path(body: dict[str, Any]) -> None:
+    inner, answers = Inner(), Answers()
+    app = QueryFastPath(inner, max_body_bytes=MAX_CHARS * 6 + 1024, exception_handlers={})
+    await call(app, f"/v1/workspaces/{WS}/query", [json.dumps(body).encode()], answers)
+    assert inner.bodies == [] and [a[2] for a in answers.asked] == [body["query"]]
+
+
+@pytest.mark.parametrize("content", INVALID_BODIES, ids=lambda b: b[:24].decode())
+async def test_every_bad_body_above_is_left_to_fastapi(content: bytes) -> None:
+    inner, answers = Inner(), Answers()
+    app = QueryFastPath(inner, max_body_bytes=MAX_CHARS * 6 + 1024, exception_handlers={})
+    await call(app, f"/v1/workspaces/{WS}/query", [content], answers)
+    assert inner.bodies == [content] and answers.asked == []
