@@ -496,7 +496,8 @@ def part1_l1_hit(rig: Rig) -> tuple[list[Row], dict[str, Any]]:
     ]
     data = {
         "flags": {"shadow": 0, "l2": 1, "l1_percent": 100},
-        "variants": {"service": "python -m app, defaults (L1_AUDIT_SAMPLE_RATE=0.05)",
+        "variants": {"service": "python -m app, defaults (L1_AUDIT_SAMPLE_RATE=0.01, "
+                                "L1_AUDIT_MAX_PER_SECOND=5, QUERY_FAST_PATH=true)",
                      "no-audit": "python -m app, L1_AUDIT_SAMPLE_RATE=0",
                      "ceiling": "bench/ceiling_app.py"},
         "wrk": {"threads": 1, "connections": plan.connections, "seconds": plan.seconds,

@@ -323,9 +323,11 @@ class Demo:
             "AI_LATENCY_SCALE": f"{self.args.latency_scale:g}",
             "SERVICE_API_TOKEN": self.token,
             "CACHE_KEY_SECRET": self.key_secret,
-            # Audit a fifth of the served L1 hits (default 5 %): at l1-100 nothing else
-            # verifies answers, and the stale-rate gate needs 50 audits per window.
+            # Audit a fifth of the served L1 hits (default 1 %, at most 5 a second), with no
+            # cap: at l1-100 nothing else verifies answers, and the stale-rate gate needs 50
+            # audits per window, which the demo compresses to seconds.
             "L1_AUDIT_SAMPLE_RATE": f"{self.args.audit_rate:g}",
+            "L1_AUDIT_MAX_PER_SECOND": "0",
             "INSTANCE_NAME": f"replica-{index}",
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",

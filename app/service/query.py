@@ -14,6 +14,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,7 @@ from app.db.repository import NotesRepository
 from app.flags.base import FlagSource
 from app.metrics import ServiceMetrics
 from app.providers.base import Provider, RetrievedNote, Vector
+from app.service.budget import RateBudget
 from app.service.invalidation import Invalidator
 from app.service.retrieval import top_k
 from app.settings import Settings
@@ -134,6 +136,7 @@ class QueryService:
         metrics: ServiceMetrics,
         invalidator: Invalidator,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._provider = provider
@@ -145,6 +148,10 @@ class QueryService:
         self._metrics = metrics
         self._invalidator = invalidator
         self._rng = rng or random.Random()
+        self._clock = clock
+        # Audits are evidence for the stale-rate gate, not a per-request duty: their CPU must
+        # not grow with the hit rate (a few a second already give thousands per window).
+        self._audit_budget = RateBudget(settings.l1_audit_max_per_second, clock())
         self._background: set[asyncio.Task[None]] = set()
 
     async def _plan(self, workspace_id: uuid.UUID) -> _Plan:
@@ -379,6 +386,8 @@ class QueryService:
     ) -> None:
         rate = self._settings.l1_audit_sample_rate
         if keys is None or rate <= 0 or self._rng.random() >= rate:
+            return
+        if not self._audit_budget.take(self._clock()):
             return
         task = asyncio.create_task(
             self._audit(workspace_id, client_id, query, keys, found.generations, cached)

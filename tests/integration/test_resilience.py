@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,22 @@ async def test_served_hits_are_audited_in_the_background(service: Any, redis: Re
         await app.state.container.queries.drain()
         assert metric_value(app, "ai_agent_cache_verifications_total",
                             cache_layer="query_result", result="match") == 1
+
+
+async def test_audits_stay_within_their_budget_per_second(service: Any, redis: Redis) -> None:
+    await set_flags(redis, l2=True, l1_percent=100)
+    async with service(l1_audit_sample_rate=1.0, l1_audit_max_per_second=1.0) as (client, app):
+        await add_note(client, WS, CLIENT, "Sleeping 6 hours.")
+        await ask(client, WS, CLIENT)
+        started = time.monotonic()
+        for _ in range(20):
+            assert (await ask(client, WS, CLIENT)).json()["cache"]["l1"] == "hit"
+        elapsed = time.monotonic() - started
+        await app.state.container.queries.drain()
+        audits = metric_value(app, "ai_agent_cache_verifications_total",
+                              cache_layer="query_result", result="match")
+        # Every hit was sampled (rate 1.0); the budget let one through, plus one per second.
+        assert 1 <= audits <= 1 + int(elapsed)
 
 
 async def test_a_stale_entry_is_detected_by_verification(service: Any, redis: Redis) -> None:
