@@ -25,7 +25,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.schemas import QueryRequest, render_query_response
 
-_QUERY_PATH = re.compile(r"/v1/workspaces/([^/]+)/query")
+# Only the canonical hyphenated form: other spellings a UUID parser might accept (braces,
+# urn:uuid:, no hyphens) are the FastAPI route's to accept or refuse.
+_HEX = "[0-9a-fA-F]"
+_QUERY_PATH = re.compile(
+    rf"/v1/workspaces/({_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})/query")
 ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 

@@ -114,9 +114,14 @@ async def test_bad_bodies_get_fastapis_own_errors(apps: Apps, redis: Redis,
 
 
 @pytest.mark.parametrize("path", ["/v1/workspaces/not-a-uuid/query",
+                                  f"/v1/workspaces/{{{WS}}}/query",
+                                  f"/v1/workspaces/urn:uuid:{WS}/query",
+                                  f"/v1/workspaces/{WS.hex}/query",
+                                  f"/v1/workspaces/{str(WS).upper()}/query",
                                   f"/v1/workspaces/{WS}/query/",
                                   f"/v1/workspaces/{WS}/queries"])
-async def test_bad_paths_get_fastapis_own_errors(apps: Apps, redis: Redis, path: str) -> None:
+async def test_other_spellings_of_the_path_answer_alike(apps: Apps, redis: Redis,
+                                                       path: str) -> None:
     fast, route = apps
     content = json.dumps({"query": QUESTION}).encode()
     assert await twice_from_cold(redis, fast, path, content) == \
