@@ -68,7 +68,7 @@ from app.main import build_redis
 from app.metrics import ServiceMetrics
 from app.service.invalidation import Invalidator
 from app.settings import Settings
-from scripts.svc.common import RUN_DIR, Service, free_port, spawn, stop_pid
+from scripts.svc.common import RUN_DIR, Service, free_port, log_tail, spawn, stop_pid
 from scripts.svc.redis import start_private_redis, stop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,14 +254,14 @@ def start_server(stack: ExitStack, name: str, args: list[str], *, env: dict[str,
     while True:
         if proc.poll() is not None:
             raise BenchError(f"{name} exited ({proc.returncode}) while starting; {log}:\n"
-                             f"{_tail(log)}")
+                             f"{log_tail(log)}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
                 return Server(name=name, url=url, pid=proc.pid, log=log)
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise BenchError(f"{name} not healthy after 60 s; {log}:\n{_tail(log)}")
+            raise BenchError(f"{name} not healthy after 60 s; {log}:\n{log_tail(log)}")
         time.sleep(0.1)
 
 

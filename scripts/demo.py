@@ -63,7 +63,7 @@ from scripts.svc import alertmanager as am_svc
 from scripts.svc import prometheus as prom_svc
 from scripts.svc import redis as redis_svc
 from scripts.svc import redis_exporter as exporter_svc
-from scripts.svc.common import REPO_ROOT, RUN_DIR, free_port, spawn, stop_pid
+from scripts.svc.common import REPO_ROOT, RUN_DIR, free_port, pid_alive, spawn, stop_pid
 from scripts.traffic import TrafficGenerator, TrafficShape, load_client
 
 DEMO_DIR = RUN_DIR / "demo"
@@ -206,11 +206,8 @@ def _clean_env() -> dict[str, str]:
 def _wait_http(url: str, proc_pid: int, log_file: Path, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.waitpid(proc_pid, os.WNOHANG)
-            os.kill(proc_pid, 0)
-        except (ChildProcessError, ProcessLookupError):
-            raise DemoFailed(f"{what} exited during start; see {log_file}") from None
+        if not pid_alive(proc_pid):
+            raise DemoFailed(f"{what} exited during start; see {log_file}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return

@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,6 +36,7 @@ from scripts.svc.common import (
     on_a_free_port,
     spawn,
     stop_pid,
+    wait_for_start,
 )
 from scripts.svc.prometheus import duration
 
@@ -79,12 +79,6 @@ def is_ready(url: str) -> bool:
     except (OSError, urllib.error.URLError):
         return False
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _check_config(binary: str, config_file: Path) -> None:
@@ -136,15 +130,8 @@ def _start_once(binary: str, config_text: str, *, name: str, port: int,
     svc = Service(name=name, url=url, pid=proc.pid, owned=True, data_dir=str(data_dir),
                   port=port)
     try:
-        deadline = time.monotonic() + timeout
-        while not is_ready(url):
-            if proc.poll() is not None:
-                raise ServiceError(f"alertmanager exited with {proc.returncode} during start; "
-                                   f"log {log_file}:\n{_tail(log_file)}")
-            if time.monotonic() >= deadline:
-                raise ServiceError(f"timed out after {timeout:.0f}s waiting for alertmanager "
-                                   f"on {url}; log {log_file}:\n{_tail(log_file)}")
-            time.sleep(0.05)
+        wait_for_start(proc, lambda: is_ready(url), what="alertmanager", where=url,
+                       log_file=log_file, timeout=timeout)
     except BaseException:
         stop_pid(proc.pid)
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -167,6 +167,35 @@ def wait_until(
         time.sleep(interval)
 
 
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last `lines` lines of a process log ('' if it cannot be read), for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_for_start(proc: subprocess.Popen[bytes], ready: Callable[[], bool], *, what: str,
+                   where: str, log_file: Path, timeout: float, interval: float = 0.05) -> None:
+    """Poll `ready()` (an OSError counts as not yet) until it is true. Raise ServiceError with
+    the end of the process's log if the process exits first or the deadline passes: the log
+    is what says why (a port taken, a bad flag), and on_a_free_port() reads it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise ServiceError(f"{what} exited with {proc.returncode} during start; log "
+                               f"{log_file}:\n{log_tail(log_file)}")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what} on {where}; "
+                               f"log {log_file}:\n{log_tail(log_file)}")
+        time.sleep(interval)
+
+
 def ensure_apt(binary: str, package: str) -> str:
     """Return the path of `binary`, installing Debian `package` first if it is missing."""
     global _apt_updated  # noqa: PLW0603 - one apt-get update per process is enough

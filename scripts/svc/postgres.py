@@ -18,7 +18,7 @@ from scripts.svc.common import (
     port_open,
     spawn,
     stop_pid,
-    wait_until,
+    wait_for_start,
 )
 
 DEFAULT_LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -66,15 +66,16 @@ def start_private_postgres(name: str = "postgres") -> Service:
     if init.returncode != 0:
         raise ServiceError(f"initdb failed: {init.stderr.strip()}")
     port = free_port()
+    log_file = RUN_DIR / "logs" / f"{name}-{port}.log"
     proc = spawn(
         [postgres, "-D", data_dir, "-p", str(port), "-h", "127.0.0.1", "-k", data_dir,
          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-        log_file=RUN_DIR / "logs" / f"{name}-{port}.log", user=user,
+        log_file=log_file, user=user,
     )
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     try:
-        wait_until(lambda: port_open("127.0.0.1", port) and _reachable(url), timeout=30,
-                   what=f"postgres on port {port}")
+        wait_for_start(proc, lambda: port_open("127.0.0.1", port) and _reachable(url),
+                       what="postgres", where=f"port {port}", log_file=log_file, timeout=30)
     except ServiceError:
         stop_pid(proc.pid)
         raise

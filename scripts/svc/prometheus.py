@@ -50,6 +50,7 @@ from scripts.svc.common import (
     pid_alive,
     spawn,
     stop_pid,
+    wait_for_start,
 )
 
 BINARY = "/usr/bin/prometheus"
@@ -158,12 +159,6 @@ def is_ready(url: str) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
 
 def start_private_prometheus(
     *, targets: Targets | None = None, scrape_interval: float = 15.0,
@@ -227,15 +222,8 @@ def _start_once(
         raise
     svc.pid = proc.pid
     try:
-        deadline = time.monotonic() + timeout
-        while not is_ready(svc.url):
-            if proc.poll() is not None:
-                raise ServiceError(f"prometheus exited with {proc.returncode} during start; "
-                                   f"log {log_file}:\n{_tail(log_file)}")
-            if time.monotonic() >= deadline:
-                raise ServiceError(f"timed out after {timeout:.0f}s waiting for prometheus "
-                                   f"on {svc.url}; log {log_file}:\n{_tail(log_file)}")
-            time.sleep(0.05)
+        wait_for_start(proc, lambda: is_ready(svc.url), what="prometheus", where=svc.url,
+                       log_file=log_file, timeout=timeout)
         svc._save_sidecar()
     except BaseException:
         stop_pid(proc.pid)

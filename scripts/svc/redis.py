@@ -15,16 +15,21 @@ from scripts.svc.common import (
     free_port,
     spawn,
     stop_pid,
-    wait_until,
+    wait_for_start,
 )
 
 
-def _ping(port: int) -> bool:
-    out = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"],
-        capture_output=True, text=True, timeout=2, check=False,
-    )
-    return out.stdout.strip() == "PONG"
+def _answers_as(port: int, pid: int) -> bool:
+    """The Redis on `port` answers and is process `pid`: a PONG alone could come from
+    another server that already held the port while ours is failing to bind it."""
+    try:
+        out = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "info", "server"],
+            capture_output=True, text=True, timeout=2, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return f"process_id:{pid}" in out.stdout.split()
 
 
 def start_private_redis(
@@ -43,9 +48,11 @@ def start_private_redis(
     ]
     if maxmemory:
         args += ["--maxmemory", maxmemory]
-    proc = spawn(args, log_file=RUN_DIR / "logs" / f"{name}-{port}.log")
+    log_file = RUN_DIR / "logs" / f"{name}-{port}.log"
+    proc = spawn(args, log_file=log_file)
     try:
-        wait_until(lambda: _ping(port), timeout=15, what=f"redis on port {port}")
+        wait_for_start(proc, lambda: _answers_as(port, proc.pid), what="redis",
+                       where=f"port {port}", log_file=log_file, timeout=15)
     except ServiceError:
         stop_pid(proc.pid)
         raise

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +29,7 @@ from scripts.svc.common import (
     on_a_free_port,
     spawn,
     stop_pid,
+    wait_for_start,
 )
 
 BINARY = "/usr/bin/prometheus-redis-exporter"
@@ -55,12 +55,6 @@ def redis_up(url: str) -> float | None:
     match = _REDIS_UP.search(scrape(url))
     return float(match.group(1)) if match else None
 
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _redact(redis_url: str) -> str:
@@ -101,21 +95,10 @@ def _start_once(binary: str, redis_url: str, *, name: str, port: int,
     svc = Service(name=name, url=f"http://127.0.0.1:{port}", pid=proc.pid, owned=True,
                   data_dir=data_dir, port=port)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise ServiceError(f"redis_exporter exited with {proc.returncode} during "
-                                   f"start; log {log_file}:\n{_tail(log_file)}")
-            try:
-                if redis_up(svc.url) is not None:
-                    return svc
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() >= deadline:
-                raise ServiceError(f"timed out after {timeout:.0f}s waiting for redis_exporter "
-                                   f"({_redact(redis_url)}) on {svc.url}; log {log_file}:\n"
-                                   f"{_tail(log_file)}")
-            time.sleep(0.05)
+        wait_for_start(proc, lambda: redis_up(svc.url) is not None,
+                       what=f"redis_exporter ({_redact(redis_url)})", where=svc.url,
+                       log_file=log_file, timeout=timeout)
+        return svc
     except BaseException:
         stop_pid(proc.pid)
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -50,6 +50,7 @@ from scripts.svc.common import (
     pid_alive,
     spawn,
     stop_pid,
+    wait_for_start,
 )
 
 DEPLOY_DIR = REPO_ROOT / "deploy" / "unleash"
@@ -181,32 +182,12 @@ def _get(url: str, token: str | None = None, timeout: float = 2.0) -> int:
         return int(exc.code)
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
-
-def _wait_ready(svc: UnleashService, proc: subprocess.Popen[bytes], log_file: Path,
-                timeout: float) -> None:
+def _accepts_our_token(svc: UnleashService) -> bool:
     # /health answers only after migrations and token setup, but check the admin token too:
     # a ready server that rejects our token is a failed start, not a slow one.
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise ServiceError(f"unleash exited with {proc.returncode} during start; log "
-                               f"{log_file}:\n{_tail(log_file)}")
-        try:
-            if (_get(f"{svc.url}/health") == 200
-                    and _get(f"{svc.api_url}/admin/projects", svc.admin_token) == 200):
-                return
-        except OSError:
-            pass
-        if time.monotonic() >= deadline:
-            raise ServiceError(f"timed out after {timeout:.0f}s waiting for unleash on "
-                               f"{svc.url}; log {log_file}:\n{_tail(log_file)}")
-        time.sleep(0.1)
+    return (_get(f"{svc.url}/health") == 200
+            and _get(f"{svc.api_url}/admin/projects", svc.admin_token) == 200)
 
 
 def start_private_unleash(
@@ -265,7 +246,8 @@ def _start_once(node: Path, name: str, port: int, pg: Service, log_level: str,
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         svc._save_sidecar()
-        _wait_ready(svc, proc, log_file, timeout)
+        wait_for_start(proc, lambda: _accepts_our_token(svc), what="unleash", where=svc.url,
+                       log_file=log_file, timeout=timeout, interval=0.1)
     except BaseException:
         stop_pid(proc.pid, timeout=10)
         postgres.drop_database(pg, database)

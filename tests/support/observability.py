@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from scripts.svc.common import REPO_ROOT, free_port, pid_alive
+from scripts.svc.common import REPO_ROOT, free_port, log_tail, pid_alive
 from scripts.traffic import TrafficGenerator, TrafficStats
 
 # Variables of ours that must not leak from the developer's shell into a child process.
@@ -58,10 +58,7 @@ class Process:
         return self.popen.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_file, lines)
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.popen.poll() is None:

@@ -30,7 +30,7 @@ import pytest
 
 from rollout.adapters.unleash_admin import UnleashAdmin
 from scripts.svc import unleash as unleash_svc
-from scripts.svc.common import how_it_ended
+from scripts.svc.common import how_it_ended, log_tail
 from scripts.svc.unleash import UnleashService
 
 _lock = threading.Lock()
@@ -99,7 +99,7 @@ def _obituary(service: UnleashService) -> str:
     """How the server's process ended, and the end of its log."""
     ended = how_it_ended(service.pid, wait=5.0) if service.pid else None
     log = Path(service.log_file) if service.log_file else None
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log else ""
+    tail = log_tail(log, 40) if log else ""
     return f"pid {service.pid} {ended or 'ended (no exit status known)'}; log {log}:\n{tail}"
 
 
