@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,39 +32,17 @@ from scripts.svc import unleash as unleash_svc
 from scripts.svc.common import how_it_ended, log_tail
 from scripts.svc.unleash import UnleashService
 
-_lock = threading.Lock()
-_shared: UnleashService | None = None
-_users = 0
-
-
-def _acquire() -> UnleashService:
-    global _shared, _users
-    with _lock:
-        if _shared is None:
-            _shared = unleash_svc.start_private_unleash(name="unleash-tests")
-            # A crashed session still must not leave node running or the database behind.
-            atexit.register(unleash_svc.stop, _shared)
-        _users += 1
-        return _shared
-
-
-def _release() -> None:
-    global _shared, _users
-    with _lock:
-        _users -= 1
-        if _users == 0 and _shared is not None:
-            unleash_svc.stop(_shared)
-            atexit.unregister(unleash_svc.stop)
-            _shared = None
-
 
 @pytest.fixture(scope="session")
 def _unleash_for_the_session() -> Iterator[UnleashService]:
-    service = _acquire()
+    service = unleash_svc.start_private_unleash(name="unleash-tests")
+    # A crashed session still must not leave node running or the database behind.
+    atexit.register(unleash_svc.stop, service)
     try:
         yield service
     finally:
-        _release()
+        unleash_svc.stop(service)
+        atexit.unregister(unleash_svc.stop)
 
 
 @pytest.fixture
@@ -81,11 +58,10 @@ def _restart_if_dead(service: UnleashService) -> None:
     if unleash_svc.is_running(service):
         return
     warnings.warn(f"restarting the session's Unleash: {_obituary(service)}", stacklevel=2)
-    with _lock:
-        unleash_svc.stop(service)  # drops its database; signals nothing that is not ours
-        fresh = unleash_svc.start_private_unleash(name="unleash-tests")
-        for field in dataclasses.fields(fresh):  # in place: every holder sees the new one
-            setattr(service, field.name, getattr(fresh, field.name))
+    unleash_svc.stop(service)  # drops its database; signals nothing that is not ours
+    fresh = unleash_svc.start_private_unleash(name="unleash-tests")
+    for field in dataclasses.fields(fresh):  # in place: every holder sees the new one
+        setattr(service, field.name, getattr(fresh, field.name))
 
 
 @pytest.fixture
