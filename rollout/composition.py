@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -16,16 +18,17 @@ from redis.asyncio import Redis
 from app.logs import configure_logging as shared_configure_logging
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.prometheus import PrometheusSource
+from rollout.adapters.redis_lease import RedisLease
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
 from rollout.adapters.unleash_admin import UnleashAdmin
 from rollout.adapters.webhook import WebhookNotifier
+from rollout.controller import Controller
 from rollout.core.plan import Plan
 from rollout.core.plan_loader import load_plan
-from rollout.cycle import Controller, CyclePorts, Notifier, NullNotifier
-from rollout.lease import RedisLease
 from rollout.metrics import ControllerMetrics
 from rollout.plans import default_plan_path
-from rollout.ports import FlagWriter, MetricsSource
+from rollout.ports import FlagWriter, MetricsSource, Notifier, NullNotifier, StateStore
+from rollout.runtime_types import CyclePorts
 from rollout.settings import RolloutSettings
 
 log = logging.getLogger("rollout")
@@ -70,7 +73,11 @@ def build_flag_writer(settings: RolloutSettings) -> FlagWriter:
     return LocalFlagWriter.from_url(settings.redis_url)
 
 
-def build_state_store(settings: RolloutSettings) -> RedisStateStore:
+def build_state_store(settings: RolloutSettings) -> StateStore:
+    return build_redis_state_store(settings)
+
+
+def build_redis_state_store(settings: RolloutSettings) -> RedisStateStore:
     return RedisStateStore.from_url(
         settings.state_redis_url, RolloutKeys(settings.rollout_name),
         timeout=REDIS_TIMEOUT_SECONDS,
@@ -128,7 +135,7 @@ def build_runtime(
     plan = plan_from_settings(settings)
     registry = registry if registry is not None else CollectorRegistry()
     metrics = ControllerMetrics(registry, plan)
-    store = build_state_store(settings)
+    store = build_redis_state_store(settings)
     lease_client: Redis = store.redis
     lease = RedisLease(lease_client, store.keys, settings.rollout_instance_id,
                        ttl_seconds=settings.rollout_lease_seconds)
@@ -142,3 +149,24 @@ def build_runtime(
     return Runtime(settings=settings, plan=plan, registry=registry, metrics=metrics,
                    store=store, lease=lease, flags=flags, metrics_source=source,
                    notifier=notifier, controller=controller)
+
+
+@asynccontextmanager
+async def dry_run_ports(settings: RolloutSettings) -> AsyncIterator[CyclePorts]:
+    """The ports of `rollout evaluate --dry-run`: the same adapters as the controller's, no
+    metrics registry, no notifier (a dry run tells nobody), closed on the way out.
+    Raises PlanError or ValueError (bad settings) before anything is opened."""
+    plan = plan_from_settings(settings)
+    flags = build_flag_writer(settings)
+    store = build_state_store(settings)
+    source = build_metrics_source(settings)
+    try:
+        yield CyclePorts(plan=plan, store=store, flags=flags, metrics_source=source,
+                         notifier=NullNotifier(),
+                         instance_id=f"{settings.rollout_instance_id} (dry run)")
+    finally:
+        for close in (source.aclose, flags.aclose, store.aclose):
+            try:
+                await close()
+            except Exception:
+                log.exception("closing %s failed", close)

@@ -24,6 +24,7 @@ from app.contract import (
     METRIC_ROLLOUT_STAGE_INFO,
     METRIC_ROLLOUT_TRANSITIONS,
 )
+from rollout.core.decide import Action, Decision
 from rollout.core.observations import Observation, Verdict
 from rollout.core.plan import Plan
 from rollout.core.state import RolloutState
@@ -123,3 +124,14 @@ class ControllerMetrics:
 
     def set_leader(self, leader: bool) -> None:
         self.is_leader.set(1 if leader else 0)
+
+
+def transition_kind(decision: Decision) -> str | None:
+    """The `kind` label of rollout_transitions_total, None when nothing moved."""
+    if decision.action is Action.ADVANCE:
+        return KIND_MANUAL_PROMOTE if decision.is_manual else KIND_ADVANCE
+    if decision.action is Action.ROLLBACK:
+        return KIND_MANUAL_ROLLBACK if decision.is_manual else KIND_ROLLBACK
+    if decision.action is Action.COMPLETE:
+        return KIND_COMPLETE
+    return None

@@ -1,16 +1,29 @@
-"""The controller's outbound ports: what the rollout core needs from the flag stores.
+"""Every port of the controller: what the runtime needs from the world, and their errors.
 
-Adapters (rollout.adapters.*) implement these; the core and the cycle runner depend only on
-this module, so Unleash and the local Redis flag store are interchangeable by configuration.
+    FlagWriter     the flag store (Unleash Admin API, or the local Redis hash)
+    MetricsSource  where checks are measured (Prometheus)
+    StateStore     the state, the decision log and the transition intent (Redis)
+    Lease          leadership with a fencing token (Redis)
+    Notifier       messages for people (a Slack-compatible webhook)
+
+Adapters (rollout.adapters.*) implement these and import only this module, rollout.records
+and rollout.core; the runtime depends on the Protocols, and rollout.composition is the one
+place that picks an adapter for each.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
 
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Measurement
+from rollout.core.state import CONTROLLER, RolloutState
+from rollout.records import CycleSummary, IntentRecord, LogEntry
+
+# --- flags out --------------------------------------------------------------------------------
 
 
 class FlagError(Exception):
@@ -114,3 +127,159 @@ class MetricsSource(Protocol):
     async def reported_flags(self) -> ReportedFlags: ...
 
     async def aclose(self) -> None: ...
+
+
+# --- the controller's memory ------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """The state store could not be read or written (Redis down, timeout)."""
+
+
+class FencedOut(Exception):
+    """A newer controller holds the lease: this process's fencing token is stale."""
+
+    def __init__(self, token: int | None, current: int | None) -> None:
+        super().__init__(
+            f"fencing token {token} is stale (current {current}): another controller leads"
+        )
+        self.token = token
+        self.current = current
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnapshot:
+    """What the store holds: the state (None before the first cycle), a pending transition
+    intent (or the raw text of one this version cannot read), and the current fencing token
+    (the latest one issued to any controller)."""
+
+    state: RolloutState | None
+    intent: IntentRecord | None = None
+    fence: int = 0
+    unreadable_intent: str | None = None
+
+    @property
+    def has_intent(self) -> bool:
+        return self.intent is not None or self.unreadable_intent is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Leader:
+    """Who holds the lease now, and for how much longer (None: nobody, or no expiry)."""
+
+    holder: str | None
+    ttl_ms: int | None = None
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Where the state, the decision log and the intent live. Every controller write is
+    fenced; only `append_unfenced` (a person's hand edit, logged by the CLI) is not."""
+
+    async def load(self) -> StoredSnapshot: ...
+
+    async def check_fence(self, token: int) -> None:
+        """Raise FencedOut unless `token` is the current fencing token."""
+        ...
+
+    async def begin_transition(self, intent: IntentRecord, token: int) -> None: ...
+
+    async def commit(
+        self,
+        *,
+        token: int,
+        entry: LogEntry,
+        state: RolloutState | None = None,
+        clear_intent: bool = True,
+        last_cycle: CycleSummary | None = None,
+    ) -> str:
+        """Atomically: store `state` (None keeps it), append `entry` to the log, clear the
+        intent, store `last_cycle`. Returns the log entry's id."""
+        ...
+
+    async def append_unfenced(self, entry: LogEntry) -> str: ...
+
+    async def history(self, limit: int = 50) -> list[LogEntry]:
+        """The newest `limit` entries, newest first, each with its `id`."""
+        ...
+
+    async def last_cycle(self) -> CycleSummary | None: ...
+
+    async def leader(self) -> Leader: ...
+
+    async def eviction_risk(self) -> str | None:
+        """A warning when the store may lose the controller's keys under memory pressure."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# --- leadership -------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Lease(Protocol):
+    """Leadership with a fencing token (see rollout.adapters.redis_lease)."""
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def token(self) -> int | None: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    async def refresh(self) -> bool:
+        """Acquire or renew; True while this process leads."""
+        ...
+
+    async def release(self) -> None: ...
+
+    async def holder(self) -> str | None:
+        """Who holds the lease now (any process), None when nobody does."""
+        ...
+
+    def lost(self) -> None:
+        """Forget leadership now (a write was fenced out)."""
+        ...
+
+
+# --- messages for people ----------------------------------------------------------------------
+
+Severity = Literal["info", "warning", "critical"]
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message for people: a transition, a pause, a hold-too-long, drift, a failure."""
+
+    event: str  # transition | pause | resume | overdue | drift | flag-write-failed | recovered
+    title: str
+    reason: str
+    stage: str
+    at: datetime
+    by: str = CONTROLLER
+    from_stage: str | None = None
+    to_stage: str | None = None
+    severity: Severity = "info"
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    async def notify(self, notification: Notification) -> None:
+        """Deliver or log; must never raise (a failed notification never breaks a cycle)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class NullNotifier:
+    """No webhook configured: notifications only appear in the logs."""
+
+    async def notify(self, notification: Notification) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

@@ -21,7 +21,7 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rollout.composition import Runtime
-from rollout.cycle import Controller
+from rollout.controller import Controller
 from rollout.server import create_app
 
 log = logging.getLogger("rollout.scheduler")

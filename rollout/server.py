@@ -3,7 +3,7 @@
     GET  /                     status page for people (HTML, refreshes itself)
     GET  /metrics              Prometheus text format (the controller's own registry)
     GET  /healthz              process up
-    GET  /api/status           JSON snapshot (see rollout.status_page.build_status)
+    GET  /api/status           JSON snapshot (rollout.status.StatusView)
     GET  /api/history?limit=N  decision log, newest first (1 <= N <= 1000, default 50)
     POST /api/pause|resume|promote|rollback
          body {"who": str, "why": str, "full": bool (promote), "to": str (rollback)}
@@ -13,6 +13,7 @@
          503 this instance stands by, or Redis is unreachable
 
 Commands run only on the instance holding the lease; a standby answers 503 naming the leader.
+The response models are declared, so `/openapi.json` documents every shape.
 """
 
 from __future__ import annotations
@@ -21,20 +22,23 @@ import hmac
 import html
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
+from rollout.controller import Controller
 from rollout.core.decide import CommandRejected
-from rollout.cycle import CommandFailed, Controller, ManualCommand, NotLeader, StoreError
-from rollout.status_page import build_status, render_status_page
+from rollout.ports import StoreError
+from rollout.records import FlagsRecord, LogEntry
+from rollout.runtime_types import CommandFailed, CommandName, ManualCommand, NotLeader
+from rollout.status import StatusView, build_status
+from rollout.status_page import render_status_page
 
 log = logging.getLogger("rollout.server")
 
-CommandName = Literal["pause", "resume", "promote", "rollback"]
 COMMANDS: Final[tuple[CommandName, ...]] = ("pause", "resume", "promote", "rollback")
 PAGE_HISTORY: Final = 12
 MAX_HISTORY: Final = 1000
@@ -49,7 +53,23 @@ class CommandBody(BaseModel):
     to: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-async def gather_status(controller: Controller) -> dict[str, Any]:
+class HistoryPage(BaseModel):
+    entries: list[LogEntry]
+    limit: int
+
+
+class CommandResult(BaseModel):
+    ok: bool = True
+    action: str
+    from_stage: str
+    to_stage: str
+    reason: str
+    log_id: str | None
+    flags: FlagsRecord | None
+    state: dict[str, Any]
+
+
+async def gather_status(controller: Controller) -> StatusView:
     """The status snapshot as this instance sees it (any instance can answer)."""
     store = controller.ports.store
     snapshot = await store.load()
@@ -71,8 +91,9 @@ def create_app(
     registry: CollectorRegistry,
     api_token: str | None,
 ) -> FastAPI:
+    # No /docs: its page loads scripts from a CDN; /openapi.json is enough for tools.
     app = FastAPI(title="ai-cache rollout controller", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url="/openapi.json")
 
     def error(status: int, detail: str, **extra: Any) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -97,22 +118,24 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/status", response_model=None)
-    async def status() -> dict[str, Any] | JSONResponse:
+    @app.get("/api/status", response_model=StatusView,
+             responses={503: {"description": "the state store is unreachable"}})
+    async def status() -> StatusView | JSONResponse:
         try:
             return await gather_status(controller)
         except StoreError as exc:
             return error(503, str(exc))
 
-    @app.get("/api/history", response_model=None)
+    @app.get("/api/history", response_model=HistoryPage,
+             responses={503: {"description": "the state store is unreachable"}})
     async def history(
         limit: int = Query(default=50, ge=1, le=MAX_HISTORY),
-    ) -> dict[str, Any] | JSONResponse:
+    ) -> HistoryPage | JSONResponse:
         try:
             entries = await controller.ports.store.history(limit)
         except StoreError as exc:
             return error(503, str(exc))
-        return {"entries": entries, "limit": limit}
+        return HistoryPage(entries=entries, limit=limit)
 
     @app.get("/", response_class=HTMLResponse, response_model=None)
     async def page() -> HTMLResponse:
@@ -153,28 +176,26 @@ def create_app(
             return error(503, f"{exc}" + (f" (leader: {holder})" if holder else ""),
                          leader=holder)
         except CommandFailed as exc:
-            return error(502, str(exc), entry=dict(exc.report.entry))
+            return error(502, str(exc), entry=exc.report.entry.model_dump(mode="json"))
         except StoreError as exc:
             return error(503, str(exc))
         log.info("%s by %s via the API: %s", name, body.who, body.why,
                  extra={"event": "command", "by": body.who})
         decision = report.decision
         assert decision is not None
-        return JSONResponse({
-            "ok": True,
-            "action": decision.action.value,
-            "from_stage": decision.from_stage,
-            "to_stage": decision.target_stage,
-            "reason": decision.reason,
-            "log_id": report.log_id,
-            "flags": None if report.flags is None else report.flags.to_dict(),
-            "state": report.state_after.to_dict(),
-        })
+        return JSONResponse(CommandResult(
+            action=decision.action.value, from_stage=decision.from_stage,
+            to_stage=decision.target_stage, reason=decision.reason, log_id=report.log_id,
+            flags=report.flags, state=report.state_after.to_dict(),
+        ).model_dump(mode="json"))
 
     # One route per command keeps the URL set closed (an unknown command is a plain 404).
     for name in COMMANDS:
-        app.add_api_route(f"/api/{name}", _bind(command, name), methods=["POST"],
-                          response_model=None, name=name)
+        app.add_api_route(
+            f"/api/{name}", _bind(command, name), methods=["POST"], name=name,
+            response_model=CommandResult, openapi_extra={"requestBody": {"content": {
+                "application/json": {"schema": CommandBody.model_json_schema()}}}},
+        )
     return app
 
 

@@ -1,5 +1,4 @@
-"""What `/api/status`, `rollout status` and the status page show: one JSON-ready snapshot
-built from the stored state and the last cycle, and a server-rendered HTML page of it.
+"""The status page: a server-rendered HTML view of a `StatusView` and the last decisions.
 
 The page is for a person glancing at a wall screen: the stage timeline, each gate against
 its threshold in colour, and the last decisions with their reasons. It refreshes itself.
@@ -8,101 +7,17 @@ its threshold in colour, and the last decisions with their reasons. It refreshes
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, Final
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Final
 
-from rollout.core.plan import Plan, human_duration
-from rollout.core.state import RolloutState
-from rollout.cycle import flags_dict
+from rollout.core.plan import human_duration
+from rollout.formatting import NOTHING, count, flags_text, short_time
+from rollout.records import LogEntry
+from rollout.status import StageView, StatusView
 
 REFRESH_SECONDS: Final = 10
 _DOT: Final = " \u00b7 "
-_DASH: Final = "\u2014"
-
-
-def build_status(
-    plan: Plan,
-    state: RolloutState | None,
-    last_cycle: Mapping[str, Any] | None,
-    now: datetime,
-    *,
-    instance_id: str | None = None,
-    is_leader: bool | None = None,
-    holder: str | None = None,
-    intent: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    initialised = state is not None
-    if state is None:
-        state = RolloutState.initial(plan.stages[0].name, now)
-    index = plan.index_of(state.stage_name)
-    bake = plan.bake_of(index).total_seconds() if index is not None else None
-    in_stage = max(0.0, (now - state.entered_at).total_seconds())
-    stages = []
-    for i, stage in enumerate(plan.stages):
-        position = "pending"
-        if index is not None and i < index:
-            position = "done"
-        elif i == index:
-            position = "complete" if state.completed_at is not None else "current"
-        stages.append({
-            "index": i, "name": stage.name, "flags": flags_dict(stage.flags),
-            "bake_seconds": plan.bake_of(i).total_seconds(), "position": position,
-        })
-    cycle = dict(last_cycle or {})
-    # Checks measured in another stage say nothing about this one.
-    checks_current = cycle.get("from_stage") == state.stage_name == cycle.get("to_stage")
-    pause = state.pause_info
-    rollback = state.last_rollback
-    return {
-        "initialised": initialised,
-        "stage": state.stage_name,
-        "stage_index": index,
-        "stages": stages,
-        "entered_at": state.entered_at.isoformat(),
-        "time_in_stage_seconds": in_stage,
-        "bake_seconds": bake,
-        "bake_remaining_seconds": None if bake is None else max(0.0, bake - in_stage),
-        "pass_streak": state.pass_streak,
-        "passes_to_advance": plan.settings.passes_to_advance,
-        "failure_streaks": dict(state.failure_streaks),
-        "baseline": dict(state.baseline),
-        "paused": state.is_paused,
-        "pause": None if pause is None else {
-            "by": pause.by, "why": pause.why, "at": pause.at.isoformat()},
-        "cooldown_until": _iso(state.cooldown_until),
-        "in_cooldown": state.in_cooldown(now),
-        "awaiting_resume": state.awaiting_resume,
-        "completed_at": _iso(state.completed_at),
-        "last_rollback": None if rollback is None else {
-            "from_stage": rollback.from_stage, "to_stage": rollback.to_stage,
-            "at": rollback.at.isoformat(), "reason": rollback.reason, "by": rollback.by},
-        "flags": {
-            "desired": flags_dict(plan.stages[index].flags) if index is not None else None,
-            "reported": (cycle.get("reported_flags") or {}).get("settings"),
-            "confirmed_at": _iso(state.flags_confirmed_at),
-            "last_write": cycle.get("flags"),
-        },
-        "checks": list(cycle.get("checks") or []) if checks_current else [],
-        "last_decision": None if not cycle else {
-            "at": cycle.get("at"), "action": cycle.get("action"),
-            "from_stage": cycle.get("from_stage"), "to_stage": cycle.get("to_stage"),
-            "reason": cycle.get("reason"), "instance": cycle.get("instance"),
-        },
-        "last_evaluation_at": cycle.get("at"),
-        "leader": {"instance_id": instance_id, "is_leader": is_leader, "holder": holder},
-        "pending_intent": None if intent is None else {
-            k: intent.get(k) for k in ("at", "action", "from_stage", "to_stage", "by")},
-        "time_scale": plan.settings.time_scale,
-        "now": now.isoformat(),
-    }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-# --- HTML ------------------------------------------------------------------------------------
 
 _VERDICT_CLASS: Final = {"pass": "pass", "fail": "fail", "no_data": "nodata", "error": "error"}
 
@@ -139,199 +54,148 @@ th{font-size:12px;color:#5a6473;text-transform:uppercase}
 .kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}
 """
 
+e = html.escape
 
-def render_status_page(status: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
-    e = html.escape
-    stage = str(status.get("stage"))
-    headline = _headline(status)
+
+def render_status_page(status: StatusView, history: Sequence[LogEntry]) -> str:
+    headline = status.headline()
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">',
         '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        f"<title>rollout: {e(stage)} \u2014 {e(headline)}</title><style>{_CSS}</style></head>",
-        "<body><header><h1>AI cache rollout</h1>",
-        f'<span class="state">{e(stage)}</span><span>{e(headline)}</span>',
+        f"<title>rollout: {e(status.stage)} \u2014 {e(headline)}</title><style>{_CSS}</style>"
+        "</head><body><header><h1>AI cache rollout</h1>",
+        f'<span class="state">{e(status.stage)}</span><span>{e(headline)}</span>',
         f'<span class="muted">{e(_leader_line(status))}</span></header><main>',
+        _banners(status),
+        _timeline(status),
+        _checks(status),
+        _details(status),
+        _history(history),
+        f'<p class="muted">Refreshes every {REFRESH_SECONDS} s. JSON: '
+        '<a href="api/status">/api/status</a>, <a href="api/history">/api/history</a>, '
+        '<a href="metrics">/metrics</a>.</p></main></body></html>',
     ]
-    parts.append(_banners(status))
-    parts.append(_timeline(status))
-    parts.append(_checks(status))
-    parts.append(_details(status))
-    parts.append(_history(history))
-    parts.append(f'<p class="muted">Refreshes every {REFRESH_SECONDS} s. JSON: '
-                 '<a href="api/status">/api/status</a>, <a href="api/history">/api/history</a>, '
-                 '<a href="metrics">/metrics</a>.</p></main></body></html>')
     return "".join(parts)
 
 
-def _headline(status: Mapping[str, Any]) -> str:
-    if status.get("paused"):
-        return "paused"
-    if status.get("completed_at"):
-        return "complete"
-    if status.get("in_cooldown"):
-        return "cooling down after a rollback"
-    if status.get("awaiting_resume"):
-        return "holding after a rollback until resumed"
-    decision = status.get("last_decision") or {}
-    return str(decision.get("action") or "not evaluated yet")
-
-
-def _leader_line(status: Mapping[str, Any]) -> str:
-    leader = status.get("leader") or {}
-    me = leader.get("instance_id")
-    if leader.get("is_leader"):
-        return f"this instance leads ({me})"
-    holder = leader.get("holder")
-    if holder:
-        return f"standing by; leader: {holder}"
+def _leader_line(status: StatusView) -> str:
+    leader = status.leader
+    if leader.is_leader:
+        return f"this instance leads ({leader.instance_id})"
+    if leader.holder:
+        return f"standing by; leader: {leader.holder}"
     return "no controller holds the lease"
 
 
-def _banners(status: Mapping[str, Any]) -> str:
-    e = html.escape
+def _banners(status: StatusView) -> str:
     out = []
-    pause = status.get("pause")
+    pause = status.pause
     if pause:
-        out.append(f'<div class="banner warn">Paused by {e(str(pause["by"]))} at '
-                   f'{e(str(pause["at"]))}: {e(str(pause["why"]))}</div>')
-    rollback = status.get("last_rollback")
-    if rollback and (status.get("in_cooldown") or status.get("awaiting_resume")):
-        out.append(f'<div class="banner bad">Rolled back {e(rollback["from_stage"])} \u2192 '
-                   f'{e(rollback["to_stage"])} by {e(rollback["by"])} at {e(rollback["at"])}: '
-                   f'{e(rollback["reason"])}</div>')
-    if status.get("completed_at"):
+        out.append(f'<div class="banner warn">Paused by {e(pause.by)} at '
+                   f"{e(short_time(pause.at))}: {e(pause.why)}</div>")
+    rollback = status.last_rollback
+    if rollback and (status.in_cooldown or status.awaiting_resume):
+        out.append(f'<div class="banner bad">Rolled back {e(rollback.from_stage)} \u2192 '
+                   f"{e(rollback.to_stage)} by {e(rollback.by)} at "
+                   f"{e(short_time(rollback.at))}: {e(rollback.reason)}</div>")
+    if status.completed_at:
         out.append(f'<div class="banner ok">Rollout complete since '
-                   f'{e(str(status["completed_at"]))}; guardrails still watched.</div>')
-    intent = status.get("pending_intent")
+                   f"{e(short_time(status.completed_at))}; guardrails still watched.</div>")
+    intent = status.pending_intent
     if intent:
         out.append(f'<div class="banner warn">Transition in flight: '
-                   f'{e(str(intent.get("from_stage")))} \u2192 {e(str(intent.get("to_stage")))}'
-                   f" since {e(str(intent.get('at')))}</div>")
+                   f"{e(intent.from_stage)} \u2192 {e(intent.to_stage)}"
+                   f" since {e(short_time(intent.at))}</div>")
     return "".join(out)
 
 
-def _timeline(status: Mapping[str, Any]) -> str:
-    e = html.escape
-    cells = []
-    for stage in status.get("stages") or []:
-        flags = stage["flags"]
-        meta = (f"shadow {'on' if flags['shadow'] else 'off'} \u00b7 L2 "
-                f"{'on' if flags['l2'] else 'off'} \u00b7 L1 {flags['l1_percent']} %")
-        bar = ""
-        if stage["position"] in ("current", "complete"):
-            bake = status.get("bake_seconds") or 0.0
-            spent = float(status.get("time_in_stage_seconds") or 0.0)
-            share = 100.0 if not bake else min(100.0, 100.0 * spent / bake)
-            bar = (f'<div class="bar"><span style="width:{share:.0f}%"></span></div>'
-                   f'<div class="meta">{e(human_duration(_td(spent)))} of '
-                   f'{e(human_duration(_td(bake)))} bake</div>')
-        else:
-            bar = (f'<div class="meta">bake '
-                   f'{e(human_duration(_td(float(stage["bake_seconds"]))))}</div>')
-        cells.append(f'<div class="stage {e(stage["position"])}"><div class="name">'
-                     f'{stage["index"]}. {e(stage["name"])}</div><div class="meta">{e(meta)}'
-                     f"</div>{bar}</div>")
+def _timeline(status: StatusView) -> str:
+    cells = [_stage_cell(status, stage) for stage in status.stages]
     return f'<section><h2>Stages</h2><div class="timeline">{"".join(cells)}</div></section>'
 
 
-def _checks(status: Mapping[str, Any]) -> str:
-    e = html.escape
-    checks = status.get("checks") or []
-    if not checks:
+def _stage_cell(status: StatusView, stage: StageView) -> str:
+    if stage.position in ("current", "complete"):
+        bake = status.bake_seconds or 0.0
+        spent = status.time_in_stage_seconds
+        share = 100.0 if not bake else min(100.0, 100.0 * spent / bake)
+        progress = (f'<div class="bar"><span style="width:{share:.0f}%"></span></div>'
+                    f'<div class="meta">{e(_duration(spent))} of {e(_duration(bake))} bake</div>')
+    else:
+        progress = f'<div class="meta">bake {e(_duration(stage.bake_seconds))}</div>'
+    return (f'<div class="stage {e(stage.position)}"><div class="name">{stage.index}. '
+            f'{e(stage.name)}</div><div class="meta">{e(stage.flags.describe())}</div>'
+            f"{progress}</div>")
+
+
+def _checks(status: StatusView) -> str:
+    if not status.checks:
         body = '<p class="muted">No evaluation of this stage yet.</p>'
     else:
         rows = []
-        streaks = status.get("failure_streaks") or {}
-        for check in checks:
-            verdict = str(check.get("verdict"))
-            tags = []
-            if check.get("kind"):
-                tags.append(str(check["kind"]))
-            if check.get("critical"):
-                tags.append("critical")
-            if check.get("dry_run"):
-                tags.append("dry run")
-            if streaks.get(check.get("check")):
-                tags.append(f"{streaks[check['check']]} failing cycles")
-            limit = check.get("limit_text")
-            comparator = check.get("comparator") or ""
-            target = f"{comparator} {limit}" if limit else "\u2014"
-            shown_tags = _DOT.join(tags)
-            shown_value = str(check.get("value_text") or _DASH)
+        for check in status.checks:
+            tags = [t for t in (check.kind, "critical" if check.critical else None,
+                                "dry run" if check.dry_run else None) if t]
+            failing = status.failure_streaks.get(check.check)
+            if failing:
+                tags.append(f"{failing} failing cycles")
+            target = f"{check.comparator or ''} {check.limit_text}" if check.limit_text else NOTHING
+            css = _VERDICT_CLASS.get(check.verdict, "nodata")
             rows.append(
-                f"<tr><td><b>{e(str(check.get('label')))}</b><br>"
-                f'<span class="muted">{e(shown_tags)}</span></td>'
-                f'<td><span class="verdict {_VERDICT_CLASS.get(verdict, "nodata")}">'
-                f"{e(verdict.replace('_', ' '))}</span></td>"
-                f"<td>{e(shown_value)}</td><td>{e(target)}</td>"
-                f"<td>{e(_count(check.get('sample')))}</td>"
-                f'<td class="muted">{e(str(check.get("message") or ""))}</td></tr>'
+                f"<tr><td><b>{e(check.label)}</b><br>"
+                f'<span class="muted">{e(_DOT.join(tags))}</span></td>'
+                f'<td><span class="verdict {css}">{e(check.verdict.replace("_", " "))}</span></td>'
+                f"<td>{e(check.value_text or NOTHING)}</td><td>{e(target)}</td>"
+                f"<td>{e(count(check.sample))}</td>"
+                f'<td class="muted">{e(check.message)}</td></tr>'
             )
         body = ("<table><tr><th>check</th><th>verdict</th><th>value</th><th>must be</th>"
                 "<th>n</th><th>detail</th></tr>" + "".join(rows) + "</table>")
-    decision = status.get("last_decision") or {}
-    reason = decision.get("reason")
-    summary = (f'<p><b>{e(str(decision.get("action")))}</b> at {e(str(decision.get("at")))}: '
-               f"{e(str(reason))}</p>") if reason else ""
-    streak = (f'<p class="muted">{status.get("pass_streak")}/{status.get("passes_to_advance")} '
+    decision = status.last_decision
+    summary = ""
+    if decision is not None and decision.reason:
+        summary = (f"<p><b>{e(str(decision.action))}</b> at {e(short_time(decision.at))}: "
+                   f"{e(decision.reason)}</p>")
+    streak = (f'<p class="muted">{status.pass_streak}/{status.passes_to_advance} '
               "passing cycles</p>")
     return f"<section><h2>Gates and guardrails</h2>{summary}{body}{streak}</section>"
 
 
-def _details(status: Mapping[str, Any]) -> str:
-    e = html.escape
-    flags = status.get("flags") or {}
+def _details(status: StatusView) -> str:
     rows = [
-        ("entered", status.get("entered_at")),
-        ("flags wanted", _flags_text(flags.get("desired"))),
-        ("flags the service reports", _flags_text(flags.get("reported"))),
-        ("flags confirmed at", flags.get("confirmed_at")),
-        ("cooldown until", status.get("cooldown_until")),
-        ("baseline", ", ".join(f"{k} = {v:.4g}" for k, v in
-                               (status.get("baseline") or {}).items()) or None),
-        ("last evaluation", status.get("last_evaluation_at")),
-        ("time scale", status.get("time_scale")),
+        ("entered", short_time(status.entered_at)),
+        ("flags wanted", flags_text(status.flags.desired)),
+        ("flags the service reports", flags_text(status.flags.reported)),
+        ("flags confirmed at", short_time(status.flags.confirmed_at)),
+        ("cooldown until", short_time(status.cooldown_until)),
+        ("baseline", ", ".join(f"{k} = {v:.4g}" for k, v in status.baseline.items()) or NOTHING),
+        ("last evaluation", short_time(status.last_evaluation_at)),
+        ("time scale", f"{status.time_scale:g}"),
     ]
-    cells = "".join(f'<div class="muted">{e(k)}</div><div>{e(str(v) if v is not None else _DASH)}'
-                    "</div>" for k, v in rows)
+    cells = "".join(f'<div class="muted">{e(k)}</div><div>{e(v)}</div>' for k, v in rows)
     return f'<section><h2>Details</h2><div class="kv">{cells}</div></section>'
 
 
-def _history(history: Sequence[Mapping[str, Any]]) -> str:
-    e = html.escape
+def _history(history: Sequence[LogEntry]) -> str:
     if not history:
         return '<section><h2>Last decisions</h2><p class="muted">Nothing yet.</p></section>'
     rows = []
     for entry in history:
-        action = str(entry.get("action") or entry.get("kind"))
-        moved = entry.get("from_stage")
-        if entry.get("to_stage") and entry.get("to_stage") != moved:
-            moved = f"{moved} \u2192 {entry.get('to_stage')}"
-        who = entry.get("by") or ""
-        css = "fail" if action == "rollback" or entry.get("kind") == "flag-write-failed" else (
+        action = entry.action or entry.kind
+        moved = entry.from_stage or ""
+        if entry.moved:
+            moved = f"{moved} \u2192 {entry.to_stage}"
+        css = "fail" if action == "rollback" or entry.kind == "flag-write-failed" else (
             "pass" if action in ("advance", "complete") else "nodata")
-        reason = entry.get("reason") or entry.get("note") or ""
-        rows.append(f'<tr><td class="mono">{e(str(entry.get("at", ""))[:19])}</td>'
+        reason = entry.reason or entry.note or ""
+        rows.append(f'<tr><td class="mono">{e(short_time(entry.at))}</td>'
                     f'<td><span class="verdict {css}">{e(action)}</span></td>'
-                    f"<td>{e(str(moved or ''))}</td><td>{e(str(who))}</td>"
-                    f"<td>{e(str(reason))}</td></tr>")
+                    f"<td>{e(moved)}</td><td>{e(entry.by or '')}</td>"
+                    f"<td>{e(reason)}</td></tr>")
     return ("<section><h2>Last decisions</h2><table><tr><th>at</th><th>action</th>"
             "<th>stage</th><th>by</th><th>reason</th></tr>" + "".join(rows) + "</table></section>")
 
 
-def _flags_text(flags: Mapping[str, Any] | None) -> str | None:
-    if not flags:
-        return None
-    return (f"shadow {'on' if flags.get('shadow') else 'off'}, L2 "
-            f"{'on' if flags.get('l2') else 'off'}, L1 {flags.get('l1_percent')} %")
-
-
-def _count(value: object) -> str:
-    if not isinstance(value, int | float):
-        return "\u2014"
-    return f"{round(value):,}".replace(",", "\u202f")
-
-
-def _td(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)
+def _duration(seconds: float) -> str:
+    return human_duration(timedelta(seconds=seconds))

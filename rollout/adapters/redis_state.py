@@ -25,11 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from rollout.core.state import RolloutState
-from rollout.cycle import FencedOut, StoredSnapshot, StoreError
+from rollout.ports import FencedOut, Leader, StoredSnapshot, StoreError
+from rollout.records import CycleSummary, IntentRecord, LogEntry
 
 log = logging.getLogger("rollout.state")
 
@@ -101,7 +103,7 @@ return {1, ''}
 
 
 class RedisStateStore:
-    """rollout.cycle.StateStore over Redis. Works with either decode_responses setting."""
+    """rollout.ports.StateStore over Redis. Works with either decode_responses setting."""
 
     def __init__(self, redis: Redis, keys: RolloutKeys | None = None, *,
                  owns_client: bool = False) -> None:
@@ -143,15 +145,16 @@ class RedisStateStore:
             except (ValueError, KeyError, TypeError) as exc:
                 # Acting on a guess would be worse than stopping: a person must look.
                 raise StoreError(f"{keys.state} holds an unreadable state: {exc}") from exc
-        intent = None
+        intent, unreadable = None, None
         if raw_intent is not None:
             try:
-                intent = json.loads(_text(raw_intent))
-            except ValueError:
-                intent = {"unreadable": _text(raw_intent)}
-        return StoredSnapshot(state=state, intent=intent, fence=_int(raw_fence))
+                intent = IntentRecord.model_validate_json(_text(raw_intent))
+            except ValidationError:
+                unreadable = _text(raw_intent)
+        return StoredSnapshot(state=state, intent=intent, fence=_int(raw_fence),
+                              unreadable_intent=unreadable)
 
-    async def history(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def history(self, limit: int = 50) -> list[LogEntry]:
         """The newest `limit` log entries, newest first, each with its stream `id`."""
         try:
             rows = await self._redis.xrevrange(self.keys.log, count=max(1, limit))
@@ -165,7 +168,7 @@ class RedisStateStore:
         except (RedisError, OSError) as exc:
             raise StoreError(f"cannot read the decision log: {exc}") from exc
 
-    async def last_cycle(self) -> dict[str, Any] | None:
+    async def last_cycle(self) -> CycleSummary | None:
         try:
             raw = await self._redis.get(self.keys.last_cycle)
         except (RedisError, OSError) as exc:
@@ -173,12 +176,12 @@ class RedisStateStore:
         if raw is None:
             return None
         try:
-            value = json.loads(_text(raw))
-        except ValueError:
+            return CycleSummary.model_validate_json(_text(raw))
+        except ValidationError:
+            # Only a summary for the page: the next cycle writes a good one.
             return None
-        return value if isinstance(value, dict) else None
 
-    async def leader(self) -> tuple[str | None, int | None]:
+    async def leader(self) -> Leader:
         """Who holds the lease now and for how many more milliseconds."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -188,8 +191,8 @@ class RedisStateStore:
         except (RedisError, OSError) as exc:
             raise StoreError(f"cannot read the lease: {exc}") from exc
         if holder is None:
-            return None, None
-        return _text(holder), int(ttl) if int(ttl) >= 0 else None
+            return Leader(None)
+        return Leader(_text(holder), int(ttl) if int(ttl) >= 0 else None)
 
     # --- fenced writes ---------------------------------------------------------------------------
 
@@ -201,10 +204,10 @@ class RedisStateStore:
         if _int(current) != token:
             raise FencedOut(token, _int(current))
 
-    async def begin_transition(self, intent: Mapping[str, Any], token: int) -> None:
+    async def begin_transition(self, intent: IntentRecord, token: int) -> None:
         result = await self._run(
             self._begin, [self.keys.fence, self.keys.intent],
-            [str(token), _dump(intent)], "store the transition intent",
+            [str(token), intent.model_dump_json()], "store the transition intent",
         )
         _check(result, token)
 
@@ -212,10 +215,10 @@ class RedisStateStore:
         self,
         *,
         token: int,
-        entry: Mapping[str, Any],
+        entry: LogEntry,
         state: RolloutState | None = None,
         clear_intent: bool = True,
-        last_cycle: Mapping[str, Any] | None = None,
+        last_cycle: CycleSummary | None = None,
     ) -> str:
         keys = self.keys
         result = await self._run(
@@ -224,19 +227,19 @@ class RedisStateStore:
             [
                 str(token),
                 "" if state is None else _dump(state.to_dict()),
-                _dump(entry),
+                entry.to_json(),
                 "clear" if clear_intent else "keep",
-                "" if last_cycle is None else _dump(last_cycle),
+                "" if last_cycle is None else last_cycle.model_dump_json(exclude_none=True),
             ],
             "record the cycle",
         )
         _check(result, token)
         return _text(result[1])
 
-    async def append_unfenced(self, entry: Mapping[str, Any]) -> str:
+    async def append_unfenced(self, entry: LogEntry) -> str:
         """Log an entry outside any leadership (the CLI's `flags set`). Never touches state."""
         try:
-            entry_id = await self._redis.xadd(self.keys.log, {ENTRY_FIELD: _dump(entry)})
+            entry_id = await self._redis.xadd(self.keys.log, {ENTRY_FIELD: entry.to_json()})
         except (RedisError, OSError) as exc:
             raise StoreError(f"cannot append to the decision log: {exc}") from exc
         return _text(entry_id)
@@ -272,19 +275,12 @@ def _check(result: Any, token: int) -> None:
         raise FencedOut(token, _int(result[1]) if result[1] not in (b"", "") else None)
 
 
-def _decode_entry(entry_id: str, fields: Mapping[Any, Any]) -> dict[str, Any]:
+def _decode_entry(entry_id: str, fields: Mapping[Any, Any]) -> LogEntry:
     raw = None
     for key, value in fields.items():
         if _text(key) == ENTRY_FIELD:
             raw = _text(value)
-    try:
-        data = json.loads(raw) if raw is not None else {}
-    except ValueError:
-        data = {"kind": "unreadable", "raw": raw}
-    if not isinstance(data, dict):
-        data = {"kind": "unreadable", "raw": raw}
-    data["id"] = entry_id
-    return data
+    return LogEntry.from_json(raw, entry_id=entry_id)
 
 
 def _dump(value: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import httpx
 
-from rollout.cycle import Notification
+from rollout.ports import Notification
 
 log = logging.getLogger("rollout.webhook")
 

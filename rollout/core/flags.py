@@ -18,7 +18,8 @@ class FlagSettings:
             raise ValueError(f"l1_percent must be within 0..100, got {self.l1_percent}")
 
     def describe(self) -> str:
+        """The one way flag settings are written for people (logs, notes, CLI, page)."""
         return (
-            f"shadow={'on' if self.shadow else 'off'} l2={'on' if self.l2 else 'off'} "
-            f"l1={self.l1_percent}%"
+            f"shadow {'on' if self.shadow else 'off'} \u00b7 L2 {'on' if self.l2 else 'off'} "
+            f"\u00b7 L1 {self.l1_percent} %"
         )

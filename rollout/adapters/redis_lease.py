@@ -53,7 +53,7 @@ return 0
 
 
 class RedisLease:
-    """rollout.cycle.Lease over Redis. Call `refresh()` every ttl/3 or so."""
+    """rollout.ports.Lease over Redis. Call `refresh()` every ttl/3 or so."""
 
     def __init__(
         self,

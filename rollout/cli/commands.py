@@ -1,0 +1,191 @@
+"""The CLI's commands but `flags`: each takes the parsed arguments, the settings and the
+console, and returns its exit code (or raises CliError).
+
+Read-only commands (status, history) ask the controller at ROLLOUT_URL, or read the state
+in Redis directly when ROLLOUT_URL is unset. Mutating commands (pause, resume, promote,
+rollback) always go through the running controller with ROLLOUT_API_TOKEN, so they take the
+same apply-then-record path, under the lease, as the controller's own decisions.
+
+The composition root pulls in Prometheus, Unleash, uvicorn and APScheduler (over a second of
+imports): commands import it when they need it, so `plan validate` and HTTP-backed `status`
+start at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.text import Text
+
+from rollout.cli.client import ControllerClient
+from rollout.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CliError, redacted
+from rollout.cli.render import (
+    action_text,
+    print_json,
+    render_dry_run,
+    render_history,
+    render_status,
+)
+from rollout.core.plan import Plan, human_duration
+from rollout.core.plan_loader import PlanError, load_plan
+from rollout.ports import StateStore, StoreError
+from rollout.records import CycleResult, LogEntry
+from rollout.settings import RolloutSettings
+from rollout.status import StatusView, build_status
+
+_T = TypeVar("_T")
+
+
+def cmd_run(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
+    from rollout.composition import build_runtime, configure_logging  # noqa: PLC0415
+    from rollout.scheduler import run_controller  # noqa: PLC0415
+
+    configure_logging(settings.rollout_log_format, settings.rollout_log_level)
+    try:
+        runtime = build_runtime(settings)
+    except (PlanError, ValueError) as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    asyncio.run(run_controller(runtime))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
+    if settings.rollout_url:
+        status = ControllerClient(settings).status()
+    else:
+        status = asyncio.run(_status_from_store(settings))
+    if args.json:
+        print_json(out, status)
+    else:
+        render_status(out, status)
+    return EXIT_OK
+
+
+async def _status_from_store(settings: RolloutSettings) -> StatusView:
+    plan = plan_of(settings)
+
+    async def read(store: StateStore) -> StatusView:
+        snapshot = await store.load()
+        last = await store.last_cycle()
+        leader = await store.leader()
+        return build_status(plan, snapshot.state, last, datetime.now(UTC),
+                            holder=leader.holder, intent=snapshot.intent)
+
+    return await with_store(settings, read)
+
+
+def cmd_history(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
+    if settings.rollout_url:
+        entries = ControllerClient(settings).history(args.limit)
+    else:
+
+        async def read(store: StateStore) -> list[LogEntry]:
+            return await store.history(args.limit)
+
+        entries = asyncio.run(with_store(settings, read))
+    if args.json:
+        print_json(out, entries)
+    else:
+        render_history(out, entries)
+    return EXIT_OK
+
+
+async def with_store(settings: RolloutSettings,
+                     use: Callable[[StateStore], Awaitable[_T]]) -> _T:
+    """Run `use` on the configured state store; a store failure becomes one CLI line."""
+    from rollout.composition import build_state_store  # noqa: PLC0415
+
+    store = build_state_store(settings)
+    try:
+        return await use(store)
+    except StoreError as exc:
+        raise CliError(f"{exc} (state Redis {redacted(settings.state_redis_url)})") from None
+    finally:
+        await store.aclose()
+
+
+def cmd_steer(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
+    who = (args.who or "").strip()
+    why = (args.why or "").strip()
+    if not who:
+        raise CliError("--who is empty and $USER is not set: say who you are", EXIT_BAD_INPUT)
+    if not why:
+        raise CliError("--why must not be empty: manual actions are logged with a reason",
+                       EXIT_BAD_INPUT)
+    body: dict[str, Any] = {"who": who, "why": why}
+    if args.command == "promote" and args.full:
+        body["full"] = True
+    if args.command == "rollback" and args.to:
+        body["to"] = args.to
+    data = ControllerClient(settings).command(args.command, body)
+    if args.json:
+        print_json(out, data)
+    else:
+        out.print(action_text(f"{data.get('action')}: ", str(data.get("reason"))))
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
+    if not args.dry_run:
+        raise CliError("only `rollout evaluate --dry-run` exists: the running controller is "
+                       "the one that acts", EXIT_BAD_INPUT)
+    result = asyncio.run(_dry_run(settings))
+    if args.json:
+        print_json(out, result)
+    else:
+        render_dry_run(out, result)
+    return EXIT_OK
+
+
+async def _dry_run(settings: RolloutSettings) -> CycleResult:
+    from rollout.composition import dry_run_ports  # noqa: PLC0415
+    from rollout.cycle import run_cycle  # noqa: PLC0415
+
+    try:
+        async with dry_run_ports(settings) as ports:
+            report = await run_cycle(ports, now=datetime.now(UTC), token=0, dry_run=True)
+    except (PlanError, ValueError) as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    return report.result()
+
+
+def cmd_plan_validate(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
+    try:
+        plan = load_plan(args.file)
+    except PlanError as exc:
+        if args.json:
+            print_json(out, {"file": args.file, "valid": False, "problems": list(exc.problems)})
+            return EXIT_BAD_INPUT
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    total = sum((plan.bake_of(i) for i in range(len(plan.stages))), timedelta())
+    checks = len({c.name for c in plan.all_checks()})
+    if args.json:
+        print_json(out, {
+            "file": args.file, "valid": True, "stages": list(plan.stage_names),
+            "checks": checks, "guardrails": [c.name for c in plan.guardrails],
+            "time_scale": plan.settings.time_scale,
+            "total_bake_seconds": total.total_seconds(),
+        })
+        return EXIT_OK
+    out.print(Text(f"{args.file}: valid plan", style="bold green"))
+    arrow = " \u2192 "
+    out.print(f"{len(plan.stages)} stages: {arrow.join(plan.stage_names)}")
+    out.print(f"{checks} checks, {len(plan.guardrails)} guardrails; minimum duration "
+              f"{human_duration(total)} (time scale {plan.settings.time_scale:g})")
+    return EXIT_OK
+
+
+def plan_of(settings: RolloutSettings) -> Plan:
+    from rollout.composition import plan_from_settings  # noqa: PLC0415
+
+    try:
+        return plan_from_settings(settings)
+    except PlanError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None

@@ -1,0 +1,169 @@
+"""The terminal rendering of what the controller shows: the status, the decision log and a
+dry run, from the same typed models the HTTP API serves."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Final
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from rollout.core.plan import human_duration
+from rollout.formatting import count, flags_text, short_time
+from rollout.records import CheckRecord, CycleResult, LogEntry
+from rollout.status import StatusView
+
+VERDICT_STYLE: Final = {"pass": "bold green", "fail": "bold red", "no_data": "dim",
+                        "error": "bold yellow"}
+ACTION_STYLE: Final = {"advance": "green", "complete": "bold green", "rollback": "bold red",
+                       "hold": "", "pause": "yellow", "resume": "cyan"}
+
+
+def print_json(out: Console, data: BaseModel | Sequence[BaseModel] | Mapping[str, Any]) -> None:
+    if isinstance(data, BaseModel):
+        shown: Any = data.model_dump(mode="json")
+    elif isinstance(data, Mapping):
+        shown = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v
+                 for k, v in data.items()}
+    else:
+        shown = [item.model_dump(mode="json") for item in data]
+    # Plain write: rich would wrap long lines and colour keys, which scripts do not want.
+    out.file.write(json.dumps(shown, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def action_text(action: str, rest: str = "") -> Text:
+    return Text(action, style=ACTION_STYLE.get(action, "bold")) + Text(rest)
+
+
+def render_status(out: Console, status: StatusView) -> None:
+    out.print(Text("Rollout stage ", style="bold") + Text(status.stage, style="bold cyan"))
+    out.print(_timeline(status))
+    if not status.initialised:
+        out.print(Text("The controller has not run yet (no state stored).", style="yellow"))
+    if status.bake_seconds is not None:
+        left = status.bake_remaining_seconds or 0.0
+        baked = "baked" if left <= 0 else f"{_duration(left)} left"
+        out.print(f"In stage {_duration(status.time_in_stage_seconds)} of a "
+                  f"{_duration(status.bake_seconds)} bake ({baked}); "
+                  f"{status.pass_streak}/{status.passes_to_advance} passing cycles")
+    for line in _state_lines(status):
+        out.print(line)
+    out.print(f"Flags wanted: {flags_text(status.flags.desired)}; the service reports: "
+              f"{flags_text(status.flags.reported)}")
+    decision = status.last_decision
+    if decision:
+        out.print(Text("Last decision ", style="bold") + action_text(
+            str(decision.action), f" at {short_time(decision.at)}: {decision.reason}"))
+    if status.checks:
+        out.print(checks_table(status.checks, status.failure_streaks))
+    holder = status.leader.holder
+    out.print(Text(f"Leader: {holder}" if holder else "Leader: nobody holds the lease",
+                   style="dim" if holder else "yellow"))
+    intent = status.pending_intent
+    if intent:
+        out.print(Text(f"Transition in flight: {intent.from_stage} \u2192 {intent.to_stage} "
+                       f"since {short_time(intent.at)}", style="yellow"))
+
+
+def _timeline(status: StatusView) -> Text:
+    timeline = Text()
+    for stage in status.stages:
+        if stage.index:
+            timeline.append(" \u2192 ", style="dim")
+        if stage.position == "done":
+            timeline.append(f"{stage.name} \u2713", style="green")
+        elif stage.position in ("current", "complete"):
+            timeline.append(f"[{stage.name}]", style="bold reverse cyan")
+        else:
+            timeline.append(stage.name, style="dim")
+    return timeline
+
+
+def _state_lines(status: StatusView) -> list[Text]:
+    lines = []
+    if status.pause:
+        lines.append(Text(f"PAUSED by {status.pause.by} at {short_time(status.pause.at)}: "
+                          f"{status.pause.why}", style="bold yellow"))
+    if status.in_cooldown:
+        lines.append(Text(f"Cooling down until {short_time(status.cooldown_until)}",
+                          style="yellow"))
+    rollback = status.last_rollback
+    if status.awaiting_resume and rollback:
+        lines.append(Text(f"Holding after the rollback {rollback.from_stage} \u2192 "
+                          f"{rollback.to_stage} until someone runs `rollout resume`: "
+                          f"{rollback.reason}", style="bold red"))
+    if status.completed_at:
+        lines.append(Text(f"Rollout complete since {short_time(status.completed_at)}",
+                          style="bold green"))
+    return lines
+
+
+def checks_table(checks: Sequence[CheckRecord], streaks: Mapping[str, int]) -> Table:
+    table = Table(show_lines=False)
+    for column in ("check", "kind", "verdict", "value", "must be", "n"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        kind = check.kind or ""
+        if check.critical:
+            kind += " critical"
+        if check.dry_run:
+            kind += " dry-run"
+        failing = streaks.get(check.check)
+        if failing:
+            kind += f" ({failing} failing)"
+        limit = check.limit_text
+        table.add_row(
+            check.label or check.check, kind,
+            Text(check.verdict, style=VERDICT_STYLE.get(check.verdict, "")),
+            check.value_text or "-",
+            f"{check.comparator or ''} {limit}".strip() if limit else "-",
+            count(check.sample),
+        )
+    return table
+
+
+def render_history(out: Console, entries: Sequence[LogEntry]) -> None:
+    if not entries:
+        out.print("The decision log is empty: the controller has not run yet.")
+        return
+    table = Table(title=f"Decision log (newest first, {len(entries)})", show_lines=False)
+    for column in ("at", "what", "stage", "by", "reason"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        action = entry.action or ""
+        what = action if entry.kind in ("cycle", "command") else f"{entry.kind} {action}".strip()
+        stage = entry.from_stage or ""
+        if entry.moved:
+            stage = f"{stage} \u2192 {entry.to_stage}"
+        style = "bold red" if entry.kind == "flag-write-failed" else ACTION_STYLE.get(action, "")
+        table.add_row(short_time(entry.at), Text(what, style=style), stage, entry.by or "",
+                      entry.reason or entry.note or "")
+    out.print(table)
+
+
+def render_dry_run(out: Console, result: CycleResult) -> None:
+    moved = str(result.from_stage)
+    if result.moved:
+        moved += f" \u2192 {result.to_stage}"
+    out.print(Text("Dry run (nothing applied or recorded): ", style="bold")
+              + action_text(str(result.action), f" {moved}"))
+    out.print(str(result.reason))
+    if result.checks:
+        streaks = (result.state or {}).get("failure_streaks", {})
+        out.print(checks_table(result.checks, streaks))
+    flags = result.flags
+    if flags is not None:
+        out.print(f"Flags: store holds {flags_text(flags.before)}; the decision wants "
+                  f"{flags_text(flags.desired)}" + (" (would be written)" if flags.drift else ""))
+    if result.pending_intent:
+        out.print(Text("A transition is in flight; the controller resolves it first.",
+                       style="yellow"))
+
+
+def _duration(seconds: float) -> str:
+    return human_duration(timedelta(seconds=seconds))
