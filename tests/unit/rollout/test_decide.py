@@ -163,8 +163,8 @@ CASES = [
     Case("flags-not-reported-holds", at(pass_streak=1, failure_streaks={"gr_err": 2}),
          seen(verdicts={"gr_err": Verdict.FAIL}, flags_match=False, reported=FlagSettings()),
          Action.HOLD, "mid",
-         ("waiting for the service to report mid's flags (shadow=on l2=off l1=0%); "
-          "it reports shadow=off l2=off l1=0%",),
+         ("waiting for the service to report mid's flags (shadow on \u00b7 L2 off \u00b7 L1 0 %); "
+          "it reports shadow off \u00b7 L2 off \u00b7 L1 0 %",),
          then=lambda d: (d.state.flags_confirmed_at is None and d.state.pass_streak == 0
                          and dict(d.state.failure_streaks) == {"gr_err": 2})),
     Case("flags-unknown", at(), seen(flags_match=False, reported=None), Action.HOLD, "mid",

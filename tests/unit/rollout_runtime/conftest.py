@@ -10,8 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rollout.core.plan import Plan
-from rollout.cycle import CyclePorts, CycleReport, ManualCommand, run_command, run_cycle
+from rollout.cycle import run_command, run_cycle
 from rollout.metrics import ControllerMetrics
+from rollout.runtime_types import CyclePorts, CycleReport, ManualCommand
 from tests.unit.rollout_runtime.fakes import (
     T0,
     FakeFlagWriter,
@@ -73,7 +74,7 @@ class Harness:
     async def walk_to_mid(self) -> None:
         await self.cycle(timedelta(0))
         report = await self.cycle(timedelta(seconds=70))
-        assert self.stage() == "mid", report.entry.get("reason")
+        assert self.stage() == "mid", report.entry.reason
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ write, the flag writer is idempotent and can fail on demand, the metrics source 
 
 from __future__ import annotations
 
-import copy
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,8 +16,18 @@ from rollout.core.flags import FlagSettings
 from rollout.core.observations import Measurement
 from rollout.core.plan import CheckKind, CheckSpec, Comparator, Plan, PlanSettings, Stage, Threshold
 from rollout.core.state import RolloutState
-from rollout.cycle import FencedOut, Notification, StoredSnapshot
-from rollout.ports import ApplyResult, FlagError, FlagWrite, FlagWriter, ReportedFlags
+from rollout.ports import (
+    ApplyResult,
+    FencedOut,
+    FlagError,
+    FlagWrite,
+    FlagWriter,
+    Leader,
+    Notification,
+    ReportedFlags,
+    StoredSnapshot,
+)
+from rollout.records import CycleSummary, IntentRecord, LogEntry
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(seconds=10)
@@ -70,11 +79,13 @@ class FakeStore:
     def __init__(self) -> None:
         self.fence = 0
         self.state: dict[str, Any] | None = None
-        self.intent: dict[str, Any] | None = None
-        self.log: list[dict[str, Any]] = []
-        self.last: dict[str, Any] | None = None
+        self.intent: IntentRecord | None = None
+        self.unreadable_intent: str | None = None
+        self.log: list[LogEntry] = []
+        self.last: CycleSummary | None = None
+        self.holder: str | None = None
         # Called at the start of commit with its arguments; may raise SimulatedCrash.
-        self.before_commit: Callable[[Mapping[str, Any], RolloutState | None], None] | None = None
+        self.before_commit: Callable[[LogEntry, RolloutState | None], None] | None = None
 
     def issue_token(self) -> int:
         self.fence += 1
@@ -84,42 +95,55 @@ class FakeStore:
         return None if self.state is None else RolloutState.from_dict(self.state)
 
     async def load(self) -> StoredSnapshot:
-        return StoredSnapshot(
-            state=self.stored_state(), intent=copy.deepcopy(self.intent), fence=self.fence
-        )
+        return StoredSnapshot(state=self.stored_state(), intent=self.intent, fence=self.fence,
+                              unreadable_intent=self.unreadable_intent)
 
     async def check_fence(self, token: int) -> None:
         if token != self.fence:
             raise FencedOut(token, self.fence)
 
-    async def begin_transition(self, intent: Mapping[str, Any], token: int) -> None:
+    async def begin_transition(self, intent: IntentRecord, token: int) -> None:
         await self.check_fence(token)
-        self.intent = copy.deepcopy(dict(intent))
+        self.intent = intent
 
-    async def commit(self, *, token: int, entry: Mapping[str, Any],
+    async def commit(self, *, token: int, entry: LogEntry,
                      state: RolloutState | None = None, clear_intent: bool = True,
-                     last_cycle: Mapping[str, Any] | None = None) -> str:
+                     last_cycle: CycleSummary | None = None) -> str:
         if self.before_commit is not None:
             self.before_commit(entry, state)
         await self.check_fence(token)
         if state is not None:
             self.state = state.to_dict()
-        entry_id = f"{len(self.log) + 1}-0"
-        self.log.append({**copy.deepcopy(dict(entry)), "id": entry_id})
+        entry_id = await self.append_unfenced(entry)
         if clear_intent:
             self.intent = None
+            self.unreadable_intent = None
         if last_cycle is not None:
-            self.last = dict(last_cycle)
+            self.last = last_cycle
         return entry_id
 
-    async def history(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def append_unfenced(self, entry: LogEntry) -> str:
+        entry_id = f"{len(self.log) + 1}-0"
+        self.log.append(entry.model_copy(update={"id": entry_id}))
+        return entry_id
+
+    async def history(self, limit: int = 50) -> list[LogEntry]:
         return list(reversed(self.log))[:limit]
 
-    async def last_cycle(self) -> dict[str, Any] | None:
+    async def last_cycle(self) -> CycleSummary | None:
         return self.last
 
+    async def leader(self) -> Leader:
+        return Leader(self.holder)
+
+    async def eviction_risk(self) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
     def kinds(self) -> list[str]:
-        return [str(e["kind"]) for e in self.log]
+        return [e.kind for e in self.log]
 
 
 class FakeFlagWriter:

@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 
 from rollout.core.decide import CommandRejected
-from rollout.cycle import CommandFailed
 from rollout.ports import TemporaryFlagError
+from rollout.records import CommandRecord
+from rollout.runtime_types import CommandFailed
 from tests.unit.rollout_runtime.conftest import Harness
 from tests.unit.rollout_runtime.fakes import MID, OFF, TOP
 
@@ -20,9 +21,9 @@ async def test_pause_is_logged_notified_and_hands_off_the_flags(h: Harness) -> N
                              why="investigating INC-42")
     state = h.store.stored_state()
     assert state is not None and state.is_paused
-    assert report.entry["command"] == {"name": "pause", "who": "bob",
-                                       "why": "investigating INC-42", "full": False, "to": None}
-    assert h.store.log[-1]["kind"] == "command" and h.store.log[-1]["by"] == "bob"
+    assert report.entry.command == CommandRecord(name="pause", who="bob",
+                                                 why="investigating INC-42")
+    assert h.store.log[-1].kind == "command" and h.store.log[-1].by == "bob"
     assert h.notifier.events() == ["pause"]
     assert "bob" in h.notifier.sent[0].title and "INC-42" in h.notifier.sent[0].reason
     assert h.metric("rollout_paused") == 1
@@ -46,7 +47,7 @@ async def test_promote_writes_the_next_stage_and_counts_as_manual(h: Harness) ->
     await h.cycle(timedelta(0))
     report = await h.command("promote", after=timedelta(seconds=5), why="skip the baseline")
     assert h.stage() == "mid" and h.flags.settings == MID
-    assert report.entry["transition"] == "manual-promote"
+    assert report.entry.transition == "manual-promote"
     assert h.metric("rollout_transitions_total", from_stage="off", to_stage="mid",
                     kind="manual-promote") == 1
     [sent] = h.notifier.sent
@@ -64,7 +65,7 @@ async def test_rollback_to_a_named_stage(h: Harness) -> None:
     await h.command("promote", after=timedelta(seconds=5), full=True)
     report = await h.command("rollback", after=timedelta(seconds=10), to="off", why="smoke")
     assert h.stage() == "off" and h.flags.settings == OFF
-    assert report.entry["transition"] == "manual-rollback"
+    assert report.entry.transition == "manual-rollback"
     state = h.store.stored_state()
     assert state is not None and state.last_rollback is not None
     assert state.last_rollback.by == "alice"
@@ -95,8 +96,8 @@ async def test_a_command_whose_flags_fail_changes_nothing(h: Harness) -> None:
     with pytest.raises(CommandFailed, match="redis timeout") as failed:
         await h.command("promote", after=timedelta(seconds=5))
     assert h.stage() == "off"
-    assert failed.value.report.entry["kind"] == "flag-write-failed"
-    assert failed.value.report.entry["command"]["who"] == "alice"
+    assert failed.value.report.entry.kind == "flag-write-failed"
+    assert failed.value.report.entry.command.who == "alice"
     assert h.notifier.events() == ["flag-write-failed"]
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from rollout.core.decide import Action
 from rollout.core.observations import Verdict
-from rollout.cycle import FencedOut, run_cycle
-from rollout.ports import PermanentFlagError, ReportedFlags, TemporaryFlagError
+from rollout.cycle import run_cycle
+from rollout.ports import FencedOut, PermanentFlagError, ReportedFlags, TemporaryFlagError
 from tests.unit.rollout_runtime.conftest import Harness
 from tests.unit.rollout_runtime.fakes import MID, OFF, TOP, RecordingNotifier, SimulatedCrash
 
@@ -34,10 +34,10 @@ async def test_advance_writes_the_flags_then_records_the_stage(h: Harness) -> No
     assert h.flags.settings == MID
     assert seen_at_commit[-1] == MID  # the flags were in before the state was written
     entry = h.store.log[-1]
-    assert entry["action"] == "advance" and entry["from_stage"] == "off"
-    assert entry["to_stage"] == "mid" and entry["transition"] == "advance"
-    assert entry["flags"]["result"] == "written"
-    assert {c["check"] for c in entry["checks"]} == {"base"}
+    assert entry.action == "advance" and entry.from_stage == "off"
+    assert entry.to_stage == "mid" and entry.transition == "advance"
+    assert entry.flags is not None and entry.flags.result == "written"
+    assert {c.check for c in entry.checks} == {"base"}
     assert h.store.intent is None
     state = h.store.stored_state()
     assert state is not None and state.baseline == {"base": 0.5}
@@ -52,13 +52,13 @@ async def test_every_check_is_logged_with_value_limit_sample_and_verdict(h: Harn
     h.source.values["latency"] = 3.0
     await h.cycle(timedelta(seconds=80))
     report = await h.cycle(timedelta(seconds=95))
-    checks = {c["check"]: c for c in report.entry["checks"]}
+    checks = {c.check: c for c in report.entry.checks}
     assert set(checks) == {"errors", "latency", "gate"}
-    assert checks["latency"]["verdict"] == "fail"
-    assert checks["latency"]["value"] == 3.0 and checks["latency"]["limit"] == 1.0
-    assert checks["latency"]["sample"] == 1000.0
-    assert checks["gate"]["verdict"] == "pass"
-    assert "[1/2 failing cycles]" in report.entry["reason"]
+    assert checks["latency"].verdict == "fail"
+    assert checks["latency"].value == 3.0 and checks["latency"].limit == 1.0
+    assert checks["latency"].sample == 1000.0
+    assert checks["gate"].verdict == "pass"
+    assert "[1/2 failing cycles]" in (report.entry.reason or "")
 
 
 @pytest.mark.parametrize("error", [
@@ -76,7 +76,7 @@ async def test_a_failed_flag_write_leaves_the_state_and_is_retried(
     assert h.store.state == before  # not even the streaks moved
     assert h.stage() == "off" and h.flags.settings == OFF
     assert h.store.kinds()[-1] == "flag-write-failed"
-    assert h.store.log[-1]["flags"]["error"] == str(error)
+    assert h.store.log[-1].flags is not None and h.store.log[-1].flags.error == str(error)
     assert h.store.intent is None
     assert h.notifier.events() == ["flag-write-failed"]
     assert h.notifier.sent[0].severity == "critical"
@@ -95,7 +95,7 @@ async def test_drift_is_repaired_and_reported(h: Harness) -> None:
     report = await h.cycle(timedelta(seconds=80))
     assert h.flags.settings == MID
     assert report.flags is not None and report.flags.drift and report.flags.applied
-    assert report.entry["flags"]["drift"] is True
+    assert report.entry.flags is not None and report.entry.flags.drift is True
     assert h.notifier.events() == ["drift"]
     assert h.stage() == "mid"
 
@@ -220,7 +220,7 @@ async def test_crash_after_an_advance_is_recorded_once_on_restart(h: Harness) ->
     with pytest.raises(SimulatedCrash):
         await h.cycle(timedelta(seconds=70))
     assert h.flags.settings == MID and h.stage() == "off"  # the world moved, the state not
-    assert h.store.intent is not None and h.store.intent["to_stage"] == "mid"
+    assert h.store.intent is not None and h.store.intent.to_stage == "mid"
 
     h.store.before_commit = None
     h.restart()
@@ -236,8 +236,8 @@ async def test_crash_after_an_advance_is_recorded_once_on_restart(h: Harness) ->
     assert h.metric("rollout_transitions_total", from_stage="off", to_stage="mid",
                     kind="advance") == 1
     assert h.notifier.events() == ["recovered"]
-    transitions = [e for e in h.store.log if e.get("to_stage") == "mid"
-                   and e["kind"] in ("cycle", "recovered") and e.get("from_stage") == "off"]
+    transitions = [e for e in h.store.log if e.to_stage == "mid"
+                   and e.kind in ("cycle", "recovered") and e.from_stage == "off"]
     assert len(transitions) == 1
 
     # Later cycles carry on from mid as if nothing happened.
@@ -281,7 +281,7 @@ async def test_crash_before_the_flags_were_written_drops_the_intent(h: Harness) 
     await h.cycle(timedelta(seconds=75))
     assert h.store.kinds()[-2:] == ["intent-abandoned", "cycle"]
     assert h.stage() == "mid"  # decided again, and advanced exactly once
-    advances = [e for e in h.store.log if e.get("transition") == "advance"]
+    advances = [e for e in h.store.log if e.transition == "advance"]
     assert len(advances) == 1
 
 

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from rollout.cycle import Controller, ManualCommand, NotLeader
+from rollout.controller import Controller
+from rollout.runtime_types import ManualCommand, NotLeader
 from tests.unit.rollout_runtime.conftest import Harness
 from tests.unit.rollout_runtime.fakes import T0, FakeLease
 

@@ -6,11 +6,13 @@ from datetime import timedelta
 
 import pytest
 
+from rollout.controller import Controller
 from rollout.core.state import RolloutState
-from rollout.cycle import Controller
 from rollout.scheduler import build_scheduler
 from rollout.settings import RolloutSettings
-from rollout.status_page import build_status, render_status_page
+from rollout.records import LogEntry
+from rollout.status import build_status
+from rollout.status_page import render_status_page
 from tests.unit.rollout_runtime.conftest import Harness
 from tests.unit.rollout_runtime.fakes import T0, FakeLease, small_plan
 
@@ -20,24 +22,24 @@ async def test_status_shows_the_current_stage_checks_only(h: Harness) -> None:
     state = h.store.stored_state()
     # The last cycle judged `off` and advanced: its checks say nothing about `mid`.
     status = build_status(h.plan, state, h.store.last, T0 + timedelta(seconds=75))
-    assert status["stage"] == "mid" and status["checks"] == []
-    assert [s["position"] for s in status["stages"]] == ["done", "current", "pending"]
-    assert status["time_in_stage_seconds"] == 5.0 and status["bake_remaining_seconds"] == 55.0
+    assert status.stage == "mid" and status.checks == ()
+    assert [s.position for s in status.stages] == ["done", "current", "pending"]
+    assert status.time_in_stage_seconds == 5.0 and status.bake_remaining_seconds == 55.0
 
     await h.cycle(timedelta(seconds=80))
     status = build_status(h.plan, h.store.stored_state(), h.store.last,
                           T0 + timedelta(seconds=80))
-    assert {c["check"] for c in status["checks"]} == {"errors", "latency", "gate"}
-    latency = next(c for c in status["checks"] if c["check"] == "latency")
-    assert latency["limit"] == 1.0 and latency["comparator"] == "<="
+    assert {c.check for c in status.checks} == {"errors", "latency", "gate"}
+    latency = next(c for c in status.checks if c.check == "latency")
+    assert latency.limit == 1.0 and latency.comparator == "<="
 
 
 def test_the_page_escapes_what_people_typed() -> None:
     plan = small_plan()
     state = RolloutState.initial("off", T0).paused("<b>mallory</b>", "<script>x()</script>", T0)
     status = build_status(plan, state, None, T0, instance_id="i", is_leader=True, holder="i")
-    page = render_status_page(status, [{"at": T0.isoformat(), "action": "pause",
-                                        "by": "<b>mallory</b>", "reason": "<script>"}])
+    page = render_status_page(status, [LogEntry(kind="command", at=T0, action="pause",
+                                                by="<b>mallory</b>", reason="<script>")])
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<b>mallory</b>" not in page
     assert "Paused by" in page and 'http-equiv="refresh"' in page
