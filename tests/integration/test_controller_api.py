@@ -12,13 +12,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from devstack.services.common import Service
 from rollout.adapters.local_flags import LocalFlagWriter
+from rollout.adapters.redis_lease import RedisLease
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
-from rollout.cycle import Controller, CyclePorts
-from rollout.lease import RedisLease
+from rollout.controller import Controller
 from rollout.metrics import ControllerMetrics
+from rollout.runtime_types import CyclePorts
 from rollout.server import create_app
-from scripts.svc.common import Service
 from tests.unit.rollout_runtime.fakes import MID, FakeMetricsSource, RecordingNotifier, small_plan
 
 pytestmark = pytest.mark.integration

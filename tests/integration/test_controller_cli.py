@@ -20,12 +20,14 @@ import pytest
 from redis import Redis
 
 from app.contract import LOCAL_FLAGS_KEY
+from devstack.network import free_port
+from devstack.paths import REPO_ROOT
+from devstack.services.common import Service
+from devstack.services.redis import start_private_redis
+from devstack.services.redis import stop as stop_redis
 from rollout.adapters.redis_state import RolloutKeys
-from rollout.cli import main
+from rollout.cli.main import main
 from rollout.plans import default_plan_path
-from scripts.svc.common import REPO_ROOT, Service, free_port
-from scripts.svc.redis import start_private_redis
-from scripts.svc.redis import stop as stop_redis
 
 pytestmark = pytest.mark.integration
 

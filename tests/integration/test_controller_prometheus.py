@@ -33,6 +33,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from devstack.network import free_port
+from devstack.paths import REPO_ROOT
+from devstack.services import redis as redis_svc
+from devstack.services.common import Service
+from devstack.services.unleash import UnleashService
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.prometheus import PrometheusSource
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
@@ -41,11 +46,10 @@ from rollout.adapters.webhook import WebhookNotifier
 from rollout.core.decide import Action
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Verdict
-from rollout.cycle import CycleReport, FencedOut, flags_dict, run_cycle
+from rollout.cycle import run_cycle
+from rollout.ports import FencedOut
+from rollout.runtime_types import CycleReport
 from rollout.scheduler import build_scheduler
-from scripts.svc import redis as redis_svc
-from scripts.svc.common import REPO_ROOT, Service, free_port
-from scripts.svc.unleash import UnleashService
 from tests.support.controller import (
     BASELINE,
     DARK,
@@ -183,7 +187,7 @@ def all_pass(report: CycleReport) -> bool:
 
 
 def enforced(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in entry.get("checks", []) if not c["dry_run"]]
+    return [c for c in entry.checks if not c.dry_run]
 
 
 def sample(registry: Any, name: str, **labels: str) -> float:
@@ -219,36 +223,36 @@ async def test_a_healthy_run_advances_through_every_stage_and_completes_on_unlea
         (OFF, DARK, "advance"), (DARK, L2, "advance"), (L2, L1_10, "advance"),
         (L1_10, L1_50, "advance"), (L1_50, L1_100, "advance"), (L1_100, L1_100, "complete"),
     ]
-    assert {e["kind"] for e in entries} == {"cycle"}  # no failed write, no recovery
-    assert not [e for e in entries if e["action"] == "rollback"]
+    assert {e.kind for e in entries} == {"cycle"}  # no failed write, no recovery
+    assert not [e for e in entries if e.action == "rollback"]
 
     # Each stage visit: from the entry that moved into it to the one that moved out of it.
-    moves = [i for i, e in enumerate(entries) if e.get("transition")]
+    moves = [i for i, e in enumerate(entries) if e.transition]
     starts = [0, *(i + 1 for i in moves[:-1])]
     passes = plan.settings.passes_to_advance
     for stage, first, last in zip(STAGES, starts, moves, strict=True):
         visit, move = entries[first:last + 1], entries[last]
         index = plan.index_of(stage)
-        assert index is not None and move["from_stage"] == stage
+        assert index is not None and move.from_stage == stage
         wanted = {s.name for s in plan.checks_for(index) if not s.dry_run}
         # The move happened in a cycle where every enforced check of the stage passed, as
         # did the M - 1 cycles before it; the service was reporting the stage's flags.
         for entry in visit[-passes:]:
-            assert {c["check"] for c in enforced(entry)} == wanted, (stage, entry)
-            assert all(c["verdict"] == "pass" for c in enforced(entry)), (stage, entry["checks"])
-        assert move["flags_match"] is True
-        assert move["reported_flags"]["settings"] == flags_dict(stage_flags(plan, stage))
+            assert {c.check for c in enforced(entry)} == wanted, (stage, entry)
+            assert all(c.verdict == "pass" for c in enforced(entry)), (stage, entry.checks)
+        assert move.flags_match is True
+        assert move.reported_flags.settings == stage_flags(plan, stage)
         # Bake time, and one full window after the service reported the flags.
         entered = entry_time(entries[first - 1]) if first else entry_time(visit[0])
         assert entry_time(move) - entered >= plan.bake_of(index), stage
-        matching = [entry_time(e) for e in visit if e["flags_match"]]
+        matching = [entry_time(e) for e in visit if e.flags_match]
         assert entry_time(move) - matching[0] >= longest_window(plan, stage), stage
-        assert any("not judging" in e["reason"] for e in visit), stage
+        assert any("not judging" in e.reason for e in visit), stage
         if stage != OFF:
             # The replica takes ~1 s to follow: the controller waited for it, not judging a
             # stage on metrics from the one before.
-            waiting = [e for e in visit if not e["flags_match"]]
-            assert waiting and all("waiting for the service to report" in e["reason"]
+            waiting = [e for e in visit if not e.flags_match]
+            assert waiting and all("waiting for the service to report" in e.reason
                                    for e in waiting), stage
             assert entry_time(waiting[-1]) < matching[0]
 
@@ -314,13 +318,13 @@ async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_t
         assert reason.endswith(f"{L1_50} {ARROW} {L1_10}"), reason
 
         # The log has the same line and the numbers behind it.
-        [entry] = [e for e in await oldest_first(ctl.store) if e.get("transition")]
-        assert entry["transition"] == "rollback" and entry["reason"] == reason
-        guard = next(c for c in entry["checks"] if c["check"] == "error_rate_guardrail")
+        [entry] = [e for e in await oldest_first(ctl.store) if e.transition]
+        assert entry.transition == "rollback" and entry.reason == reason
+        guard = next(c for c in entry.checks if c.check == "error_rate_guardrail")
         assert guard["verdict"] == "fail" and guard["limit"] == pytest.approx(0.01)
         assert guard["value"] > guard["limit"] and guard["sample"] >= 100
-        assert entry["flags"]["desired"] == flags_dict(stage_flags(plan, L1_10))
-        assert entry["flags"]["result"] == "written"
+        assert entry.flags.desired == stage_flags(plan, L1_10)
+        assert entry.flags.result == "written"
 
         # So does the webhook, at once (delivered within the cycle).
         [posted] = listener.events("transition")
@@ -405,7 +409,7 @@ async def test_a_controller_killed_between_flag_write_and_state_write_is_reconci
         # Controller A advances l2 → l1-10: intent stored, flags written to Unleash, and the
         # process dies before the commit that records the new stage.
         dying = CrashingStore(RedisStateStore(client, keys),
-                              lambda entry, _state: entry.get("transition") == "advance")
+                              lambda entry, _state: entry.transition == "advance")
         first = build_harness("ctl-a", plan, client, keys, flags, source, store=dying)
         with pytest.raises(SimulatedCrash):
             await first.run_until(lambda _r: False, timeout=40, what="the crash")
@@ -414,8 +418,8 @@ async def test_a_controller_killed_between_flag_write_and_state_write_is_reconci
         assert await flags.read() == target
         snapshot = await first.store.load()
         assert snapshot.state is not None and snapshot.state.stage_name == L2
-        assert snapshot.intent is not None and snapshot.intent["to_stage"] == L1_10
-        assert not [e for e in await oldest_first(first.store) if e.get("transition")]
+        assert snapshot.intent is not None and snapshot.intent.to_stage == L1_10
+        assert not [e for e in await oldest_first(first.store) if e.transition]
         # The service follows Unleash: it runs l1-10 while the stored state still says l2.
         await settled(_async_value(lambda: service.flags), target, "the service on l1-10")
 
@@ -437,19 +441,19 @@ async def test_a_controller_killed_between_flag_write_and_state_write_is_reconci
         recovered.recovery
     assert recovered.state_before.stage_name == L1_10  # B's cycle ran on the recovered state
     entries = await oldest_first(second.store)
-    moved = [e for e in entries if e.get("action") in ("advance", "rollback", "complete")]
+    moved = [e for e in entries if e.action in ("advance", "rollback", "complete")]
     assert len(moved) == 1, moved  # exactly one l2 → l1-10, recorded by the recovery
     assert moved[0]["kind"] == "recovered" and moved[0]["instance"] == "ctl-b"
     assert (moved[0]["from_stage"], moved[0]["to_stage"]) == (L2, L1_10)
     assert sample(second.registry, "rollout_transitions_total", from_stage=L2,
                   to_stage=L1_10, kind="advance") == 1
     # No flapping: B never re-applied l2's flags, nor wrote anything at all.
-    cycles_of_b = [e for e in entries if e["kind"] == "cycle" and e["instance"] == "ctl-b"]
+    cycles_of_b = [e for e in entries if e.kind == "cycle" and e.instance == "ctl-b"]
     assert cycles_of_b and len(cycles_of_b) == len(second.reports)
     for entry in cycles_of_b:
-        assert entry["from_stage"] == L1_10 and entry["action"] == "hold"
-        assert entry["flags"]["desired"] == flags_dict(target)
-        assert entry["flags"]["writes"] == [] and entry["flags"]["result"] == "unchanged"
+        assert entry.from_stage == L1_10 and entry.action == "hold"
+        assert entry.flags.desired == target
+        assert entry.flags.writes == () and entry.flags.result == "unchanged"
     assert flags_after == target
     assert service.adopted_flags[-2:] == [stage_flags(plan, L2), target]
     assert all(r.state_after.stage_name == L1_10 for r in tail)
@@ -534,8 +538,8 @@ async def test_a_real_process_killed_between_flag_write_and_state_write_is_recon
             assert await flags.read() == target  # the flag write happened
             snapshot = await store.load()
             assert snapshot.state is not None and snapshot.state.stage_name == L2
-            assert snapshot.intent is not None and snapshot.intent["to_stage"] == L1_10
-            assert not [e for e in await oldest_first(store) if e.get("transition")]
+            assert snapshot.intent is not None and snapshot.intent.to_stage == L1_10
+            assert not [e for e in await oldest_first(store) if e.transition]
             killed_token = snapshot.fence
 
             second = RolloutProcess("ctl-b", tmp_path, env | {"ROLLOUT_REDIS_URL": redis.url})
@@ -544,7 +548,7 @@ async def test_a_real_process_killed_between_flag_write_and_state_write_is_recon
             async def cycles_of_b() -> int:
                 second.assert_running()
                 return len([e for e in await oldest_first(store)
-                            if e["kind"] == "cycle" and e["instance"] == "ctl-b"])
+                            if e.kind == "cycle" and e.instance == "ctl-b"])
 
             await eventually(cycles_of_b, lambda count: count >= 2,
                              timeout=LEASE_SECONDS + 30,
@@ -553,15 +557,15 @@ async def test_a_real_process_killed_between_flag_write_and_state_write_is_recon
             flags_after = await flags.read()
 
         entries = await oldest_first(store)
-        moved = [e for e in entries if e.get("action") in ("advance", "rollback", "complete")]
+        moved = [e for e in entries if e.action in ("advance", "rollback", "complete")]
         assert len(moved) == 1, moved  # exactly one l2 → l1-10, recorded by the restart
         assert moved[0]["kind"] == "recovered" and moved[0]["instance"] == "ctl-b"
         assert (moved[0]["from_stage"], moved[0]["to_stage"]) == (L2, L1_10)
-        cycles_of_a = [e for e in entries if e["kind"] == "cycle" and e["instance"] == "ctl-a"]
-        assert all(e["from_stage"] == L2 and e["action"] == "hold" for e in cycles_of_a)
-        for entry in (e for e in entries if e["kind"] == "cycle" and e["instance"] == "ctl-b"):
-            assert entry["from_stage"] == L1_10
-            assert entry["flags"]["writes"] == []  # never re-applied l2, never wrote at all
+        cycles_of_a = [e for e in entries if e.kind == "cycle" and e.instance == "ctl-a"]
+        assert all(e.from_stage == L2 and e.action == "hold" for e in cycles_of_a)
+        for entry in (e for e in entries if e.kind == "cycle" and e.instance == "ctl-b"):
+            assert entry.from_stage == L1_10
+            assert entry.flags.writes == ()  # never re-applied l2, never wrote at all
         assert flags_after == target
         snapshot = await store.load()
         assert snapshot.state is not None and snapshot.state.stage_name == L1_10
@@ -599,7 +603,7 @@ async def test_two_controllers_only_one_acts_and_the_standby_takes_over(
                                   lease_seconds=LEASE_SECONDS)
 
     async def instances() -> list[str]:
-        return [str(e["instance"]) for e in await oldest_first(a.store)]
+        return [str(e.instance) for e in await oldest_first(a.store)]
 
     try:
         scheduler_a.start()
@@ -627,16 +631,16 @@ async def test_two_controllers_only_one_acts_and_the_standby_takes_over(
         await b.controller.wait_idle(5)
 
     entries = await oldest_first(a.store)
-    names = [e["instance"] for e in entries]
+    names = [e.instance for e in entries]
     first_b = names.index("ctl-b")
     assert names == ["ctl-a"] * first_b + ["ctl-b"] * (len(names) - first_b)  # never both
-    fences_a = {e["fence"] for e in entries[:first_b]}
-    fences_b = {e["fence"] for e in entries[first_b:]}
+    fences_a = {e.fence for e in entries[:first_b]}
+    fences_b = {e.fence for e in entries[first_b:]}
     assert len(fences_a) == len(fences_b) == 1 and min(fences_b) > max(fences_a)
     assert takeover <= LEASE_SECONDS + a.interval + 1.5, takeover
     # B carried on with A's rollout instead of starting one of its own.
-    initialised = [e for e in entries if "first cycle" in (e.get("flags") or {}).get("note", "")]
-    assert [e["instance"] for e in initialised] == ["ctl-a"]
+    initialised = [e for e in entries if "first cycle" in (e.flags.note if e.flags else "")]
+    assert [e.instance for e in initialised] == ["ctl-a"]
     last_a, first_of_b = entries[first_b - 1], entries[first_b]
     assert first_of_b["from_stage"] == last_a["to_stage"]
     assert state_by_a is not None
@@ -688,8 +692,8 @@ async def test_prometheus_stopped_mid_run_holds_with_error_never_moving(
                          r"http://127\.0\.0\.1:\d+.* \(and \d+ more checks\)",
                          decision.reason), decision.reason
     entries = await oldest_first(ctl.store)
-    assert not [e for e in entries if e.get("transition")]
-    assert all(c["verdict"] == "error" for c in entries[-1]["checks"])
+    assert not [e for e in entries if e.transition]
+    assert all(c.verdict == "error" for c in entries[-1]["checks"])
     assert await local_flags.read() == stage_flags(plan, DARK)
     assert sample(ctl.registry, "rollout_checks_total", check="error_rate_guardrail",
                   verdict="error") == len(outage)

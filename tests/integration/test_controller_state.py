@@ -13,18 +13,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from devstack.services.common import Service
 from rollout.adapters.local_flags import LocalFlagWriter
+from rollout.adapters.redis_lease import RedisLease
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
+from rollout.controller import Controller
 from rollout.core.state import RolloutState
-from rollout.cycle import (
-    Controller,
-    CyclePorts,
-    FencedOut,
-    run_cycle,
-)
-from rollout.lease import RedisLease
+from rollout.cycle import run_cycle
 from rollout.metrics import ControllerMetrics
-from scripts.svc.common import Service
+from rollout.ports import FencedOut
+from rollout.records import CycleSummary, IntentRecord, LogEntry
+from rollout.runtime_types import CyclePorts
 from tests.unit.rollout_runtime.fakes import (
     MID,
     OFF,
@@ -70,6 +69,10 @@ async def token_for(store: RedisStateStore) -> int:
     return int(await store.redis.incr(store.keys.fence))
 
 
+CYCLE = LogEntry(kind="cycle", at=T0)
+INTENT = IntentRecord(at=T0, action="advance", by="controller", from_stage="off",
+                      to_stage="mid", flags=MID, state=RolloutState.initial("mid", T0).to_dict())
+
 # --- state and log ---------------------------------------------------------------------------
 
 
@@ -80,7 +83,7 @@ async def test_state_round_trips_under_a_key_that_never_expires(
     token = await token_for(store)
     state = RolloutState(2, "l2", T0, pass_streak=3, baseline={"p95": 1.75},
                          failure_streaks={"errors": 1})
-    await store.commit(token=token, entry={"kind": "cycle"}, state=state)
+    await store.commit(token=token, entry=CYCLE, state=state)
     loaded = await store.load()
     assert loaded.state == state and loaded.fence == token
     for key in (store.keys.state, store.keys.log, store.keys.fence):
@@ -91,11 +94,11 @@ async def test_state_round_trips_under_a_key_that_never_expires(
 async def test_the_log_is_append_only_and_read_newest_first(store: RedisStateStore) -> None:
     token = await token_for(store)
     for number in range(25):
-        await store.commit(token=token, entry={"kind": "cycle", "n": number})
+        await store.commit(token=token, entry=LogEntry(kind="cycle", at=T0, note=str(number)))
     assert await store.log_length() == 25
     newest = await store.history(limit=10)
-    assert [e["n"] for e in newest] == list(range(24, 14, -1))
-    assert all("id" in e for e in newest)
+    assert [e.note for e in newest] == [str(n) for n in range(24, 14, -1)]
+    assert all(e.id for e in newest)
     assert len(await store.history(limit=100)) == 25
 
 
@@ -103,27 +106,27 @@ async def test_commit_writes_state_log_last_cycle_and_clears_the_intent_atomical
     store: RedisStateStore,
 ) -> None:
     token = await token_for(store)
-    await store.begin_transition({"to_stage": "mid"}, token)
-    assert (await store.load()).intent == {"to_stage": "mid"}
-    await store.commit(token=token, entry={"kind": "cycle"}, clear_intent=False)
+    await store.begin_transition(INTENT, token)
+    assert (await store.load()).intent == INTENT
+    await store.commit(token=token, entry=CYCLE, clear_intent=False)
     assert (await store.load()).intent is not None
-    await store.commit(token=token, entry={"kind": "cycle"}, last_cycle={"action": "hold"},
-                       state=RolloutState.initial("mid", T0))
+    await store.commit(token=token, entry=CYCLE, state=RolloutState.initial("mid", T0),
+                       last_cycle=CycleSummary(kind="cycle", action="hold"))
     snapshot = await store.load()
     assert snapshot.intent is None and snapshot.state is not None
-    assert await store.last_cycle() == {"action": "hold"}
+    assert await store.last_cycle() == CycleSummary(kind="cycle", action="hold")
 
 
 async def test_a_stale_token_can_write_nothing(store: RedisStateStore) -> None:
     old = await token_for(store)
-    await store.commit(token=old, entry={"kind": "cycle"}, state=RolloutState.initial("off", T0))
+    await store.commit(token=old, entry=CYCLE, state=RolloutState.initial("off", T0))
     new = await token_for(store)
     with pytest.raises(FencedOut) as fenced:
-        await store.commit(token=old, entry={"kind": "cycle"},
+        await store.commit(token=old, entry=CYCLE,
                            state=RolloutState.initial("mid", T0))
     assert fenced.value.current == new
     with pytest.raises(FencedOut):
-        await store.begin_transition({"to_stage": "mid"}, old)
+        await store.begin_transition(INTENT, old)
     with pytest.raises(FencedOut):
         await store.check_fence(old)
     snapshot = await store.load()
@@ -176,7 +179,7 @@ async def test_one_leads_the_other_stands_by_and_takes_over_when_renewals_stop(
     assert await first.refresh() is False
     # Whatever A still tries to write is rejected by the fence.
     with pytest.raises(FencedOut):
-        await store.commit(token=first_token, entry={"kind": "cycle"},
+        await store.commit(token=first_token, entry=CYCLE,
                            state=RolloutState.initial("mid", T0))
     assert (await store.load()).state is None
 
@@ -240,7 +243,7 @@ async def test_crash_between_flag_write_and_state_write_recovers_once_on_redis(
     assert await flags.read() == MID
     snapshot = await store.load()
     assert snapshot.state is not None and snapshot.state.stage_name == "off"
-    assert snapshot.intent is not None and snapshot.intent["to_stage"] == "mid"
+    assert snapshot.intent is not None and snapshot.intent.to_stage == "mid"
 
     # A new controller (new token) starts and reconciles.
     successor = await token_for(store)
@@ -254,7 +257,7 @@ async def test_crash_between_flag_write_and_state_write_recovers_once_on_redis(
     assert snapshot.state is not None and snapshot.state.stage_name == "mid"
     assert snapshot.intent is None
     assert await client.hgetall(f"{store.keys.namespace}:flags") == flags_before
-    kinds = [e["kind"] for e in await store.history(10)]
+    kinds = [e.kind for e in await store.history(10)]
     assert kinds[:2] == ["cycle", "recovered"]
     assert fresh_registry.get_sample_value(
         "rollout_transitions_total", {"from_stage": "off", "to_stage": "mid", "kind": "advance"}
@@ -278,4 +281,4 @@ async def test_two_controllers_only_one_acts(
     reports = [await c.tick() for c in controllers]
     assert reports[0] is not None and reports[1] is None
     entries = await store.history(10)
-    assert [e["instance"] for e in entries] == ["A"]
+    assert [e.instance for e in entries] == ["A"]

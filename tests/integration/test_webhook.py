@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from devstack.network import free_port
 from rollout.adapters.webhook import WebhookNotifier, slack_payload
-from rollout.cycle import CyclePorts, Notification, run_cycle
-from scripts.svc.common import free_port
+from rollout.cycle import run_cycle
+from rollout.ports import Notification
+from rollout.runtime_types import CyclePorts
 from tests.unit.rollout_runtime.fakes import (
     T0,
     FakeFlagWriter,

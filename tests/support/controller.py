@@ -35,27 +35,30 @@ import yaml
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from devstack.services import prometheus as prom_svc
+from devstack.services.prometheus import PrometheusService
+from rollout.adapters.redis_lease import RedisLease
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
+from rollout.controller import Controller
 from rollout.core.decide import Action
 from rollout.core.flags import FlagSettings
 from rollout.core.plan import Plan
 from rollout.core.plan_loader import load_default_plan, load_plan
 from rollout.core.state import RolloutState
-from rollout.cycle import (
-    Controller,
-    CyclePorts,
-    CycleReport,
+from rollout.metrics import ControllerMetrics
+from rollout.plans import default_plan_path
+from rollout.ports import (
+    FlagError,
+    FlagWriter,
+    Leader,
+    MetricsSource,
     Notifier,
     NullNotifier,
     StateStore,
     StoredSnapshot,
 )
-from rollout.lease import RedisLease
-from rollout.metrics import ControllerMetrics
-from rollout.plans import default_plan_path
-from rollout.ports import FlagError, FlagWriter, MetricsSource
-from scripts.svc import prometheus as prom_svc
-from scripts.svc.prometheus import PrometheusService
+from rollout.records import CycleSummary, IntentRecord, LogEntry
+from rollout.runtime_types import CyclePorts, CycleReport
 from tests.support.fake_exporter import FakeExporter, Latency, Scenario
 from tests.support.prometheus import SERVICE_JOB, start_prometheus, wait_for_scraped
 
@@ -307,7 +310,7 @@ class CrashingStore:
     anything of that commit reaches Redis (as a kill -9 between the two writes would)."""
 
     def __init__(self, inner: RedisStateStore,
-                 crash_on: Callable[[Mapping[str, Any], RolloutState | None], bool]) -> None:
+                 crash_on: Callable[[LogEntry, RolloutState | None], bool]) -> None:
         self.inner = inner
         self.crash_on = crash_on
         self.crashed = False
@@ -318,24 +321,36 @@ class CrashingStore:
     async def check_fence(self, token: int) -> None:
         await self.inner.check_fence(token)
 
-    async def begin_transition(self, intent: Mapping[str, Any], token: int) -> None:
+    async def begin_transition(self, intent: IntentRecord, token: int) -> None:
         await self.inner.begin_transition(intent, token)
 
-    async def commit(self, *, token: int, entry: Mapping[str, Any],
+    async def commit(self, *, token: int, entry: LogEntry,
                      state: RolloutState | None = None, clear_intent: bool = True,
-                     last_cycle: Mapping[str, Any] | None = None) -> str:
+                     last_cycle: CycleSummary | None = None) -> str:
         if not self.crashed and self.crash_on(entry, state):
             self.crashed = True
-            raise SimulatedCrash(f"killed before recording {entry.get('from_stage')} -> "
-                                 f"{entry.get('to_stage')}")
+            raise SimulatedCrash(f"killed before recording {entry.from_stage} -> "
+                                 f"{entry.to_stage}")
         return await self.inner.commit(token=token, entry=entry, state=state,
                                        clear_intent=clear_intent, last_cycle=last_cycle)
 
-    async def history(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def append_unfenced(self, entry: LogEntry) -> str:
+        return await self.inner.append_unfenced(entry)
+
+    async def history(self, limit: int = 50) -> list[LogEntry]:
         return await self.inner.history(limit)
 
-    async def last_cycle(self) -> dict[str, Any] | None:
+    async def last_cycle(self) -> CycleSummary | None:
         return await self.inner.last_cycle()
+
+    async def leader(self) -> Leader:
+        return await self.inner.leader()
+
+    async def eviction_risk(self) -> str | None:
+        return await self.inner.eviction_risk()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def utcnow() -> datetime:
@@ -464,17 +479,18 @@ def judged(report: CycleReport, plan: Plan) -> bool:
     return report.at - confirmed >= longest_window(plan, state.stage_name)
 
 
-def entry_time(entry: Mapping[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(entry["at"]))
+def entry_time(entry: LogEntry) -> datetime:
+    assert entry.at is not None
+    return entry.at
 
 
-def transitions(entries: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+def transitions(entries: list[LogEntry]) -> list[tuple[str, str, str]]:
     """(from, to, kind) of every recorded transition, oldest first (`entries` oldest first)."""
-    return [(str(e["from_stage"]), str(e["to_stage"]), str(e["transition"]))
-            for e in entries if e.get("transition")]
+    return [(str(e.from_stage), str(e.to_stage), str(e.transition))
+            for e in entries if e.transition]
 
 
-async def oldest_first(store: RedisStateStore, limit: int = 2000) -> list[dict[str, Any]]:
+async def oldest_first(store: StateStore, limit: int = 2000) -> list[LogEntry]:
     return list(reversed(await store.history(limit)))
 
 
