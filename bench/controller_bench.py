@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from devstack.services import redis as redis_svc
+from devstack.services.common import Service
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.prometheus import PrometheusSource
 from rollout.adapters.redis_state import RolloutKeys
@@ -38,10 +40,9 @@ from rollout.core.flags import FlagSettings
 from rollout.core.observations import Verdict
 from rollout.core.plan import Plan
 from rollout.core.plan_loader import load_default_plan
-from rollout.cycle import CycleReport, run_cycle
+from rollout.cycle import run_cycle
 from rollout.ports import ApplyResult, FlagWriter
-from scripts.svc import redis as redis_svc
-from scripts.svc.common import Service
+from rollout.runtime_types import CycleReport
 from tests.support.controller import (
     L1_10,
     L1_50,

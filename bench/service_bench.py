@@ -68,8 +68,11 @@ from app.main import build_redis
 from app.metrics import ServiceMetrics
 from app.service.invalidation import Invalidator
 from app.settings import Settings
-from scripts.svc.common import RUN_DIR, Service, free_port, log_tail, spawn, stop_pid
-from scripts.svc.redis import start_private_redis, stop
+from devstack.network import free_port
+from devstack.paths import RUN_DIR
+from devstack.processes import log_tail, spawn, stop_pid
+from devstack.services.common import Service
+from devstack.services.redis import start_private_redis, stop
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"

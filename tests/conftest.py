@@ -11,9 +11,9 @@ import pytest
 from redis.asyncio import Redis
 
 from app.providers.base import Provider
-from scripts.svc import postgres as pg
-from scripts.svc import redis as redis_svc
-from scripts.svc.common import Service
+from devstack.services import postgres as pg
+from devstack.services import redis as redis_svc
+from devstack.services.common import Service
 from tests.support.service import make_settings, running_service
 
 # The real-Unleash fixtures (one server per session, started on first use).

@@ -20,25 +20,19 @@ import os
 import shutil
 import subprocess
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scripts.svc.common import (
-    RUN_DIR,
-    Service,
-    ServiceError,
-    ensure_apt,
-    on_a_free_port,
-    spawn,
-    stop_pid,
-    wait_for_start,
-)
-from scripts.svc.prometheus import duration
+from devstack.errors import ServiceError
+from devstack.network import on_a_free_port
+from devstack.paths import LOG_DIR
+from devstack.processes import spawn, stop_pid
+from devstack.readiness import http_ok, wait_for_start
+from devstack.services.common import Service, ensure_apt
+from devstack.services.prometheus_config import duration
 
 BINARY = "/usr/bin/prometheus-alertmanager"
 PACKAGE = "prometheus-alertmanager"
@@ -73,12 +67,7 @@ def render_config(
 
 
 def is_ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/-/ready", timeout=2) as response:
-            return int(response.status) == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
+    return http_ok(f"{url.rstrip('/')}/-/ready")
 
 
 def _check_config(binary: str, config_file: Path) -> None:
@@ -109,7 +98,7 @@ def start_private_alertmanager(
 def _start_once(binary: str, config_text: str, *, name: str, port: int,
                 timeout: float) -> Service:
     data_dir = Path(tempfile.mkdtemp(prefix=f"aicache-{name}-"))
-    log_file = RUN_DIR / "logs" / f"{name}-{port}.log"
+    log_file = LOG_DIR / f"{name}-{port}.log"
     config_file = data_dir / "alertmanager.yml"
     url = f"http://127.0.0.1:{port}"
     try:

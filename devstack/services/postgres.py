@@ -9,17 +9,12 @@ import subprocess
 import tempfile
 from urllib.parse import urlsplit, urlunsplit
 
-from scripts.svc.common import (
-    RUN_DIR,
-    Service,
-    ServiceError,
-    ensure_apt,
-    free_port,
-    port_open,
-    spawn,
-    stop_pid,
-    wait_for_start,
-)
+from devstack.errors import ServiceError
+from devstack.network import free_port, port_open
+from devstack.paths import LOG_DIR
+from devstack.processes import spawn, stop_pid
+from devstack.readiness import wait_for_start
+from devstack.services.common import Service, ensure_apt
 
 DEFAULT_LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -66,7 +61,7 @@ def start_private_postgres(name: str = "postgres") -> Service:
     if init.returncode != 0:
         raise ServiceError(f"initdb failed: {init.stderr.strip()}")
     port = free_port()
-    log_file = RUN_DIR / "logs" / f"{name}-{port}.log"
+    log_file = LOG_DIR / f"{name}-{port}.log"
     proc = spawn(
         [postgres, "-D", data_dir, "-p", str(port), "-h", "127.0.0.1", "-k", data_dir,
          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],

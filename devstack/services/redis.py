@@ -7,16 +7,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from scripts.svc.common import (
-    RUN_DIR,
-    Service,
-    ServiceError,
-    ensure_apt,
-    free_port,
-    spawn,
-    stop_pid,
-    wait_for_start,
-)
+from devstack.errors import ServiceError
+from devstack.network import free_port
+from devstack.paths import LOG_DIR
+from devstack.processes import spawn, stop_pid
+from devstack.readiness import wait_for_start
+from devstack.services.common import Service, ensure_apt
 
 
 def _answers_as(port: int, pid: int) -> bool:
@@ -48,7 +44,7 @@ def start_private_redis(
     ]
     if maxmemory:
         args += ["--maxmemory", maxmemory]
-    log_file = RUN_DIR / "logs" / f"{name}-{port}.log"
+    log_file = LOG_DIR / f"{name}-{port}.log"
     proc = spawn(args, log_file=log_file)
     try:
         wait_for_start(proc, lambda: _answers_as(port, proc.pid), what="redis",

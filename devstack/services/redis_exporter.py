@@ -16,21 +16,17 @@ import os
 import re
 import shutil
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
-from scripts.svc.common import (
-    RUN_DIR,
-    Service,
-    ServiceError,
-    ensure_apt,
-    on_a_free_port,
-    spawn,
-    stop_pid,
-    wait_for_start,
-)
+import httpx
+
+from devstack.errors import ServiceError
+from devstack.network import on_a_free_port
+from devstack.paths import LOG_DIR, RUN_DIR
+from devstack.processes import spawn, stop_pid
+from devstack.readiness import wait_for_start
+from devstack.services.common import Service, ensure_apt
 
 BINARY = "/usr/bin/prometheus-redis-exporter"
 PACKAGE = "prometheus-redis-exporter"
@@ -46,15 +42,15 @@ def target_of(service: Service) -> str:
 def scrape(url: str, *, timeout: float = 5.0) -> str:
     """The exposition text of `url` (an exporter base URL or its /metrics URL)."""
     metrics_url = url if url.rstrip("/").endswith("/metrics") else f"{url.rstrip('/')}/metrics"
-    with urllib.request.urlopen(metrics_url, timeout=timeout) as response:
-        return str(response.read().decode())
+    response = httpx.get(metrics_url, timeout=timeout, trust_env=False)
+    response.raise_for_status()
+    return response.text
 
 
 def redis_up(url: str) -> float | None:
     """The exporter's `redis_up` value, or None if it does not (yet) report one."""
     match = _REDIS_UP.search(scrape(url))
     return float(match.group(1)) if match else None
-
 
 
 def _redact(redis_url: str) -> str:
@@ -83,7 +79,7 @@ def start_private_redis_exporter(
 def _start_once(binary: str, redis_url: str, *, name: str, port: int,
                 timeout: float) -> Service:
     data_dir = tempfile.mkdtemp(prefix=f"aicache-{name}-")
-    log_file = RUN_DIR / "logs" / f"{name}-{port}.log"
+    log_file = LOG_DIR / f"{name}-{port}.log"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "REDIS_ADDR": redis_url,  # read by redis_exporter like --redis.addr

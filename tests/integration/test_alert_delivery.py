@@ -23,11 +23,11 @@ import pytest
 import yaml
 
 from alerts.queries import REPO_ROOT, RULES_DIR, dashboard_files, iter_panels
-from scripts.svc import alertmanager as am_svc
-from scripts.svc import prometheus as prom_svc
-from scripts.svc import redis as redis_svc
-from scripts.svc import redis_exporter as exporter_svc
-from scripts.svc.common import Service
+from devstack.services import alertmanager as am_svc
+from devstack.services import prometheus as prom_svc
+from devstack.services import redis as redis_svc
+from devstack.services import redis_exporter as exporter_svc
+from devstack.services.common import Service
 from tests.support.observability import WebhookListener
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from app.cache.breaker import CircuitBreaker
 from app.cache.keys import KeyBuilder
 from app.cache.store import L2Write, RedisCache
 from app.metrics import ServiceMetrics
-from scripts.svc.common import Service
+from devstack.services.common import Service
 
 WS = uuid.UUID("00000000-0000-4000-8000-00000000f001")
 CLIENT = uuid.UUID("00000000-0000-4000-8000-00000000f0c1")

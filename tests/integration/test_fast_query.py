@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.api.fast_query import QueryFastPath
 from app.service.query import LayerOutcome, QueryResult
-from scripts.svc.common import Service
+from devstack.services.common import Service
 from tests.integration.test_query_api import CLIENT, QUESTION, WS, add_note
 from tests.support.service import make_settings, running_service, set_flags
 

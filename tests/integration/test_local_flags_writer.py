@@ -15,12 +15,12 @@ from app.contract import (
     LOCAL_FIELD_SHADOW,
     LOCAL_FLAGS_KEY,
 )
+from devstack.services.common import Service
+from devstack.services.redis import start_private_redis
+from devstack.services.redis import stop as stop_redis
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.core.flags import FlagSettings
 from rollout.ports import FlagWriter, PermanentFlagError, TemporaryFlagError
-from scripts.svc.common import Service
-from scripts.svc.redis import start_private_redis
-from scripts.svc.redis import stop as stop_redis
 
 pytestmark = pytest.mark.integration
 

@@ -42,13 +42,14 @@ from redis.exceptions import ResponseError
 
 from alerts.queries import iter_promql, iter_rules, rule_files
 from app import contract
+from devstack.errors import ServiceError
+from devstack.network import free_port
+from devstack.services import prometheus as prom_svc
+from devstack.services import redis as redis_svc
+from devstack.services import redis_exporter as exporter_svc
+from devstack.services.prometheus import PrometheusService
 from rollout.core.plan import Plan
 from rollout.core.plan_loader import load_default_plan
-from scripts.svc import prometheus as prom_svc
-from scripts.svc import redis as redis_svc
-from scripts.svc import redis_exporter as exporter_svc
-from scripts.svc.common import ServiceError, free_port
-from scripts.svc.prometheus import PrometheusService
 from tests.support.observability import (
     BackgroundTraffic,
     Process,

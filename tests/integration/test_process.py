@@ -12,7 +12,10 @@ from pathlib import Path
 import httpx
 
 from app import contract
-from scripts.svc.common import REPO_ROOT, Service, free_port, wait_until
+from devstack.network import free_port
+from devstack.paths import REPO_ROOT
+from devstack.readiness import wait_until
+from devstack.services.common import Service
 from tests.support.service import AUTH, TOKEN
 
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
+from devstack.services.prometheus import PrometheusService
 from rollout.adapters.prometheus import PrometheusSource, Series, flags_from_series
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Measurement
 from rollout.core.plan import CheckSpec, Plan
 from rollout.core.plan_loader import load_default_plan
 from rollout.ports import MetricsSource, ReportedFlags
-from scripts.svc.prometheus import PrometheusService
 from tests.support.fake_exporter import Latency, Scenario
 from tests.support.prometheus import (  # noqa: F401 - fixtures
     Stack,
@@ -209,7 +209,7 @@ async def test_a_failing_sample_query_is_an_error_that_says_so(
 async def test_stopped_prometheus_is_an_error_quickly(
     prometheus_factory: Callable[..., PrometheusService],  # noqa: F811
 ) -> None:
-    from scripts.svc import prometheus as prom_svc
+    from devstack.services import prometheus as prom_svc
 
     svc = prometheus_factory()
     async with PrometheusSource(svc.url, timeout_seconds=2.0) as src:

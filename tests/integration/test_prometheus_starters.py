@@ -20,12 +20,17 @@ import redis as redis_client
 import yaml
 
 from app import contract as c
-from scripts.svc import alertmanager as am_svc
-from scripts.svc import prometheus as prom_svc
-from scripts.svc import redis as redis_svc
-from scripts.svc import redis_exporter as rx_svc
-from scripts.svc.common import REPO_ROOT, Service, ServiceError, pid_alive, port_open, wait_until
-from scripts.svc.prometheus import PrometheusService
+from devstack.errors import ServiceError
+from devstack.network import port_open
+from devstack.paths import REPO_ROOT
+from devstack.processes import pid_alive
+from devstack.readiness import wait_until
+from devstack.services import alertmanager as am_svc
+from devstack.services import prometheus as prom_svc
+from devstack.services import redis as redis_svc
+from devstack.services import redis_exporter as rx_svc
+from devstack.services.common import Service
+from devstack.services.prometheus import PrometheusService
 from tests.support.fake_exporter import FakeExporter, Scenario
 from tests.support.prometheus import (  # noqa: F401 - fixtures
     FIRST_DATA_TIMEOUT,

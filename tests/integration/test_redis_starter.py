@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.svc import redis as redis_svc
-from scripts.svc.common import ServiceError
+from devstack.errors import ServiceError
+from devstack.services import redis as redis_svc
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from scripts.svc import redis as redis_svc
-from scripts.svc.common import Service
+from devstack.services import redis as redis_svc
+from devstack.services.common import Service
 from tests.integration.test_query_api import CLIENT, WS, add_note, ask
 from tests.support.service import (
     AUTH,
@@ -82,7 +82,7 @@ async def test_redis_stopped_mid_test_every_request_still_answers(
 
 
 async def test_flags_unreadable_at_start_mean_everything_off(tmp_path: Path) -> None:
-    from scripts.svc.common import free_port
+    from devstack.network import free_port
 
     dead = f"redis://127.0.0.1:{free_port()}/0"
     settings = make_settings(dead, f"sqlite+aiosqlite:///{tmp_path / 'n.db'}",

@@ -21,11 +21,11 @@ from app.contract import (
     FLAG_SHADOW_MODE,
     L1_ROLLOUT_GROUP_ID,
 )
+from devstack.services import unleash as unleash_svc
+from devstack.services.unleash import UnleashService
 from rollout.adapters.unleash_admin import UnleashAdmin
 from rollout.core.flags import FlagSettings
 from rollout.ports import FlagWriter, PermanentFlagError, TemporaryFlagError
-from scripts.svc import unleash as unleash_svc
-from scripts.svc.unleash import UnleashService
 from tests.support.unleash import (
     admin_for,
     client_features,
@@ -316,7 +316,7 @@ async def test_unleash_stopped_is_a_temporary_error() -> None:
                 await admin.apply(FlagSettings())
     # The starter stopped only its own process and dropped its database.
     assert service.database is not None
-    from scripts.svc.postgres import psql
+    from devstack.services.postgres import psql
 
     assert service.postgres is not None
     exists = psql(service.postgres["url"],

@@ -15,9 +15,9 @@ from app.flags.base import FlagSnapshot
 from app.flags.bucketing import in_rollout
 from app.flags.unleash import UnleashFlagSource, l1_percent_from_payload
 from app.settings import Settings
+from devstack.services import unleash as unleash_svc
+from devstack.services.unleash import UnleashService
 from rollout.core.flags import FlagSettings
-from scripts.svc import unleash as unleash_svc
-from scripts.svc.unleash import UnleashService
 from tests.support.service import make_settings, metric_value, running_service, wait_for
 from tests.support.unleash import admin_for, short_lived_unleash
 
@@ -135,7 +135,7 @@ async def test_unleash_down_keeps_the_last_flags_and_a_restart_reads_them_from_d
 
 
 async def test_no_unleash_and_no_disk_cache_means_everything_off(tmp_path: Path) -> None:
-    from scripts.svc.common import free_port
+    from devstack.network import free_port
 
     settings = Settings(_env_file=None, unleash_url=f"http://127.0.0.1:{free_port()}/api",  # type: ignore[call-arg]
                         unleash_api_token="x", unleash_cache_dir=str(tmp_path),

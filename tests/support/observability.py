@@ -25,8 +25,10 @@ from typing import Any
 
 import httpx
 
-from scripts.svc.common import REPO_ROOT, free_port, log_tail, pid_alive
-from scripts.traffic import TrafficGenerator, TrafficStats
+from devstack.network import free_port
+from devstack.paths import REPO_ROOT
+from devstack.processes import log_tail, pid_alive
+from devstack.traffic.generator import TrafficGenerator, TrafficStats
 
 # Variables of ours that must not leak from the developer's shell into a child process.
 _OUR_VARS = ("REDIS_URL", "ROLLOUT_REDIS_URL", "PROMETHEUS_URL", "DATABASE_URL", "UNLEASH_",

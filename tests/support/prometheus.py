@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from scripts.svc import prometheus as prom_svc
-from scripts.svc.prometheus import PrometheusService
+from devstack.services import prometheus as prom_svc
+from devstack.services.prometheus import PrometheusService
 from tests.support.fake_exporter import FakeExporter, Scenario
 
 SCRAPE_INTERVAL = 1.0

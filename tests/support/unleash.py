@@ -27,10 +27,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.processes import how_it_ended, log_tail
+from devstack.services import unleash as unleash_svc
+from devstack.services.unleash import UnleashService
 from rollout.adapters.unleash_admin import UnleashAdmin
-from scripts.svc import unleash as unleash_svc
-from scripts.svc.common import how_it_ended, log_tail
-from scripts.svc.unleash import UnleashService
 
 
 @pytest.fixture(scope="session")

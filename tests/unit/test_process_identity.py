@@ -9,15 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.svc.common import (
-    Service,
-    how_it_ended,
-    pid_alive,
-    process_start_ticks,
-    spawn,
-    stop_pid,
-    wait_until,
-)
+from devstack.processes import how_it_ended, pid_alive, process_start_ticks, spawn, stop_pid
+from devstack.readiness import wait_until
+from devstack.services.common import Service
 
 
 @pytest.fixture

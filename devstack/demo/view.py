@@ -21,7 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from scripts.traffic import RequestRecord
+from devstack.traffic.generator import RequestRecord
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "no_data": "yellow",
                  "error": "bold magenta"}

@@ -1,0 +1,203 @@
+"""The main job on one machine: the whole staged rollout, driven by the real controller.
+
+`scripts/demo` (bootstrap, then `python -m scripts.demo`) starts, on loopback ports:
+
+* two Redis servers — the caches and the local flag store (maxmemory 256 MB, allkeys-lru),
+  and the controller's state (noeviction: the cache's eviction must never touch the
+  rollout's own log);
+* redis_exporter, Alertmanager (posting to a webhook sink inside this process) and
+  Prometheus with the project's rule files (alerts/rules), scraping every second;
+* two replicas of the service (`python -m app`, local provider at the seed's latencies,
+  one SQLite notes database, the same Redis), optionally reading flags from a real Unleash;
+* the traffic generator (devstack/traffic) inside this process, round-robin over both;
+* `rollout run` with the bundled default plan, its days scaled to seconds
+  (ROLLOUT_TIME_SCALE), notifying the same webhook sink on a path of its own.
+
+It shows the rollout live (stage, time against bake, every gate against its threshold,
+each decision), then prints the impact per stage measured on this run and writes a chart.
+`--fault` also breaks something during the L1 stages and shows the automatic rollback, the
+alert that fired and the controller's notification. Everything it started is stopped at
+the end, also on Ctrl-C or SIGTERM; process logs are in .run/logs.
+
+One check of the default plan runs in dry-run here (see DEMO_DRY_RUN: it cannot pass with
+the seed's prices); the derived plan is kept in .run/demo/plan.yaml and every deviation
+is printed. `--quick` is the shortened profile the e2e test uses (plan days of 2 s, 10 s
+windows, minimum samples x 0.3).
+
+The code: profiles.py (how fast), plan.py (the demo's plan), stack.py (what runs),
+runner.py (the rollout, watched), fault.py, outcome.py with impact*.py, stages.py and
+chart.py (what it measured), view.py (what people watch); this module is the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from devstack.demo.outcome import finish, verdict
+from devstack.demo.profiles import DEMO_DIR, FULL, QUICK, DemoFailed, Profile
+from devstack.demo.runner import Runner
+from devstack.demo.stack import Demo
+from devstack.demo.view import LiveModel, PlainPrinter, render
+from devstack.paths import LOG_DIR
+from devstack.traffic.transport import load_client
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C: the same orderly stop of everything we started."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _ignore_signals() -> None:
+    # While stopping, a second Ctrl-C must not leave processes behind.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fault", action="store_true",
+                        help="break L1 during an L1 stage and show the automatic rollback")
+    parser.add_argument("--fault-stage", default="l1-100", choices=["l1-10", "l1-50", "l1-100"],
+                        help="the stage the fault hits (default: l1-100, so one run shows "
+                             "the whole rollout and the rollback)")
+    parser.add_argument("--unleash", action="store_true",
+                        help="flags through a real Unleash server instead of the local store")
+    parser.add_argument("--quick", action="store_true",
+                        help="the shortened profile of the e2e test (days of 2 s, 10 s "
+                             "windows, minimum samples x 0.3)")
+    parser.add_argument("--day-seconds", type=float, help="seconds per plan day")
+    parser.add_argument("--time-scale", type=float,
+                        help="ROLLOUT_TIME_SCALE directly (overrides --day-seconds)")
+    parser.add_argument("--interval", type=float, help="controller evaluation interval (s)")
+    parser.add_argument("--rate", type=float, help="requests per second over both replicas")
+    parser.add_argument("--min-window", type=float, help="the plan's min_window (s)")
+    parser.add_argument("--min-sample-factor", type=float,
+                        help="multiply the plan's traffic minimum samples")
+    parser.add_argument("--max-minutes", type=float, help="give up after this long")
+    parser.add_argument("--latency-scale", type=float, default=1.0,
+                        help="AI_LATENCY_SCALE (default 1: the seed's 0.5 s + 1.25 s; below "
+                             "~0.5 the histogram's buckets cannot tell L2 hits from misses)")
+    parser.add_argument("--workspaces", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=24, help="traffic generator seed")
+    parser.add_argument("--audit-rate", type=float, default=0.2,
+                        help="L1_AUDIT_SAMPLE_RATE of the replicas")
+    parser.add_argument("--chart", type=Path, help="PNG path (default docs/rollout-demo.png; "
+                        ".run/demo/rollout-demo-fault.png with --fault)")
+    parser.add_argument("--result-json", type=Path, help="write everything measured here")
+    parser.add_argument("--plain", action="store_true",
+                        help="plain lines instead of the live view (default when not a TTY)")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else FULL
+    overrides = {name: getattr(args, name) for name in
+                 ("day_seconds", "interval", "rate", "min_window", "min_sample_factor",
+                  "max_minutes") if getattr(args, name) is not None}
+    return args, dataclasses.replace(base, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    args, profile = parse_args(argv)
+    console = Console()
+    plain = args.plain or not console.is_terminal
+    if not console.is_terminal:
+        console = Console(width=150)  # logs and CI: do not squeeze the tables to 80 columns
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    demo: Demo | None = None
+    result: dict[str, Any] | None = None
+    code = 0
+    with _signals_as_interrupt():
+        try:
+            demo = Demo(args, profile)
+            console.print(f"[bold]ai-cache rollout demo[/] — default plan, 1 plan day = "
+                          f"{demo.day_seconds:.3g} s, {profile.rate:g} req/s over two "
+                          f"replicas{', flags in Unleash' if args.unleash else ''}"
+                          f"{', with a fault at ' + args.fault_stage if args.fault else ''}")
+            for line in demo.deviations:
+                console.print(f"  plan deviation: {line}", style="yellow", markup=False)
+            console.print(f"  process logs: {LOG_DIR}", style="dim")
+            demo.start_services(lambda text: console.print(f"  {text}", style="dim"))
+            model = LiveModel(
+                title="ai-cache rollout demo" + (" — fault scenario" if args.fault else ""),
+                subtitle=(f"default plan, time scale {demo.time_scale:.3g} (1 plan day = "
+                          f"{demo.day_seconds:.3g} s) · controller {demo.controller_url} · "
+                          f"Prometheus {demo.prometheus_url}"),
+                stages=demo.plan.stage_names)
+            runner = Runner(demo, model)
+            error: str | None = None
+            if plain:
+                printer = PlainPrinter(model)
+                try:
+                    asyncio.run(_drive(runner, printer.update))
+                except DemoFailed as exc:
+                    error = str(exc)
+            else:
+                with Live(render(model), console=console, refresh_per_second=4,
+                          transient=False) as live:
+                    try:
+                        asyncio.run(_drive(runner, lambda: live.update(render(model))))
+                    except DemoFailed as exc:
+                        error = str(exc)
+            if not plain:
+                console.rule("decisions")
+                for entry in model.decisions:
+                    console.print(f"{entry['at'][11:19]}  {entry.get('transition')}: "
+                                  f"{entry['from_stage']} → {entry['to_stage']}: "
+                                  f"{entry.get('reason')}", markup=False, highlight=False)
+            if error:
+                console.print("demo failed: " + error, style="bold red", markup=False)
+                code = 1
+            result = finish(demo, runner, console, started, ok=error is None, error=error)
+            console.print(verdict(runner), markup=False)
+            console.print(f"done in {time.time() - started:.0f} s; stopping everything the "
+                          "demo started")
+        except KeyboardInterrupt:
+            _ignore_signals()
+            console.print("\ninterrupted: stopping everything the demo started")
+            code = 130
+        except DemoFailed as exc:
+            console.print(f"demo failed: {exc}", style="bold red", markup=False)
+            code = 1
+        finally:
+            _ignore_signals()
+            if demo is not None:
+                demo.close()
+                if result is not None and args.result_json:
+                    args.result_json.parent.mkdir(parents=True, exist_ok=True)
+                    args.result_json.write_text(json.dumps(result, indent=2, default=str))
+    with contextlib.suppress(OSError):
+        shutil.rmtree(DEMO_DIR / "unleash-cache-1", ignore_errors=True)
+        shutil.rmtree(DEMO_DIR / "unleash-cache-2", ignore_errors=True)
+    return code
+
+
+async def _drive(runner: Runner, on_tick: Callable[[], None]) -> None:
+    async with httpx.AsyncClient(timeout=30) as client, load_client() as load:
+        await runner.run(client, load, on_tick)
+

@@ -1,0 +1,174 @@
+"""The end of a run: the impact table and the chart (while Prometheus still runs), the fault
+scenario's summary, and the result record (--result-json) the e2e test reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from devstack.demo.chart import ChartInputs, write_chart
+from devstack.demo.impact import StageImpact, impact_table
+from devstack.demo.impact_table import render_table, summary_lines
+from devstack.demo.profiles import DEFAULT_CHART, DEMO_DIR
+from devstack.demo.runner import Runner
+from devstack.demo.stack import Demo
+from devstack.demo.stages import stage_visits, transitions
+from rollout.core.plan import Plan
+
+
+def build_result(demo: Demo, runner: Runner, started: float, rows: list[StageImpact],
+                 chart: Path | None, ok: bool, error: str | None) -> dict[str, Any]:
+    fault = runner.fault
+    windows = {c.name: demo.plan.window_of(c).total_seconds() for c in demo.plan.all_checks()}
+    return {
+        "ok": ok,
+        "error": error,
+        "scenario": "fault" if fault else "default",
+        "profile": dataclasses.asdict(demo.profile),
+        "time_scale": demo.time_scale,
+        "plan_path": str(demo.plan_path),
+        "deviations": demo.deviations,
+        "plan": {
+            "stages": list(demo.plan.stage_names),
+            "interval_seconds": demo.profile.interval,
+            "scrape_seconds": demo.profile.scrape,
+            "passes_to_advance": demo.plan.settings.passes_to_advance,
+            "windows": windows,
+            "bakes": {s.name: demo.plan.bake_of(i).total_seconds()
+                      for i, s in enumerate(demo.plan.stages)},
+            "failures_to_rollback": {c.name: demo.plan.failures_to_rollback(c)
+                                     for c in demo.plan.guardrails},
+        },
+        "started_at": started,
+        "ended_at": time.time(),
+        "duration_seconds": time.time() - started,
+        "history": runner.history,
+        "transitions": transitions(runner.history),
+        "final_status": runner.model.status,
+        "fault": None if fault is None else {
+            **dataclasses.asdict(fault), "workspaces": [str(w) for w in fault.workspaces]},
+        "alerts": demo.sink.bodies("/alertmanager"),
+        "notifications": demo.sink.bodies("/rollout"),
+        "impact": [r.to_dict() for r in rows],
+        "summary": summary_lines(rows),
+        "chart": None if chart is None else str(chart),
+        "pids": demo.started.pids,
+        "traffic": {"requests": runner.traffic.total, "failed": runner.traffic.failed,
+                    "shed": runner.generator.stats.shed},
+    }
+
+
+def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: bool,
+           error: str | None) -> dict[str, Any]:
+    """Measure, print and chart the run (Prometheus still runs), then return the result."""
+    end = time.time()
+    visits = stage_visits(runner.history, end)
+    rows: list[StageImpact] = []
+    chart: Path | None = None
+    if visits:
+        rows = impact_table(demo.prometheus_url, visits, runner.traffic.latencies)
+        console.print()
+        console.print(render_table(rows))
+        for line in summary_lines(rows):
+            console.print(line, markup=False)
+        chart_path = demo.args.chart or (
+            DEFAULT_CHART if not demo.args.fault else DEMO_DIR / "rollout-demo-fault.png")
+        status = runner.model.status or {}
+        title = ("Staged rollout of the AI caches — default plan, 1 plan day = "
+                 f"{demo.day_seconds:.3g} s" + (" — with a fault" if runner.fault else ""))
+        events = []
+        if runner.fault and runner.fault.injected_at:
+            events.append((runner.fault.injected_at, "fault: notes changed\nbehind the cache"))
+        chart = write_chart(ChartInputs(
+            prom_url=demo.prometheus_url, start=visits[0].start, end=end,
+            stages=demo.plan.stage_names, visits=visits,
+            transitions=transitions(runner.history),
+            baseline=status.get("baseline") or {}, events=events, title=title,
+            window="15s" if demo.profile.min_window is None else "10s",
+            integrity_limit=_integrity_limit(demo.plan) if runner.fault else None,
+            gate_lines=_gate_lines(demo.plan, status.get("baseline") or {}),
+            end_note=_end_note(status)),
+            Path(chart_path))
+        console.print(f"chart: {chart}")
+    fault = runner.fault
+    if fault is not None and fault.rollback is not None:
+        console.print()
+        console.rule("the fault scenario")
+        assert fault.injected_at is not None and fault.rolled_back_at is not None
+        console.print(f"rollback {fault.rollback['from_stage']} → {fault.rollback['to_stage']} "
+                      f"{fault.rolled_back_at - fault.injected_at:.1f} s after the fault "
+                      f"(plan bound {fault.bound_seconds:.0f} s). Reason:")
+        console.print(f"  {fault.rollback['reason']}", markup=False, highlight=False)
+        alerts = demo.sink.bodies("/alertmanager")
+        if alerts:
+            console.print("alert from Alertmanager's webhook:")
+            console.print_json(json.dumps(_trim_alert(alerts[0])))
+        notes = [b for b in demo.sink.bodies("/rollout") if b.get("event") == "transition"
+                 and b.get("severity") == "critical"]
+        if notes:
+            console.print("the controller's notification (ROLLOUT_WEBHOOK_URL):")
+            console.print_json(json.dumps(notes[0]))
+    return build_result(demo, runner, started, rows, chart, ok, error)
+
+
+def _gate_lines(plan: Plan, baseline: dict[str, float]) -> list[tuple[str, float, str]]:
+    """The stage gates relative to the baseline p95 and cost, as lines on the chart."""
+    lines = []
+    for index, stage in enumerate(plan.stages):
+        for check in stage.checks:
+            threshold = check.threshold
+            if threshold is None or threshold.baseline not in (
+                    "baseline_p95_seconds", "baseline_cost_per_query_usd"):
+                continue
+            limit = threshold.limit(baseline)
+            if limit is None or index == 1:  # dark-launch compares error rates only
+                continue
+            panel = "latency" if threshold.baseline == "baseline_p95_seconds" else "cost"
+            note = ", dry-run" if check.dry_run else ""
+            lines.append((panel, limit, f"{stage.name} gate: ≤ {threshold.factor:g} x "
+                                        f"baseline{note}"))
+    return lines
+
+
+def _integrity_limit(plan: Plan) -> float | None:
+    for check in plan.guardrails:
+        if check.name == "cache_integrity_guardrail" and check.threshold is not None:
+            return check.threshold.absolute
+    return None
+
+
+def _end_note(status: dict[str, Any]) -> str:
+    if not status:
+        return ""
+    if status.get("completed_at"):
+        return f"rollout complete at {status['stage']}"
+    reason = str((status.get("last_decision") or {}).get("reason", ""))
+    first = re.sub(r" \([^()]*\)", "", reason.partition(";")[0])  # drop "(baseline …, n=…)"
+    if status.get("awaiting_resume"):
+        return f"holds at {status['stage']} after the rollback, awaiting `rollout resume`"
+    return f"holds at {status['stage']}: {first}"
+
+
+def verdict(runner: Runner) -> str:
+    """Where the rollout ended, in one sentence, from the controller's own last decision."""
+    status = runner.model.status or {}
+    last = (status.get("last_decision") or {}).get("reason", "")
+    if status.get("completed_at"):
+        return f"The controller completed the rollout at {status['stage']}: {last}"
+    if status.get("awaiting_resume"):
+        return (f"The controller rolled back and holds at {status.get('stage')} until a person "
+                f"runs `rollout resume`: {last}")
+    return f"The controller holds at {status.get('stage')}: {last}"
+
+
+def _trim_alert(payload: dict[str, Any]) -> dict[str, Any]:
+    keep = ("status", "labels", "annotations", "startsAt")
+    return {"receiver": payload.get("receiver"), "status": payload.get("status"),
+            "alerts": [{k: a.get(k) for k in keep} for a in payload.get("alerts", [])]}
+

@@ -1,0 +1,218 @@
+"""Everything the demo runs on this machine, started and stopped in order: two Redis servers,
+redis_exporter, optionally Unleash, Alertmanager (posting to the demo's webhook sink), two
+service replicas, Prometheus with the project's rules, and the controller. The ExitStack
+stops exactly what was started, by pid, also after a Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from devstack.demo.plan import write_demo_plan
+from devstack.demo.profiles import DAY, DEMO_DIR, RULE_FILES, DemoFailed, Profile
+from devstack.environment import child_env
+from devstack.errors import ServiceError
+from devstack.network import free_port
+from devstack.paths import LOG_DIR
+from devstack.processes import our_children, spawn, stop_pid
+from devstack.readiness import wait_for_http
+from devstack.services import alertmanager as am_svc
+from devstack.services import prometheus as prom_svc
+from devstack.services import redis as redis_svc
+from devstack.services import redis_exporter as exporter_svc
+from devstack.services.common import Service
+from devstack.webhook_sink import WebhookSink
+from rollout.core.plan import Plan
+from rollout.core.plan_loader import load_plan
+
+S = TypeVar("S", bound=Service)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, *, what: str, log_file: Path,
+                timeout: float) -> None:
+    try:
+        wait_for_http(proc, url, what=what, log_file=log_file, timeout=timeout)
+    except ServiceError as exc:
+        raise DemoFailed(str(exc)) from exc
+
+
+@dataclass
+class Started:
+    """What the demo started (the e2e test checks these pids are gone afterwards)."""
+
+    pids: dict[str, int] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, profile: Profile) -> None:
+        self.args = args
+        self.profile = profile
+        self.stack = ExitStack()
+        self.started = Started()
+        self.token = secrets.token_urlsafe(16)
+        self.api_token = secrets.token_urlsafe(16)
+        self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.time_scale = args.time_scale or profile.day_seconds / DAY
+        self.day_seconds = self.time_scale * DAY
+        self.plan_path = DEMO_DIR / f"plan-{self.run_id}.yaml"
+        self.deviations = write_demo_plan(self.plan_path, min_window=profile.min_window,
+                                          min_sample_factor=profile.min_sample_factor)
+        plan = load_plan(self.plan_path)
+        self.plan: Plan = dataclasses.replace(
+            plan, settings=dataclasses.replace(plan.settings, time_scale=self.time_scale))
+        self.db_path = DEMO_DIR / f"notes-{self.run_id}.db"
+        self.database_url = f"sqlite+aiosqlite:///{self.db_path}"
+        self.sink = WebhookSink()
+        self.stack.callback(self.sink.close)
+        self.replicas: list[str] = []
+        self.redis_url = self.state_url = ""
+        self.controller_url = self.prometheus_url = ""
+        self.controller_port = 0
+        self.unleash_env: dict[str, str] = {}
+        # Both replicas must derive the same cache keys (HMAC secret), never the dev default.
+        self.key_secret = secrets.token_hex(32)
+
+    # --- starting ------------------------------------------------------------------------
+    def _own(self, name: str, service: S, stop: Callable[[Service], None]) -> S:
+        self.stack.callback(stop, service)
+        if service.pid:
+            self.started.pids[name] = service.pid
+        self.started.urls[name] = service.url
+        return service
+
+    def start_services(self, say: Callable[[str], None]) -> None:
+        DEMO_DIR.mkdir(parents=True, exist_ok=True)
+        self.stack.callback(self._remove_database)
+        say("starting Redis (caches + flags, and the controller's state)")
+        cache = self._own("redis-cache", redis_svc.start_private_redis(
+            name="demo-redis-cache", maxmemory="256mb", maxmemory_policy="allkeys-lru"),
+            redis_svc.stop)
+        state = self._own("redis-state", redis_svc.start_private_redis(
+            name="demo-redis-state", maxmemory_policy="noeviction"), redis_svc.stop)
+        self.redis_url, self.state_url = cache.url, state.url
+        exporter = self._own("redis-exporter", exporter_svc.start_private_redis_exporter(
+            cache.url, name="demo-redis-exporter"), exporter_svc.stop)
+        if self.args.unleash:
+            say("starting Unleash (PostgreSQL + unleash-server; the first start installs it)")
+            from devstack.services import unleash as unleash_svc
+
+            unleash = self._own("unleash", unleash_svc.start_private_unleash(name="demo-unleash"),
+                                unleash_svc.stop)
+            unleash_svc.bootstrap_flags(unleash)
+            self.unleash_env = unleash.env()
+        say("starting Alertmanager")
+        alertmanager = self._own("alertmanager", am_svc.start_private_alertmanager(
+            self.sink.url("/alertmanager"), name="demo-alertmanager", group_wait=0.5,
+            group_interval=1.0), am_svc.stop)
+        say("starting two service replicas")
+        for i in (1, 2):
+            self.replicas.append(self._start_replica(i))
+        controller_port = free_port()
+        self.controller_url = f"http://127.0.0.1:{controller_port}"
+        say("starting Prometheus with alerts/rules")
+        prometheus = self._own("prometheus", prom_svc.start_private_prometheus(
+            name="demo-prometheus", scrape_interval=self.profile.scrape,
+            rule_files=RULE_FILES, alertmanager=am_svc.target_of(alertmanager),
+            targets={
+                "ai-cache-service": [r.removeprefix("http://") for r in self.replicas],
+                "redis": [exporter_svc.target_of(exporter)],
+                "rollout-controller": [f"127.0.0.1:{controller_port}"],
+            }), prom_svc.stop)
+        self.prometheus_url = prometheus.url
+        prometheus.wait_for_series('up{job="ai-cache-service"} == 1', min_series=2, timeout=30)
+        prometheus.wait_for_series("redis_memory_max_bytes", timeout=30)
+        self.controller_port = controller_port
+
+    def _remove_database(self) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+
+    def _start_replica(self, index: int) -> str:
+        port = free_port()
+        env = child_env({
+            "REDIS_URL": self.redis_url,
+            "DATABASE_URL": self.database_url,
+            "AI_PROVIDER": "local",
+            "AI_LATENCY_SCALE": f"{self.args.latency_scale:g}",
+            "SERVICE_API_TOKEN": self.token,
+            "CACHE_KEY_SECRET": self.key_secret,
+            # Audit a fifth of the served L1 hits (default 1 %, at most 5 a second), with no
+            # cap: at l1-100 nothing else verifies answers, and the stale-rate gate needs 50
+            # audits per window, which the demo compresses to seconds.
+            "L1_AUDIT_SAMPLE_RATE": f"{self.args.audit_rate:g}",
+            "L1_AUDIT_MAX_PER_SECOND": "0",
+            "INSTANCE_NAME": f"replica-{index}",
+            "LOG_LEVEL": "WARNING",
+            "LOG_FORMAT": "json",
+        } | self._replica_unleash_env(index))
+        log_file = LOG_DIR / f"demo-replica-{index}-{port}.log"
+        proc = spawn([sys.executable, "-m", "app", "--port", str(port)], log_file=log_file,
+                     env=env, cwd=DEMO_DIR)
+        self.stack.callback(stop_pid, proc.pid)
+        self.started.pids[f"replica-{index}"] = proc.pid
+        url = f"http://127.0.0.1:{port}"
+        # One at a time: both create the SQLite schema at start.
+        _wait_ready(proc, f"{url}/readyz", what=f"replica {index}", log_file=log_file,
+                    timeout=60)
+        self.started.urls[f"replica-{index}"] = url
+        return url
+
+    def _replica_unleash_env(self, index: int) -> dict[str, str]:
+        if not self.unleash_env:
+            return {}
+        return {
+            "UNLEASH_URL": self.unleash_env["UNLEASH_URL"],
+            "UNLEASH_API_TOKEN": self.unleash_env["UNLEASH_API_TOKEN"],
+            "UNLEASH_ENVIRONMENT": self.unleash_env["UNLEASH_ENVIRONMENT"],
+            "UNLEASH_REFRESH_SECONDS": "1",
+            "UNLEASH_CACHE_DIR": str(DEMO_DIR / f"unleash-cache-{index}"),
+        }
+
+    def start_controller(self) -> None:
+        env = child_env({
+            "REDIS_URL": self.redis_url,
+            "ROLLOUT_REDIS_URL": self.state_url,
+            "PROMETHEUS_URL": self.prometheus_url,
+            "ROLLOUT_PLAN": str(self.plan_path),
+            "ROLLOUT_TIME_SCALE": repr(self.time_scale),
+            "ROLLOUT_INTERVAL_SECONDS": f"{self.profile.interval:g}",
+            "ROLLOUT_HOST": "127.0.0.1",
+            "ROLLOUT_PORT": str(self.controller_port),
+            "ROLLOUT_API_TOKEN": self.api_token,
+            "ROLLOUT_WEBHOOK_URL": self.sink.url("/rollout"),
+            "ROLLOUT_NAME": f"demo-{self.run_id}",
+            "ROLLOUT_LOG_FORMAT": "json",
+        })
+        if self.unleash_env:
+            env |= {"UNLEASH_URL": self.unleash_env["UNLEASH_URL"],
+                    "UNLEASH_ADMIN_TOKEN": self.unleash_env["UNLEASH_ADMIN_TOKEN"],
+                    "UNLEASH_ENVIRONMENT": self.unleash_env["UNLEASH_ENVIRONMENT"]}
+        log_file = LOG_DIR / f"demo-controller-{self.controller_port}.log"
+        proc = spawn([sys.executable, "-m", "rollout", "run"], log_file=log_file, env=env,
+                     cwd=DEMO_DIR)
+        self.stack.callback(stop_pid, proc.pid, timeout=15)
+        self.started.pids["controller"] = proc.pid
+        self.started.urls["controller"] = self.controller_url
+        _wait_ready(proc, f"{self.controller_url}/healthz", what="the controller",
+                    log_file=log_file, timeout=30)
+
+    def close(self) -> None:
+        self.stack.close()
+        # A Ctrl-C that lands inside subprocess.Popen (after the fork, before we learnt the
+        # pid) would leave that child running: stop every child of ours still alive.
+        for pid in our_children():
+            stop_pid(pid)
+        self._remove_database()
+        if self.plan_path.exists():  # keep the last run's plan for people to read
+            self.plan_path.replace(DEMO_DIR / "plan.yaml")
+
