@@ -321,8 +321,8 @@ async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_t
         [entry] = [e for e in await oldest_first(ctl.store) if e.transition]
         assert entry.transition == "rollback" and entry.reason == reason
         guard = next(c for c in entry.checks if c.check == "error_rate_guardrail")
-        assert guard["verdict"] == "fail" and guard["limit"] == pytest.approx(0.01)
-        assert guard["value"] > guard["limit"] and guard["sample"] >= 100
+        assert guard.verdict == "fail" and guard.limit == pytest.approx(0.01)
+        assert guard.value > guard.limit and guard.sample >= 100
         assert entry.flags.desired == stage_flags(plan, L1_10)
         assert entry.flags.result == "written"
 
@@ -443,8 +443,8 @@ async def test_a_controller_killed_between_flag_write_and_state_write_is_reconci
     entries = await oldest_first(second.store)
     moved = [e for e in entries if e.action in ("advance", "rollback", "complete")]
     assert len(moved) == 1, moved  # exactly one l2 → l1-10, recorded by the recovery
-    assert moved[0]["kind"] == "recovered" and moved[0]["instance"] == "ctl-b"
-    assert (moved[0]["from_stage"], moved[0]["to_stage"]) == (L2, L1_10)
+    assert moved[0].kind == "recovered" and moved[0].instance == "ctl-b"
+    assert (moved[0].from_stage, moved[0].to_stage) == (L2, L1_10)
     assert sample(second.registry, "rollout_transitions_total", from_stage=L2,
                   to_stage=L1_10, kind="advance") == 1
     # No flapping: B never re-applied l2's flags, nor wrote anything at all.
@@ -559,8 +559,8 @@ async def test_a_real_process_killed_between_flag_write_and_state_write_is_recon
         entries = await oldest_first(store)
         moved = [e for e in entries if e.action in ("advance", "rollback", "complete")]
         assert len(moved) == 1, moved  # exactly one l2 → l1-10, recorded by the restart
-        assert moved[0]["kind"] == "recovered" and moved[0]["instance"] == "ctl-b"
-        assert (moved[0]["from_stage"], moved[0]["to_stage"]) == (L2, L1_10)
+        assert moved[0].kind == "recovered" and moved[0].instance == "ctl-b"
+        assert (moved[0].from_stage, moved[0].to_stage) == (L2, L1_10)
         cycles_of_a = [e for e in entries if e.kind == "cycle" and e.instance == "ctl-a"]
         assert all(e.from_stage == L2 and e.action == "hold" for e in cycles_of_a)
         for entry in (e for e in entries if e.kind == "cycle" and e.instance == "ctl-b"):
@@ -642,7 +642,7 @@ async def test_two_controllers_only_one_acts_and_the_standby_takes_over(
     initialised = [e for e in entries if "first cycle" in (e.flags.note if e.flags else "")]
     assert [e.instance for e in initialised] == ["ctl-a"]
     last_a, first_of_b = entries[first_b - 1], entries[first_b]
-    assert first_of_b["from_stage"] == last_a["to_stage"]
+    assert first_of_b.from_stage == last_a.to_stage
     assert state_by_a is not None
     final = (await a.store.load()).state
     assert final is not None and final.stage_index >= state_by_a.stage_index
@@ -693,7 +693,7 @@ async def test_prometheus_stopped_mid_run_holds_with_error_never_moving(
                          decision.reason), decision.reason
     entries = await oldest_first(ctl.store)
     assert not [e for e in entries if e.transition]
-    assert all(c.verdict == "error" for c in entries[-1]["checks"])
+    assert all(c.verdict == "error" for c in entries[-1].checks)
     assert await local_flags.read() == stage_flags(plan, DARK)
     assert sample(ctl.registry, "rollout_checks_total", check="error_rate_guardrail",
                   verdict="error") == len(outage)
