@@ -35,7 +35,7 @@ from devstack.services.common import Service
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.prometheus import PrometheusSource
 from rollout.adapters.redis_state import RolloutKeys
-from rollout.core.decide import Action
+from rollout.core.decision import Action
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Verdict
 from rollout.core.plan import Plan

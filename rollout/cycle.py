@@ -14,8 +14,9 @@ import logging
 from datetime import datetime
 from typing import Literal
 
-from rollout.core import decide as core
-from rollout.core.decide import Decision
+from rollout.core import commands as core
+from rollout.core.decide import decide
+from rollout.core.decision import Decision
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Observations
 from rollout.core.state import RolloutState
@@ -55,7 +56,7 @@ async def run_cycle(
         state = RolloutState.initial(ports.plan.stages[0].name, now)
 
     observations, reported = await observe(ports.plan, state, ports.metrics_source, now)
-    decision = core.decide(state, observations, ports.plan, now)
+    decision = decide(state, observations, ports.plan, now)
 
     if dry_run:
         outcome = await _read_only_flags(ports, decision)

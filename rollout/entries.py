@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from rollout.core.checks import format_value
-from rollout.core.decide import Decision
+from rollout.core.decision import Decision
 from rollout.core.observations import Observation, Observations
 from rollout.core.plan import CheckSpec, Plan, Unit
 from rollout.core.state import RolloutState

@@ -24,7 +24,7 @@ from app.contract import (
     METRIC_ROLLOUT_STAGE_INFO,
     METRIC_ROLLOUT_TRANSITIONS,
 )
-from rollout.core.decide import Action, Decision
+from rollout.core.decision import Action, Decision
 from rollout.core.observations import Observation, Verdict
 from rollout.core.plan import Plan
 from rollout.core.state import RolloutState

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-from rollout.core.decide import Action, Decision
+from rollout.core.decision import Action, Decision
 from rollout.metrics import (
     KIND_ADVANCE,
     KIND_COMPLETE,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from rollout.core.decide import Decision
+from rollout.core.decision import Decision
 from rollout.core.flags import FlagSettings
 from rollout.core.state import RolloutState
 from rollout.entries import base_entry

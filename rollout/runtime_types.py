@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from rollout.core.decide import Decision
+from rollout.core.decision import Decision
 from rollout.core.observations import Observations
 from rollout.core.plan import Plan
 from rollout.core.state import RolloutState

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from rollout.controller import Controller
-from rollout.core.decide import CommandRejected
+from rollout.core.decision import CommandRejected
 from rollout.ports import StoreError
 from rollout.records import FlagsRecord, LogEntry
 from rollout.runtime_types import CommandFailed, CommandName, ManualCommand, NotLeader

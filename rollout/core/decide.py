@@ -1,6 +1,7 @@
-"""The controller's brain: `decide(state, observations, plan, now) -> Decision`, and the
-manual commands, all pure. No clock, no I/O: the runner passes `now` and applies the
-Decision (flags first, then the new state), so every branch is testable with a table.
+"""The controller's brain: `decide(state, observations, plan, now) -> Decision`, pure (the
+manual commands are in rollout.core.commands). No clock, no I/O: the runner passes `now`
+and applies the Decision (flags first, then the new state), so every branch is testable
+with a table.
 
 Order of precedence in `decide`, most cautious first:
   paused → cooldown → flags not yet reported by the service → guardrails (rollback) →
@@ -10,56 +11,20 @@ Order of precedence in `decide`, most cautious first:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
+from dataclasses import dataclass
+from datetime import datetime
 
+from rollout.core.decision import (
+    ARROW,
+    Action,
+    Decision,
+    at,
+    cooldown_until,
+    locate,
+)
 from rollout.core.observations import Observation, Observations, Verdict
 from rollout.core.plan import CheckKind, CheckSpec, Plan, human_duration
-from rollout.core.state import CONTROLLER, RolloutState
-
-ARROW = "\u2192"  # the arrow of `l1-50 → l1-10` in reason lines
-
-
-class Action(StrEnum):
-    ADVANCE = "advance"
-    HOLD = "hold"
-    ROLLBACK = "rollback"
-    COMPLETE = "complete"
-    # Only the manual commands produce these two; `decide` never pauses or resumes.
-    PAUSE = "pause"
-    RESUME = "resume"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do, why (with the numbers), and the state to store once it is done.
-
-    The runner writes the target stage's flags before storing `state`: a stage is recorded
-    only after its flags were written, so a crash in between is repaired by reconciling.
-    """
-
-    action: Action
-    from_stage: str
-    target_stage: str
-    reason: str
-    state: RolloutState
-    by: str = CONTROLLER
-    # True on the one cycle where a stage has been held past bake + hold_too_long:
-    # the runner notifies once, the state remembers that it did.
-    overdue: bool = False
-
-    @property
-    def changes_stage(self) -> bool:
-        return self.from_stage != self.target_stage
-
-    @property
-    def is_manual(self) -> bool:
-        return self.by != CONTROLLER
-
-
-class CommandRejected(ValueError):
-    """A manual command that cannot apply to the current state; the message says why."""
+from rollout.core.state import RolloutState
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +38,7 @@ class _Judged:
 def decide(
     state: RolloutState, observations: Observations, plan: Plan, now: datetime
 ) -> Decision:
-    located = _locate(state, plan)
+    located = locate(state, plan)
     if located is None:
         return Decision(
             Action.HOLD, state.stage_name, state.stage_name,
@@ -89,7 +54,7 @@ def decide(
         pause = state.pause_info
         return _hold(
             plan, state.with_flags_confirmed_at(confirmed_at), now,
-            f"paused by {pause.by} at {_at(pause.at)}: {pause.why}",
+            f"paused by {pause.by} at {at(pause.at)}: {pause.why}",
         )
 
     if state.cooldown_until is not None and now < state.cooldown_until:
@@ -104,7 +69,7 @@ def decide(
                 flags_confirmed_at=confirmed_at,
             ),
             now,
-            f"cooling down{after} until {_at(state.cooldown_until)} "
+            f"cooling down{after} until {at(state.cooldown_until)} "
             f"({human_duration(state.cooldown_until - now)} left)",
         )
 
@@ -161,7 +126,7 @@ def decide(
     if state.completed_at is not None:
         return _hold(
             plan, cycled, now,
-            _join(f"rollout complete since {_at(state.completed_at)}; guardrails still watched",
+            _join(f"rollout complete since {at(state.completed_at)}; guardrails still watched",
                   *findings),
         )
 
@@ -221,7 +186,7 @@ def _automatic_rollback(
         Action.ROLLBACK, state.stage_name, target, reason,
         state.rolled_back(
             target_index, target, now, reason,
-            cooldown_until=_cooldown_until(plan, now),
+            cooldown_until=cooldown_until(plan, now),
             await_resume=not plan.settings.auto_resume_after_rollback,
         ),
     )
@@ -294,7 +259,7 @@ def _findings(
         findings.append(
             f"not judging {_names(j.spec.name for j in waiting)} for "
             f"{human_duration(ready_at - now)} more: a full window must follow the service "
-            f"reporting the flags at {_at(confirmed_at)}"
+            f"reporting the flags at {at(confirmed_at)}"
         )
     return findings + dry_run
 
@@ -346,22 +311,6 @@ def _is_newly_overdue(plan: Plan, state: RolloutState, now: datetime) -> bool:
     return now >= deadline
 
 
-def _cooldown_until(plan: Plan, now: datetime) -> datetime | None:
-    cooldown = plan.scaled(plan.settings.cooldown)
-    return now + cooldown if cooldown > timedelta(0) else None
-
-
-def _locate(state: RolloutState, plan: Plan) -> RolloutState | None:
-    """The state with its index matched to the plan by stage name (the name is what was
-    written to the flags; an index can shift when a plan gains a stage)."""
-    index = plan.index_of(state.stage_name)
-    if index is None:
-        return None
-    if index == state.stage_index:
-        return state
-    return replace(state, stage_index=index)
-
-
 def _names(names: Iterable[str], shown: int = 3) -> str:
     listed = list(names)
     if len(listed) <= shown:
@@ -371,140 +320,3 @@ def _names(names: Iterable[str], shown: int = 3) -> str:
 
 def _join(*parts: str) -> str:
     return "; ".join(part for part in parts if part)
-
-
-def _at(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
-
-
-# --- manual commands --------------------------------------------------------------------------
-def pause(state: RolloutState, plan: Plan, now: datetime, who: str, why: str) -> Decision:
-    state = _located_or_reject(state, plan)
-    _require_who(who)
-    if state.pause_info is not None:
-        pause_info = state.pause_info
-        raise CommandRejected(
-            f"already paused by {pause_info.by} since {_at(pause_info.at)}: {pause_info.why}"
-        )
-    here = state.stage_name
-    return Decision(
-        Action.PAUSE, here, here, f"paused by {who}: {_why(why)}",
-        state.paused(who, _why(why), now), by=who,
-    )
-
-
-def resume(state: RolloutState, plan: Plan, now: datetime, who: str, why: str) -> Decision:
-    state = _located_or_reject(state, plan)
-    _require_who(who)
-    if state.pause_info is None and not state.awaiting_resume:
-        raise CommandRejected(
-            f"nothing to resume: {state.stage_name} is neither paused nor holding after a rollback"
-        )
-    reason = f"resumed by {who}: {_why(why)}"
-    if state.cooldown_until is not None and now < state.cooldown_until:
-        reason += f"; the cooldown still runs until {_at(state.cooldown_until)}"
-    here = state.stage_name
-    return Decision(Action.RESUME, here, here, reason, state.resumed(), by=who)
-
-
-def promote(
-    state: RolloutState,
-    plan: Plan,
-    now: datetime,
-    who: str,
-    why: str,
-    *,
-    full: bool = False,
-) -> Decision:
-    """Skip the bake and the gates, one stage (or straight to the last with `full`)."""
-    state = _located_or_reject(state, plan)
-    _require_who(who)
-    if state.stage_index == plan.last_index:
-        raise CommandRejected(f"already at the last stage {state.stage_name!r}")
-    target_index = plan.last_index if full else state.stage_index + 1
-    target = plan.stages[target_index].name
-    here = state.stage_name
-    reason = f"promoted by {who}: {_why(why)}: {here} {ARROW} {target}"
-    missing = [c.name for c in plan.baseline_checks() if c.name not in state.baseline]
-    if missing:
-        reason += (
-            f"; no baseline recorded for {', '.join(missing)}: checks relative to it report "
-            "no_data until the baseline stage completes a bake"
-        )
-    if state.pause_info is not None:
-        reason += "; the rollout stays paused"
-    return Decision(
-        Action.ADVANCE, here, target, reason,
-        state.advanced(target_index, target, now), by=who,
-    )
-
-
-def rollback(
-    state: RolloutState,
-    plan: Plan,
-    now: datetime,
-    who: str,
-    why: str,
-    *,
-    to: str | None = None,
-) -> Decision:
-    """Back to the previous stage, or to `to`; then the same cooldown and post-rollback
-    hold as an automatic rollback, so the controller does not promote straight back."""
-    _require_who(who)
-    located = _locate(state, plan)
-    if located is None and to is None:
-        raise CommandRejected(
-            f"the state names stage {state.stage_name!r}, which the plan does not have; "
-            f"name a target with --to (stages: {', '.join(plan.stage_names)})"
-        )
-    current_index = located.stage_index if located is not None else len(plan.stages)
-    if to is None:
-        if current_index == 0:
-            raise CommandRejected(
-                f"already at the first stage {state.stage_name!r}: nothing to roll back to"
-            )
-        target_index = current_index - 1
-    else:
-        found = plan.index_of(to)
-        if found is None:
-            raise CommandRejected(
-                f"unknown stage {to!r} (stages: {', '.join(plan.stage_names)})"
-            )
-        if found >= current_index:
-            raise CommandRejected(
-                f"can only roll back to a stage before {state.stage_name!r}, not {to!r}"
-            )
-        target_index = found
-    target = plan.stages[target_index].name
-    here = state.stage_name
-    reason = f"rolled back by {who}: {_why(why)}: {here} {ARROW} {target}"
-    base = located if located is not None else state
-    return Decision(
-        Action.ROLLBACK, here, target, reason,
-        base.rolled_back(
-            target_index, target, now, reason,
-            cooldown_until=_cooldown_until(plan, now),
-            await_resume=not plan.settings.auto_resume_after_rollback,
-            by=who,
-        ),
-        by=who,
-    )
-
-
-def _located_or_reject(state: RolloutState, plan: Plan) -> RolloutState:
-    located = _locate(state, plan)
-    if located is None:
-        raise CommandRejected(
-            f"the state names stage {state.stage_name!r}, which the plan does not have; "
-            f"use `rollout rollback --to STAGE` (stages: {', '.join(plan.stage_names)})"
-        )
-    return located
-
-
-def _require_who(who: str) -> None:
-    if not who.strip():
-        raise CommandRejected("say who you are: manual actions are logged with who and why")
-
-
-def _why(why: str) -> str:
-    return why.strip() or "no reason given"

@@ -43,7 +43,7 @@ from rollout.adapters.prometheus import PrometheusSource
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
 from rollout.adapters.unleash_admin import UnleashAdmin
 from rollout.adapters.webhook import WebhookNotifier
-from rollout.core.decide import Action
+from rollout.core.decision import Action
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Verdict
 from rollout.cycle import run_cycle

@@ -40,7 +40,7 @@ from devstack.services.prometheus import PrometheusService
 from rollout.adapters.redis_lease import RedisLease
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
 from rollout.controller import Controller
-from rollout.core.decide import Action
+from rollout.core.decision import Action
 from rollout.core.flags import FlagSettings
 from rollout.core.plan import Plan
 from rollout.core.plan_loader import load_default_plan, load_plan

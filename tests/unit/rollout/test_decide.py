@@ -11,16 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rollout.core.checks import judge
-from rollout.core.decide import (
-    Action,
-    CommandRejected,
-    Decision,
-    decide,
-    pause,
-    promote,
-    resume,
-    rollback,
-)
+from rollout.core.commands import pause, promote, resume, rollback
+from rollout.core.decide import decide
+from rollout.core.decision import Action, CommandRejected, Decision
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Measurement, Observation, Observations, Verdict
 from rollout.core.plan import (

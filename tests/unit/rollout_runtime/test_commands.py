@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from rollout.core.decide import CommandRejected
+from rollout.core.decision import CommandRejected
 from rollout.ports import TemporaryFlagError
 from rollout.records import CommandRecord
 from rollout.runtime_types import CommandFailed

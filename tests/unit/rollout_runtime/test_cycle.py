@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from rollout.core.decide import Action
+from rollout.core.decision import Action
 from rollout.core.observations import Verdict
 from rollout.cycle import run_cycle
 from rollout.ports import FencedOut, PermanentFlagError, ReportedFlags, TemporaryFlagError
