@@ -19,7 +19,8 @@ from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
 from rollout.controller import Controller
 from rollout.metrics import ControllerMetrics
 from rollout.runtime_types import CyclePorts
-from rollout.server import create_app
+from rollout.server import HistoryPage, create_app
+from rollout.status import StatusView
 from tests.unit.rollout_runtime.fakes import MID, FakeMetricsSource, RecordingNotifier, small_plan
 
 pytestmark = pytest.mark.integration
@@ -229,3 +230,26 @@ async def test_no_token_configured_disables_commands(redis_service: Service) -> 
 async def test_unknown_command_is_404(api: Api) -> None:
     response = await api.http.post("/api/destroy", json={"who": "a", "why": "b"}, headers=AUTH)
     assert response.status_code in (404, 405)
+
+
+async def test_openapi_documents_the_typed_status_history_and_commands(api: Api) -> None:
+    schema = (await api.http.get("/openapi.json")).json()
+    components = schema["components"]["schemas"]
+    assert {"StatusView", "LogEntry", "CheckRecord", "HistoryPage", "CommandResult"} <= set(
+        components)
+    assert "stage" in components["StatusView"]["properties"]
+    ok = schema["paths"]["/api/status"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/StatusView")
+    pause = schema["paths"]["/api/pause"]["post"]
+    assert set(pause["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {
+        "who", "why", "full", "to"}
+
+
+async def test_the_cli_reads_what_the_api_serves(api: Api) -> None:
+    await api.controller.tick()
+    # The CLI parses /api/status and /api/history into the models the server declared.
+    status = StatusView.model_validate((await api.http.get("/api/status")).json())
+    assert status.initialised and status.stage == "off" and status.checks
+    entries = HistoryPage.model_validate((await api.http.get("/api/history")).json()).entries
+    assert entries[0].kind == "cycle" and entries[0].flags is not None
+    assert entries[0].flags.desired == status.flags.desired
