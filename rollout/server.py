@@ -74,10 +74,7 @@ async def gather_status(controller: Controller) -> StatusView:
     store = controller.ports.store
     snapshot = await store.load()
     last = await store.last_cycle()
-    try:
-        holder = await controller.lease.holder()
-    except Exception:  # the lease is informational here; the state read above succeeded
-        holder = None
+    holder = await _holder(controller)  # informational: the state read above succeeded
     return build_status(
         controller.ports.plan, snapshot.state, last, controller.now(),
         instance_id=controller.lease.owner, is_leader=controller.is_leader, holder=holder,
@@ -150,7 +147,7 @@ def create_app(
             )
         return HTMLResponse(render_status_page(snapshot, entries))
 
-    async def command(name: CommandName, request: Request) -> JSONResponse:
+    async def read_command(name: CommandName, request: Request) -> ManualCommand | JSONResponse:
         denied = unauthorized(request)
         if denied is not None:
             return denied
@@ -162,25 +159,26 @@ def create_app(
             return error(422, "`full` applies to promote only")
         if body.to is not None and name != "rollback":
             return error(422, "`to` applies to rollback only")
+        return ManualCommand(name=name, who=body.who, why=body.why, full=body.full, to=body.to)
+
+    async def command(name: CommandName, request: Request) -> JSONResponse:
+        wanted = await read_command(name, request)
+        if isinstance(wanted, JSONResponse):
+            return wanted
         try:
-            report = await controller.command(
-                ManualCommand(name=name, who=body.who, why=body.why, full=body.full, to=body.to)
-            )
+            report = await controller.command(wanted)
         except CommandRejected as exc:
             return error(409, str(exc))
         except NotLeader as exc:
-            try:
-                holder = await controller.lease.holder()
-            except Exception:
-                holder = None
+            holder = await _holder(controller)
             return error(503, f"{exc}" + (f" (leader: {holder})" if holder else ""),
                          leader=holder)
         except CommandFailed as exc:
             return error(502, str(exc), entry=exc.report.entry.model_dump(mode="json"))
         except StoreError as exc:
             return error(503, str(exc))
-        log.info("%s by %s via the API: %s", name, body.who, body.why,
-                 extra={"event": "command", "by": body.who})
+        log.info("%s by %s via the API: %s", name, wanted.who, wanted.why,
+                 extra={"event": "command", "by": wanted.who})
         decision = report.decision
         assert decision is not None
         return JSONResponse(CommandResult(
@@ -206,6 +204,13 @@ def _bind(
         return await handler(name, request)
 
     return endpoint
+
+
+async def _holder(controller: Controller) -> str | None:
+    try:
+        return await controller.lease.holder()
+    except Exception:  # only to name the leader in a 503; the answer is 503 either way
+        return None
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:

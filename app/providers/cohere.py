@@ -257,7 +257,7 @@ class CohereProvider:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def _classify(exc: Exception) -> _Temporary | ProviderError:
+def _classify(exc: Exception) -> _Temporary | ProviderError:  # noqa: PLR0911  (a table)
     """Temporary (retry) or a permanent ProviderError carrying the server's message."""
     if isinstance(exc, ApiError):
         status = exc.status_code

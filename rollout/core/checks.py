@@ -8,7 +8,7 @@ being down can neither promote nor roll back a stage.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from rollout.core.observations import Measurement, Observation, Verdict
@@ -17,7 +17,7 @@ from rollout.core.plan import CheckKind, CheckSpec, Unit
 TIMES: Final = "\u00d7"  # the multiplication sign, escaped because it looks like an x
 
 
-def judge(
+def judge(  # noqa: PLR0911  (one return per verdict, in the order the docstring gives)
     spec: CheckSpec, measurement: Measurement, baseline: Mapping[str, float]
 ) -> Observation:
     """Turn a raw measurement into an Observation with its verdict and a reason line.
@@ -110,21 +110,13 @@ def format_count(count: float) -> str:
 def format_value(value: float, unit: Unit) -> str:
     if not math.isfinite(value):
         return str(value)
-    if unit is Unit.RATIO:
-        return f"{_significant(value * 100)} %"
-    if unit is Unit.SECONDS:
-        if abs(value) < 1:
-            return f"{_significant(value * 1000)} ms"
-        return f"{_significant(value)} s"
-    if unit is Unit.USD:
-        return f"${_significant(value)}"
-    if unit is Unit.BYTES:
-        return _bytes(value)
-    if unit is Unit.FACTOR:
-        return f"{_significant(value)}{TIMES}"
-    if unit is Unit.COUNT:
-        return format_count(value)
-    return _significant(value)
+    return _FORMATS.get(unit, _significant)(value)
+
+
+def _seconds(value: float) -> str:
+    if abs(value) < 1:
+        return f"{_significant(value * 1000)} ms"
+    return f"{_significant(value)} s"
 
 
 def _significant(value: float) -> str:
@@ -147,3 +139,13 @@ def _bytes(value: float) -> str:
             return f"{_significant(size)} {suffix}"
         size /= 1024
     return f"{_significant(size)} TiB"
+
+
+_FORMATS: Final[Mapping[Unit, Callable[[float], str]]] = {
+    Unit.RATIO: lambda value: f"{_significant(value * 100)} %",
+    Unit.SECONDS: _seconds,
+    Unit.USD: lambda value: f"${_significant(value)}",
+    Unit.BYTES: _bytes,
+    Unit.FACTOR: lambda value: f"{_significant(value)}{TIMES}",
+    Unit.COUNT: format_count,
+}

@@ -35,7 +35,7 @@ class _Judged:
 
 
 # --- the cycle ------------------------------------------------------------------------------
-def decide(
+def decide(  # noqa: PLR0911  (one return per rule, in the precedence order of the module doc)
     state: RolloutState, observations: Observations, plan: Plan, now: datetime
 ) -> Decision:
     located = locate(state, plan)

@@ -276,7 +276,7 @@ async def test_a_healthy_run_advances_through_every_stage_and_completes_on_unlea
 # --- 2. an error spike rolls back, with the reason in the log and the webhook --------------
 
 
-async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_then_holds(
+async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_then_holds(  # noqa: PLR0915  (one scenario, read top to bottom)
     live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
     replica: ReplicaFactory, local_flags: LocalFlagWriter,
     listener: WebhookListener,
@@ -395,7 +395,7 @@ async def test_too_little_traffic_holds_with_no_data_until_traffic_returns(
 # --- 5. killed between the flag write and the state write ----------------------------------
 
 
-async def test_a_controller_killed_between_flag_write_and_state_write_is_reconciled_once(
+async def test_a_controller_killed_between_flag_write_and_state_write_is_reconciled_once(  # noqa: PLR0915  (one scenario, read top to bottom)
     live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
     replica: ReplicaFactory, unleash_server: UnleashService, listener: WebhookListener,
 ) -> None:
@@ -493,7 +493,7 @@ class RolloutProcess:
         return self.process.wait(timeout=20)
 
 
-async def test_a_real_process_killed_between_flag_write_and_state_write_is_reconciled_once(
+async def test_a_real_process_killed_between_flag_write_and_state_write_is_reconciled_once(  # noqa: PLR0915  (one scenario, read top to bottom)
     live: ControllerStack, keys: RolloutKeys, replica: ReplicaFactory, tmp_path: Path,
 ) -> None:
     """The same crash as above, but a real `rollout run` process gets SIGKILL: a gate in
