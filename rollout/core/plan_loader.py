@@ -5,77 +5,52 @@ Every problem is reported with the path of the field it concerns
 reported at once, so that `rollout plan validate FILE` is a single round trip for whoever
 edits the plan.
 
-The file's shape:
-
-    version: 1                       # optional
-    settings: {passes_to_advance, failures_to_rollback, cooldown,
-               auto_resume_after_rollback, time_scale, min_window,
-               evaluation_interval, hold_too_long}
-    checks:                          # reusable definitions, by name
-      NAME: {kind, query, window, op, threshold, sample_query, min_sample,
-             critical, dry_run, unit, label, description}
-    guardrails: [NAME | inline check, ...]   # apply in every stage after the first
-    stages:
-      - {name, flags: {shadow, l2, l1_percent}, bake, checks: [NAME | inline check, ...]}
-
-A threshold is a number, or `{baseline: NAME, factor: F, margin: M}` meaning
-`baseline[NAME] * F + M`, where NAME is a `kind: baseline` check of the first stage.
-Durations are `30s`, `10m`, `1h30m`, `7d`, `500ms`, or a number of seconds.
+`plan_schema` declares the file's shape (pydantic) and `plan_problems` words its errors.
+This module parses the YAML, adds the rules that span fields or entries — what a check's
+kind asks of its other fields, references by name, which check may go in which stage —
+and builds the `Plan`.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from rollout.core.flags import FlagSettings
-from rollout.core.plan import (
-    WINDOW_PLACEHOLDER,
-    CheckKind,
-    CheckSpec,
-    Comparator,
-    Plan,
-    PlanSettings,
-    Stage,
-    Threshold,
-    Unit,
+from rollout.core.plan import CheckKind, CheckSpec, Plan, PlanSettings, Stage, Threshold
+from rollout.core.plan_problems import shape_problems
+from rollout.core.plan_schema import (
+    CheckModel,
+    CheckName,
+    InlineCheck,
+    PlanDocument,
+    RelativeThreshold,
+    StageName,
+    did_you_mean,
+    field_adapters,
+    missing,
+    parse_duration,
 )
 from rollout.plans import default_plan_path
 
-SUPPORTED_VERSION: Final = 1
-_Choice = TypeVar("_Choice", CheckKind, Comparator, Unit)
+__all__ = [
+    "PlanError",
+    "load_default_plan",
+    "load_plan",
+    "parse_duration",
+    "parse_plan",
+    "plan_from_mapping",
+]
 
-_TOP_FIELDS: Final = ("version", "settings", "checks", "guardrails", "stages")
-_SETTINGS_FIELDS: Final = (
-    "passes_to_advance", "failures_to_rollback", "cooldown", "auto_resume_after_rollback",
-    "time_scale", "min_window", "evaluation_interval", "hold_too_long",
-)
-_STAGE_FIELDS: Final = ("name", "flags", "bake", "checks", "description")
-_FLAG_FIELDS: Final = ("shadow", "l2", "l1_percent")
-_CHECK_FIELDS: Final = (
-    "kind", "query", "window", "op", "threshold", "sample_query", "min_sample",
-    "critical", "dry_run", "unit", "label", "description",
-)
-_THRESHOLD_FIELDS: Final = ("baseline", "factor", "margin")
-_CHECK_NAME: Final = re.compile(r"^[a-z][a-z0-9_]*$")
-_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION_UNITS: Final = {
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-    "d": timedelta(days=1),
-    "w": timedelta(weeks=1),
-}
+_CHECK_NAME: Final[TypeAdapter[str]] = TypeAdapter(CheckName)
+_STAGE_NAME: Final[TypeAdapter[str]] = TypeAdapter(StageName)
+_FIELDS: Final = field_adapters(CheckModel)
 
 
 class PlanError(ValueError):
@@ -114,528 +89,277 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
 
 
 def plan_from_mapping(data: object, source: str = "<plan>") -> Plan:
-    reader = _Reader()
-    plan = reader.plan(data)
-    if reader.problems or plan is None:
-        raise PlanError(source, reader.problems or ["the plan is empty"])
-    return plan
+    try:
+        document: PlanDocument | None = PlanDocument.model_validate(data)
+        problems: list[str] = []
+    except ValidationError as exc:
+        document, problems = None, shape_problems(exc)
+    # The rules across fields and entries read every field that is valid on its own, so
+    # that they run despite problems elsewhere and one run reports everything.
+    problems += _CrossCheck(_outline(data)).run()
+    if problems or document is None:
+        raise PlanError(source, problems or ["the plan is empty"])
+    return _build(document)
+
+
+# --- what the cross-checks look at -----------------------------------------------------------
+_INVALID: Final = object()  # a field given with a value the schema rejects (and reported)
+_Fields = Mapping[str, object]  # a check definition's fields as given: valid value or _INVALID
 
 
 @dataclass(frozen=True, slots=True)
-class _Defined:
-    spec: CheckSpec | None  # None when the definition itself had problems
+class _Entry:
+    """One item of a stage's or the guardrails' check list: a name, or an inline check."""
+
     path: str
+    name: str
+    inline: _Fields | None = None  # None: a reference to a library check
 
 
-class _Reader:
-    """Walks the raw YAML, collecting problems instead of stopping at the first."""
+@dataclass(frozen=True, slots=True)
+class _StageOutline:
+    index: int
+    name: str | None  # None when the name itself has problems
+    entries: tuple[_Entry, ...]
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Outline:
+    library: Mapping[str, _Fields]
+    guardrails: tuple[_Entry, ...]
+    stages: tuple[_StageOutline, ...]
+
+
+def _outline(data: object) -> _Outline:
+    raw = data if isinstance(data, Mapping) else {}
+    checks = raw.get("checks")
+    library = {
+        name: _fields(body)
+        for name, body in (checks.items() if isinstance(checks, Mapping) else ())
+        if _valid(_CHECK_NAME, name) is not _INVALID
+    }
+    raw_stages = raw.get("stages")
+    stages = tuple(
+        _StageOutline(index, _name(stage.get("name")),
+                      _entries(f"stages[{index}].checks", stage.get("checks")))
+        for index, stage in enumerate(raw_stages if isinstance(raw_stages, list) else ())
+        if isinstance(stage, Mapping)
+    )
+    return _Outline(library, _entries("guardrails", raw.get("guardrails")), stages)
+
+
+def _valid(adapter: TypeAdapter[Any], value: object) -> object:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return _INVALID
+
+
+def _name(value: object) -> str | None:
+    name = _valid(_STAGE_NAME, value)
+    return name if isinstance(name, str) else None
+
+
+def _fields(raw: object) -> _Fields:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {name: _valid(adapter, raw[name]) for name, adapter in _FIELDS.items() if name in raw}
+
+
+def _entries(path: str, raw: object) -> tuple[_Entry, ...]:
+    entries: list[_Entry] = []
+    for index, item in enumerate(raw if isinstance(raw, list) else ()):
+        where = f"{path}[{index}]"
+        if isinstance(item, str):
+            entries.append(_Entry(where, item))
+        elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
+            entries.append(_Entry(where, item["name"], inline=_fields(item)))
+    return tuple(entries)
+
+
+# --- rules across fields and entries ---------------------------------------------------------
+class _CrossCheck:
+    def __init__(self, outline: _Outline) -> None:
+        self.outline = outline
         self.problems: list[str] = []
+        # Every definition, by the path it was defined at; inline ones join as they are met.
+        self.definitions = [(f"checks.{name}", fields)
+                            for name, fields in outline.library.items()]
+        self.baselines: set[str] = set()  # baseline checks of the first stage
+        self.unknown_in_first: set[str] = set()  # first-stage checks of unknown kind
 
     def problem(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}" if path else message)
+        self.problems.append(f"{path}: {message}")
 
-    # --- top level ----------------------------------------------------------------------
-    def plan(self, data: object) -> Plan | None:
-        if not isinstance(data, Mapping):
-            self.problem("", "the plan must be a mapping with `stages` (and optionally "
-                             "`settings`, `checks`, `guardrails`)")
-            return None
-        self.known_fields(data, "", _TOP_FIELDS)
-        version = data.get("version", SUPPORTED_VERSION)
-        if version != SUPPORTED_VERSION:
-            self.problem("version", f"unsupported plan version {version!r} "
-                                    f"(this controller reads version {SUPPORTED_VERSION})")
-        settings = self.settings(data.get("settings", {}))
-        library = self.library(data.get("checks", {}))
-        guardrails = self.guardrails(data.get("guardrails", []), library)
-        stages = self.stages(data.get("stages"), library, guardrails)
-        if stages is None or settings is None:
-            return None
-        self.cross_check(stages, guardrails, library)
-        if self.problems:
-            return None
-        return Plan(
-            stages=tuple(stage for stage, _ in stages),
-            guardrails=tuple(d.spec for d in guardrails if d.spec is not None),
-            settings=settings,
-        )
+    def run(self) -> list[str]:
+        for path, fields in self.definitions:
+            self.rules(path, fields)
+        guardrails = self.guardrails()
+        for stage in self.outline.stages:
+            self.stage(stage, guardrails)
+        self.baseline_references()
+        return self.problems
 
-    def settings(self, raw: object) -> PlanSettings | None:
-        path = "settings"
-        if not isinstance(raw, Mapping):
-            self.problem(path, "must be a mapping")
-            return None
-        self.known_fields(raw, path, _SETTINGS_FIELDS)
-        defaults = PlanSettings()
-        before = len(self.problems)
-        passes = self.integer(raw, path, "passes_to_advance", defaults.passes_to_advance, 1)
-        failures = self.integer(
-            raw, path, "failures_to_rollback", defaults.failures_to_rollback, 1
-        )
-        cooldown = self.duration_field(raw, path, "cooldown", defaults.cooldown)
-        auto_resume = self.boolean(
-            raw, path, "auto_resume_after_rollback", defaults.auto_resume_after_rollback
-        )
-        time_scale = self.number(raw, path, "time_scale", defaults.time_scale)
-        if time_scale is not None and time_scale <= 0:
-            self.problem(f"{path}.time_scale", "must be greater than 0")
-        min_window = self.duration_field(
-            raw, path, "min_window", defaults.min_window, positive=True
-        )
-        interval = self.duration_field(
-            raw, path, "evaluation_interval", defaults.evaluation_interval, positive=True
-        )
-        hold_too_long: timedelta | None = defaults.hold_too_long
-        if "hold_too_long" in raw and raw["hold_too_long"] is None:
-            hold_too_long = None  # explicitly disabled
-        else:
-            hold_too_long = self.duration_field(
-                raw, path, "hold_too_long", defaults.hold_too_long or timedelta(0)
-            )
-        if len(self.problems) > before:
-            return None
-        assert passes is not None and failures is not None and cooldown is not None
-        assert auto_resume is not None and time_scale is not None
-        assert min_window is not None and interval is not None
-        return PlanSettings(
-            passes_to_advance=passes,
-            failures_to_rollback=failures,
-            cooldown=cooldown,
-            auto_resume_after_rollback=auto_resume,
-            time_scale=time_scale,
-            min_window=min_window,
-            evaluation_interval=interval,
-            hold_too_long=hold_too_long,
-        )
-
-    # --- checks -------------------------------------------------------------------------
-    def library(self, raw: object) -> dict[str, _Defined]:
-        path = "checks"
-        if not isinstance(raw, Mapping):
-            self.problem(path, "must be a mapping from check name to its definition")
-            return {}
-        library: dict[str, _Defined] = {}
-        for name, definition in raw.items():
-            where = f"{path}.{name}"
-            if not isinstance(name, str) or not _CHECK_NAME.match(name):
-                self.problem(where, "a check name is lower_snake_case (it becomes a metric "
-                                    "label and appears in every log line)")
-                continue
-            library[name] = _Defined(self.check(definition, where, name), where)
-        return library
-
-    def guardrails(self, raw: object, library: Mapping[str, _Defined]) -> list[_Defined]:
-        path = "guardrails"
-        if not isinstance(raw, list):
-            self.problem(path, "must be a list of check names or inline checks")
-            return []
-        guardrails: list[_Defined] = []
-        seen: set[str] = set()
-        for position, item in enumerate(raw):
-            where = f"{path}[{position}]"
-            defined = self.check_item(item, where, library)
-            if defined is None:
-                continue
-            if defined.spec is not None:
-                if defined.spec.kind is not CheckKind.GUARDRAIL:
-                    self.problem(where, f"check {defined.spec.name!r} is a "
-                                        f"{defined.spec.kind}; only guardrails belong here")
-                    continue
-                if defined.spec.name in seen:
-                    self.problem(where, f"guardrail {defined.spec.name!r} is listed twice")
-                    continue
-                seen.add(defined.spec.name)
-            guardrails.append(defined)
-        return guardrails
-
-    def check_item(
-        self, item: object, where: str, library: Mapping[str, _Defined]
-    ) -> _Defined | None:
-        """A stage's or the guardrails' list entry: a library name or an inline check."""
-        if isinstance(item, str):
-            if item in library:
-                return library[item]
-            self.problem(where, f"unknown check {item!r}{_suggest(item, library)}")
-            return None
-        if isinstance(item, Mapping):
-            name = item.get("name")
-            if not isinstance(name, str) or not _CHECK_NAME.match(name):
-                self.problem(f"{where}.name", "an inline check needs a lower_snake_case name")
-                return None
-            if name in library:
-                self.problem(f"{where}.name", f"check {name!r} is already defined at "
-                                              f"{library[name].path}; refer to it by name")
-                return None
-            body = {key: value for key, value in item.items() if key != "name"}
-            return _Defined(self.check(body, where, name), where)
-        self.problem(where, "must be a check name or an inline check (a mapping with a name)")
-        return None
-
-    def check(self, raw: object, path: str, name: str) -> CheckSpec | None:
-        if not isinstance(raw, Mapping):
-            self.problem(path, "a check definition must be a mapping")
-            return None
-        self.known_fields(raw, path, _CHECK_FIELDS)
-        before = len(self.problems)
-        kind = self.choice(raw, path, "kind", CheckKind, required=True)
-        query = self.template(raw, path, "query", required=True)
-        window = self.duration_field(raw, path, "window", None, positive=True)
-        sample_query = self.template(raw, path, "sample_query", required=False)
-        min_sample = self.number(raw, path, "min_sample", 0.0)
-        if min_sample is not None and min_sample < 0:
-            self.problem(f"{path}.min_sample", "must not be negative")
-        if min_sample and sample_query is None and "sample_query" not in raw:
-            self.problem(f"{path}.min_sample", "needs a sample_query to count the traffic")
-        critical = self.boolean(raw, path, "critical", False)
-        dry_run = self.boolean(raw, path, "dry_run", False)
-        unit = self.choice(raw, path, "unit", Unit, required=False) or Unit.NUMBER
-        label = self.text(raw, path, "label")
-        description = self.text(raw, path, "description")
-
-        comparator: Comparator | None = None
-        threshold: Threshold | None = None
+    def rules(self, path: str, fields: _Fields) -> None:
+        """What a check's kind asks of its other fields."""
+        kind = fields.get("kind")
+        if not isinstance(kind, CheckKind):
+            return  # missing or invalid: the schema said so, and the rules depend on it
         if kind is CheckKind.BASELINE:
             for field_name in ("op", "threshold"):
-                if field_name in raw:
+                if field_name in fields:
                     self.problem(f"{path}.{field_name}", "a baseline check only measures; "
                                                          "it has no op or threshold")
-            if raw.get("critical") or raw.get("dry_run"):
+            if fields.get("critical") is True or fields.get("dry_run") is True:
                 self.problem(path, "a baseline check cannot be critical or dry_run")
-        elif kind is not None:
-            comparator = self.choice(raw, path, "op", Comparator, required=True)
-            threshold = self.threshold(raw, path)
-            if critical and kind is not CheckKind.GUARDRAIL:
+        else:
+            for field_name in ("op", "threshold"):
+                if fields.get(field_name) is None:  # absent or null
+                    self.problem(f"{path}.{field_name}",
+                                 missing(CheckModel.model_fields[field_name]))
+            if fields.get("critical") is True and kind is not CheckKind.GUARDRAIL:
                 self.problem(f"{path}.critical", "only a guardrail can be critical "
                                                  "(critical means: roll back after 1 cycle)")
-        if len(self.problems) > before:
-            return None
-        assert kind is not None and query is not None and window is not None
-        return CheckSpec(
-            name=name,
-            kind=kind,
-            query=query,
-            window=window,
-            comparator=comparator,
-            threshold=threshold,
-            sample_query=sample_query,
-            min_sample=min_sample or 0.0,
-            critical=bool(critical),
-            dry_run=bool(dry_run),
-            unit=unit,
-            label=label,
-            description=description,
-        )
+        min_sample = fields.get("min_sample")
+        if isinstance(min_sample, float) and min_sample > 0 and "sample_query" not in fields:
+            self.problem(f"{path}.min_sample", "needs a sample_query to count the traffic")
 
-    def threshold(self, raw: Mapping[object, object], path: str) -> Threshold | None:
-        where = f"{path}.threshold"
-        if "threshold" not in raw:
-            self.problem(where, "missing (a number, or {baseline: NAME, factor, margin})")
-            return None
-        value = raw["threshold"]
-        if isinstance(value, Mapping):
-            self.known_fields(value, where, _THRESHOLD_FIELDS)
-            baseline = value.get("baseline")
-            if not isinstance(baseline, str) or not baseline:
-                self.problem(f"{where}.baseline", "must name a baseline check")
+    def resolve(self, entry: _Entry) -> CheckKind | None:
+        """The kind of check an entry names (None: unknown), reporting bad references."""
+        library = self.outline.library
+        if entry.inline is not None:
+            if entry.name in library:
+                self.problem(f"{entry.path}.name", f"check {entry.name!r} is already defined "
+                                                   f"at checks.{entry.name}; refer to it by name")
                 return None
-            factor = self.number(value, where, "factor", 1.0)
-            margin = self.number(value, where, "margin", 0.0)
-            if factor is None or margin is None:
-                return None
-            return Threshold(baseline=baseline, factor=factor, margin=margin)
-        number = _as_number(value)
-        if number is None:
-            self.problem(where, "must be a number (or {baseline: NAME, factor, margin})")
-            return None
-        return Threshold(absolute=number)
-
-    # --- stages -------------------------------------------------------------------------
-    def stages(
-        self, raw: object, library: Mapping[str, _Defined], guardrails: Sequence[_Defined]
-    ) -> list[tuple[Stage, list[_Defined]]] | None:
-        if raw is None:
-            self.problem("stages", "missing: a plan needs at least one stage")
-            return None
-        if not isinstance(raw, list) or not raw:
-            self.problem("stages", "must be a non-empty list")
-            return None
-        global_names = {d.spec.name for d in guardrails if d.spec is not None}
-        parsed: list[tuple[Stage, list[_Defined]]] = []
-        first_seen: dict[str, int] = {}
-        complete = True
-        for index, item in enumerate(raw):
-            path = f"stages[{index}]"
-            if not isinstance(item, Mapping):
-                self.problem(path, "a stage must be a mapping")
-                complete = False
-                continue
-            self.known_fields(item, path, _STAGE_FIELDS)
-            name = item.get("name")
-            if not isinstance(name, str) or not name:
-                hint = (" (quote it: YAML reads off/no/yes/on as booleans)"
-                        if isinstance(name, bool) else "")
-                self.problem(f"{path}.name", f"must be a non-empty string{hint}")
-                name = None
-            elif name in first_seen:
-                self.problem(f"{path}.name", f"duplicate stage name {name!r} "
-                                             f"(also stages[{first_seen[name]}])")
-            else:
-                first_seen[name] = index
-            flags = self.flags(item.get("flags"), f"{path}.flags")
-            bake = self.duration_field(item, path, "bake", None)
-            self.text(item, path, "description")
-            checks = self.stage_checks(item.get("checks", []), path, index, library,
-                                       global_names)
-            if name is None or flags is None or bake is None or checks is None:
-                complete = False
-                continue
-            specs = tuple(d.spec for d in checks if d.spec is not None)
-            parsed.append((Stage(name=name, flags=flags, bake=bake, checks=specs), checks))
-        return parsed if complete else None
-
-    def stage_checks(
-        self,
-        raw: object,
-        stage_path: str,
-        stage_index: int,
-        library: Mapping[str, _Defined],
-        global_names: set[str],
-    ) -> list[_Defined] | None:
-        path = f"{stage_path}.checks"
-        if not isinstance(raw, list):
-            self.problem(path, "must be a list of check names or inline checks")
-            return None
-        checks: list[_Defined] = []
-        seen: set[str] = set()
-        for position, item in enumerate(raw):
-            where = f"{path}[{position}]"
-            defined = self.check_item(item, where, library)
-            if defined is None or defined.spec is None:
-                continue
-            spec = defined.spec
-            if spec.name in seen:
-                self.problem(where, f"check {spec.name!r} is listed twice in this stage")
-                continue
-            seen.add(spec.name)
-            if spec.name in global_names:
-                self.problem(where, f"{spec.name!r} is already a global guardrail "
-                                    "(it applies in every stage after the first)")
-                continue
-            if spec.kind is CheckKind.BASELINE and stage_index != 0:
-                self.problem(where, f"baseline check {spec.name!r} belongs in the first "
-                                    "stage, where the baseline is recorded")
-                continue
-            if spec.kind is CheckKind.GUARDRAIL and stage_index == 0:
-                self.problem(where, f"guardrail {spec.name!r} cannot apply in the first "
-                                    "stage: there is nothing to roll back to")
-                continue
-            checks.append(defined)
-        return checks
-
-    def flags(self, raw: object, path: str) -> FlagSettings | None:
-        if not isinstance(raw, Mapping):
-            self.problem(path, "missing or not a mapping {shadow, l2, l1_percent}")
-            return None
-        self.known_fields(raw, path, _FLAG_FIELDS)
-        before = len(self.problems)
-        for field_name in _FLAG_FIELDS:
-            if field_name not in raw:
-                self.problem(f"{path}.{field_name}", "missing (every stage states all flags)")
-        shadow = self.boolean(raw, path, "shadow", False)
-        l2 = self.boolean(raw, path, "l2", False)
-        percent = raw.get("l1_percent", 0)
-        if isinstance(percent, bool) or not isinstance(percent, int):
-            self.problem(f"{path}.l1_percent", "must be a whole number from 0 to 100")
-        elif not 0 <= percent <= 100:
-            self.problem(f"{path}.l1_percent", f"must be within 0..100, got {percent}")
-        if len(self.problems) > before:
-            return None
-        return FlagSettings(shadow=bool(shadow), l2=bool(l2), l1_percent=int(percent))
-
-    # --- cross references ---------------------------------------------------------------
-    def cross_check(
-        self,
-        stages: Sequence[tuple[Stage, list[_Defined]]],
-        guardrails: Sequence[_Defined],
-        library: Mapping[str, _Defined],
-    ) -> None:
-        first_stage, first_checks = stages[0]
-        baselines = {
-            d.spec.name for d in first_checks
-            if d.spec is not None and d.spec.kind is CheckKind.BASELINE
-        }
-        used: list[_Defined] = list(guardrails)
-        for _, checks in stages:
-            used.extend(checks)
-        # A library check used nowhere can still be wrong; it would be used one day.
-        used.extend(library.values())
-        reported: set[str] = set()
-        for defined in used:
-            spec = defined.spec
-            if spec is None or spec.threshold is None or spec.threshold.baseline is None:
-                continue
-            if spec.threshold.baseline in baselines or defined.path in reported:
-                continue
-            reported.add(defined.path)
-            known = ", ".join(sorted(baselines)) or "none"
-            self.problem(
-                f"{defined.path}.threshold.baseline",
-                f"unknown baseline {spec.threshold.baseline!r} (baseline checks of stage "
-                f"{first_stage.name!r}: {known})",
+            self.definitions.append((entry.path, entry.inline))
+            self.rules(entry.path, entry.inline)
+            fields = entry.inline
+        elif entry.name in library:
+            fields = library[entry.name]
+        else:
+            hint = did_you_mean(entry.name, library) or (
+                f" (defined: {', '.join(sorted(library))})" if library else " (no checks defined)"
             )
-
-    # --- scalar fields ------------------------------------------------------------------
-    def known_fields(
-        self, raw: Mapping[object, object], path: str, allowed: Sequence[str]
-    ) -> None:
-        for key in raw:
-            if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
-                hint = _suggest(str(key), allowed)
-                self.problem(where, f"unknown field{hint} (allowed: {', '.join(allowed)})")
-
-    def integer(
-        self, raw: Mapping[object, object], path: str, key: str, default: int, minimum: int
-    ) -> int | None:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(f"{path}.{key}", "must be a whole number")
+            self.problem(entry.path, f"unknown check {entry.name!r}{hint}")
             return None
-        if value < minimum:
-            self.problem(f"{path}.{key}", f"must be at least {minimum}, got {value}")
-            return None
-        return value
+        kind = fields.get("kind")
+        return kind if isinstance(kind, CheckKind) else None
 
-    def number(
-        self, raw: Mapping[object, object], path: str, key: str, default: float
-    ) -> float | None:
-        value = _as_number(raw.get(key, default))
-        if value is None:
-            self.problem(f"{path}.{key}", "must be a number")
-        return value
+    def guardrails(self) -> set[str]:
+        names: set[str] = set()
+        for entry in self.outline.guardrails:
+            kind = self.resolve(entry)
+            if kind is None:
+                continue
+            if kind is not CheckKind.GUARDRAIL:
+                self.problem(entry.path, f"check {entry.name!r} is a {kind}; "
+                                         "only guardrails belong here")
+            elif entry.name in names:
+                self.problem(entry.path, f"guardrail {entry.name!r} is listed twice")
+            else:
+                names.add(entry.name)
+        return names
 
-    def boolean(
-        self, raw: Mapping[object, object], path: str, key: str, default: bool
-    ) -> bool | None:
-        value = raw.get(key, default)
-        if not isinstance(value, bool):
-            self.problem(f"{path}.{key}", "must be true or false")
-            return None
-        return value
+    def stage(self, stage: _StageOutline, guardrails: set[str]) -> None:
+        path = f"stages[{stage.index}]"
+        earlier = next((s.index for s in self.outline.stages
+                        if s.name == stage.name and s.index < stage.index), None)
+        if stage.name is not None and earlier is not None:
+            self.problem(f"{path}.name", f"duplicate stage name {stage.name!r} "
+                                         f"(also stages[{earlier}])")
+        seen: set[str] = set()
+        for entry in stage.entries:
+            kind = self.resolve(entry)
+            if kind is None:
+                if stage.index == 0:
+                    self.unknown_in_first.add(entry.name)
+                continue
+            if entry.name in seen:
+                self.problem(entry.path, f"check {entry.name!r} is listed twice in this stage")
+            elif entry.name in guardrails:
+                self.problem(entry.path, f"{entry.name!r} is already a global guardrail "
+                                         "(it applies in every stage after the first)")
+            elif kind is CheckKind.BASELINE and stage.index != 0:
+                self.problem(entry.path, f"baseline check {entry.name!r} belongs in the first "
+                                         "stage, where the baseline is recorded")
+            elif kind is CheckKind.GUARDRAIL and stage.index == 0:
+                self.problem(entry.path, f"guardrail {entry.name!r} cannot apply in the first "
+                                         "stage: there is nothing to roll back to")
+            elif kind is CheckKind.BASELINE:
+                self.baselines.add(entry.name)
+            seen.add(entry.name)
 
-    def text(self, raw: Mapping[object, object], path: str, key: str) -> str:
-        value = raw.get(key, "")
-        if not isinstance(value, str):
-            self.problem(f"{path}.{key}", "must be a string")
-            return ""
-        return value.strip()
-
-    def template(
-        self, raw: Mapping[object, object], path: str, key: str, *, required: bool
-    ) -> str | None:
-        if key not in raw:
-            if required:
-                self.problem(f"{path}.{key}", "missing (a PromQL expression)")
-            return None
-        value = raw[key]
-        if not isinstance(value, str) or not value.strip():
-            self.problem(f"{path}.{key}", "must be a non-empty PromQL expression")
-            return None
-        if WINDOW_PLACEHOLDER not in value:
-            self.problem(f"{path}.{key}", f"must use the {WINDOW_PLACEHOLDER} placeholder "
-                                          "for its range, e.g. rate(metric[{window}])")
-            return None
-        return " ".join(value.split())
-
-    def choice(
-        self,
-        raw: Mapping[object, object],
-        path: str,
-        key: str,
-        enum: type[_Choice],
-        *,
-        required: bool,
-    ) -> _Choice | None:
-        if key not in raw:
-            if required:
-                self.problem(f"{path}.{key}", f"missing (one of {_options(enum)})")
-            return None
-        value = raw[key]
-        try:
-            if not isinstance(value, str):
-                raise ValueError(value)
-            return enum(value)
-        except ValueError:
-            self.problem(f"{path}.{key}", f"must be one of {_options(enum)}, got {value!r}")
-            return None
-
-    def duration_field(
-        self,
-        raw: Mapping[object, object],
-        path: str,
-        key: str,
-        default: timedelta | None,
-        *,
-        positive: bool = False,
-    ) -> timedelta | None:
-        where = f"{path}.{key}"
-        if key not in raw:
-            if default is None:
-                self.problem(where, "missing (a duration such as 30s, 10m, 1h, 7d)")
-            return default
-        value = raw[key]
-        try:
-            duration = parse_duration(value)
-        except ValueError as exc:
-            self.problem(where, str(exc))
-            return None
-        if duration < timedelta(0):
-            self.problem(where, f"must not be negative, got {value!r}")
-            return None
-        if positive and duration == timedelta(0):
-            self.problem(where, "must be greater than 0")
-            return None
-        return duration
+    def baseline_references(self) -> None:
+        first = next((s for s in self.outline.stages if s.index == 0), None)
+        if first is None:
+            return  # no first stage, no baselines to refer to: its own problem says why
+        stage = repr(first.name) if first.name is not None else "stages[0]"
+        known = ", ".join(sorted(self.baselines)) or "none"
+        for path, fields in self.definitions:
+            threshold = fields.get("threshold")
+            if not isinstance(threshold, RelativeThreshold):
+                continue
+            # A first-stage check of unknown kind may be the baseline meant here.
+            if threshold.baseline in self.baselines | self.unknown_in_first:
+                continue
+            self.problem(f"{path}.threshold.baseline", f"unknown baseline "
+                         f"{threshold.baseline!r} (baseline checks of stage {stage}: {known})")
 
 
-def parse_duration(value: object) -> timedelta:
-    """`1h30m`, `7d`, `500ms`, `-1d` (negative, rejected by the caller), or seconds."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 10m, 1h, 7d")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError("must be a finite duration")
-        return timedelta(seconds=value)
-    if not isinstance(value, str):
-        raise ValueError("must be a duration such as 30s, 10m, 1h, 7d")
-    text = value.strip()
-    sign = -1 if text.startswith("-") else 1
-    body = text.lstrip("+-")
-    if not body or _DURATION_PART.sub("", body) != "":
-        raise ValueError(f"must be a duration such as 30s, 10m, 1h, 7d, got {value!r}")
-    total = timedelta(0)
-    for amount, unit in _DURATION_PART.findall(body):
-        total += _DURATION_UNITS[unit] * float(amount)
-    return total * sign
+# --- the frozen plan ---------------------------------------------------------------------------
+def _build(document: PlanDocument) -> Plan:
+    library = {name: _spec(name, check) for name, check in document.checks.items()}
+
+    def resolve(item: str | InlineCheck) -> CheckSpec:
+        return library[item] if isinstance(item, str) else _spec(item.name, item)
+
+    settings = document.settings
+    return Plan(
+        stages=tuple(
+            Stage(
+                name=stage.name,
+                flags=FlagSettings(shadow=stage.flags.shadow, l2=stage.flags.l2,
+                                   l1_percent=stage.flags.l1_percent),
+                bake=stage.bake,
+                checks=tuple(resolve(item) for item in stage.checks),
+            )
+            for stage in document.stages
+        ),
+        guardrails=tuple(resolve(item) for item in document.guardrails),
+        settings=PlanSettings(
+            passes_to_advance=settings.passes_to_advance,
+            failures_to_rollback=settings.failures_to_rollback,
+            cooldown=settings.cooldown,
+            auto_resume_after_rollback=settings.auto_resume_after_rollback,
+            time_scale=settings.time_scale,
+            min_window=settings.min_window,
+            evaluation_interval=settings.evaluation_interval,
+            hold_too_long=settings.hold_too_long,
+        ),
+    )
 
 
-def _as_number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _options(enum: type[CheckKind] | type[Comparator] | type[Unit]) -> str:
-    return ", ".join(str(member.value) for member in enum)
-
-
-def _suggest(given: str, known: Mapping[str, object] | Sequence[str]) -> str:
-    close = difflib.get_close_matches(given, list(known), n=1)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    if isinstance(known, Mapping):
-        return f" (defined: {', '.join(sorted(known))})" if known else " (no checks defined)"
-    return ""
+def _spec(name: str, check: CheckModel) -> CheckSpec:
+    threshold: Threshold | None = None
+    if isinstance(check.threshold, RelativeThreshold):
+        relative = check.threshold
+        threshold = Threshold(baseline=relative.baseline, factor=relative.factor,
+                              margin=relative.margin)
+    elif check.threshold is not None:
+        threshold = Threshold(absolute=check.threshold)
+    return CheckSpec(
+        name=name,
+        kind=check.kind,
+        query=check.query,
+        window=check.window,
+        comparator=check.op,
+        threshold=threshold,
+        sample_query=check.sample_query,
+        min_sample=check.min_sample,
+        critical=check.critical,
+        dry_run=check.dry_run,
+        unit=check.unit,
+        label=check.label,
+        description=check.description,
+    )
