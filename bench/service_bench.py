@@ -68,9 +68,11 @@ from app.main import build_redis
 from app.metrics import ServiceMetrics
 from app.service.invalidation import Invalidator
 from app.settings import Settings
+from devstack.errors import ServiceError
 from devstack.network import free_port
 from devstack.paths import RUN_DIR
-from devstack.processes import log_tail, spawn, stop_pid
+from devstack.processes import spawn, stop_pid
+from devstack.readiness import wait_for_http
 from devstack.services.common import Service
 from devstack.services.redis import start_private_redis, stop
 
@@ -239,13 +241,6 @@ class Server:
     log: Path
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def start_server(stack: ExitStack, name: str, args: list[str], *, env: dict[str, str],
                  cwd: Path, port: int) -> Server:
     """Start an HTTP server we own (stopped by `stack`), and wait for its /healthz."""
@@ -253,19 +248,11 @@ def start_server(stack: ExitStack, name: str, args: list[str], *, env: dict[str,
     proc = spawn(args, log_file=log, env=env, cwd=cwd)
     stack.callback(stop_pid, proc.pid)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise BenchError(f"{name} exited ({proc.returncode}) while starting; {log}:\n"
-                             f"{log_tail(log)}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return Server(name=name, url=url, pid=proc.pid, log=log)
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError(f"{name} not healthy after 60 s; {log}:\n{log_tail(log)}")
-        time.sleep(0.1)
+    try:
+        wait_for_http(proc, f"{url}/healthz", what=name, log_file=log, timeout=60)
+    except ServiceError as exc:
+        raise BenchError(str(exc)) from exc
+    return Server(name=name, url=url, pid=proc.pid, log=log)
 
 
 def start_redis(stack: ExitStack, name: str) -> Service:

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devstack.demo.stages import StageVisit, iso_ts
 from devstack.promql import range_points
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 @dataclass
@@ -45,27 +48,56 @@ _DASHES = ("--", "-.", (0, (5, 2, 1, 2, 1, 2)), (0, (1, 1)))
 
 
 def write_chart(inputs: ChartInputs, path: Path) -> Path:
-    """Four panels sharing the time axis: stage, latency, hit rates, cost per query."""
+    """Four panels sharing the time axis: stage, latency, hit rates, cost per query (and
+    cache integrity, for the fault scenario)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display: the chart goes to a file
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
     ratios = [1.25, 1.1, 1.1, 1.0] + ([0.8] if inputs.integrity_limit is not None else [])
     fig, axes = plt.subplots(len(ratios), 1, figsize=(12.5, 2.6 * sum(ratios)), sharex=True,
                              gridspec_kw={"height_ratios": ratios})
-    ax_stage, ax_lat, ax_hit, ax_cost = axes[:4]
+    _stage_panel(inputs, axes[0], list(axes))
+    _latency_panel(inputs, axes[1])
+    _hits_panel(inputs, axes[2])
+    _cost_panel(inputs, axes[3])
+    if inputs.integrity_limit is not None:
+        _integrity_panel(inputs, axes[4], inputs.integrity_limit)
+    axes[-1].set_xlabel("minutes since the controller started")
 
-    def minutes(ts: float) -> float:
-        return (ts - inputs.start) / 60
+    fig.suptitle(inputs.title, fontsize=12, fontweight="bold")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
-    # Stage over time: a step line, advances green, rollbacks red.
+
+def _minutes(inputs: ChartInputs, ts: float) -> float:
+    return (ts - inputs.start) / 60
+
+
+def _finish(ax: Axes, ylabel: str) -> None:
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+
+
+def _gate_lines(inputs: ChartInputs, ax: Axes, panel: str) -> None:
+    for number, (on, value, label) in enumerate(inputs.gate_lines):
+        if on == panel:
+            ax.axhline(value, color="#757575", linestyle=_DASHES[number % len(_DASHES)],
+                       linewidth=0.9, label=label)
+
+
+def _stage_panel(inputs: ChartInputs, ax_stage: Axes, axes: list[Axes]) -> None:
+    """Stage over time: a step line; advances green, rollbacks red, on every panel."""
     index = {name: i for i, name in enumerate(inputs.stages)}
     xs: list[float] = []
     ys: list[float] = []
     for visit in inputs.visits:
-        xs += [minutes(visit.start), minutes(visit.end)]
+        xs += [_minutes(inputs, visit.start), _minutes(inputs, visit.end)]
         ys += [index.get(visit.stage, 0)] * 2
     ax_stage.plot(xs, ys, color="#2d6cdf", linewidth=2.5, drawstyle="default")
     ax_stage.set_yticks(range(len(inputs.stages)), list(inputs.stages))
@@ -74,7 +106,7 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
     ax_stage.grid(axis="y", alpha=0.3)
     for t in inputs.transitions:
         kind = t.get("transition")
-        at = minutes(iso_ts(t["at"]))
+        at = _minutes(inputs, iso_ts(t["at"]))
         color = "#c62828" if "rollback" in str(kind) else "#2e7d32"
         for ax in axes:
             ax.axvline(at, color=color, alpha=0.35 if ax is not ax_stage else 0.6,
@@ -91,33 +123,33 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
                       bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#cfd8dc"})
     for ts, label in inputs.events:
         for ax in axes:
-            ax.axvline(minutes(ts), color="#e65100", linewidth=1.5, linestyle=":")
-        ax_stage.annotate(label, (minutes(ts), len(inputs.stages) - 1), xytext=(-6, 4),
-                          textcoords="offset points", color="#e65100", fontsize=9,
-                          ha="right")
+            ax.axvline(_minutes(inputs, ts), color="#e65100", linewidth=1.5, linestyle=":")
+        ax_stage.annotate(label, (_minutes(inputs, ts), len(inputs.stages) - 1),
+                          xytext=(-6, 4), textcoords="offset points", color="#e65100",
+                          fontsize=9, ha="right")
 
-    # Latency: the gates' p95 (histogram) and the mean, with the baseline.
+
+def _latency_panel(inputs: ChartInputs, ax: Axes) -> None:
+    """The gates' p95 (histogram) and the mean, with the baseline and the gates' limits."""
     x, y = _series(inputs, "histogram_quantile(0.95, sum by (le) "
                            "(rate(ai_agent_query_duration_seconds_bucket[{w}])))")
-    ax_lat.plot(x, y, color="#6a1b9a", label="p95 (histogram:\nwhat the gates see)")
+    ax.plot(x, y, color="#6a1b9a", label="p95 (histogram:\nwhat the gates see)")
     x, y = _series(inputs, "sum(rate(ai_agent_query_duration_seconds_sum[{w}])) / "
                            "sum(rate(ai_agent_query_duration_seconds_count[{w}]))")
-    ax_lat.plot(x, y, color="#00897b", label="mean")
+    ax.plot(x, y, color="#00897b", label="mean")
     base_p95 = inputs.baseline.get("baseline_p95_seconds")
     if base_p95:
-        ax_lat.axhline(base_p95, color="#6a1b9a", linestyle=":", alpha=0.7,
-                       label=f"baseline p95 {base_p95:.2f} s")
-    for number, (panel, value, label) in enumerate(inputs.gate_lines):
-        if panel == "latency":
-            ax_lat.axhline(value, color="#757575", linestyle=_DASHES[number % len(_DASHES)],
-                         linewidth=0.9, label=label)
-    ax_lat.set_ylabel("latency (s)")
-    ax_lat.set_ylim(bottom=0)
-    ax_lat.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    ax_lat.grid(alpha=0.3)
+        ax.axhline(base_p95, color="#6a1b9a", linestyle=":", alpha=0.7,
+                   label=f"baseline p95 {base_p95:.2f} s")
+    _gate_lines(inputs, ax, "latency")
+    ax.set_ylim(bottom=0)
+    _finish(ax, "latency (s)")
 
-    # Hit rates: served (solid) and would-be shadow (dotted).
-    ratio = FuncFormatter(lambda v, _: f"{v * 100:.0f} %")
+
+def _hits_panel(inputs: ChartInputs, ax: Axes) -> None:
+    """Hit rates: served (solid) and would-be shadow (dotted)."""
+    from matplotlib.ticker import FuncFormatter
+
     hits = ('sum(rate(ai_agent_cache_hits_total{{cache_layer="{l}",mode="{m}"}}[{{w}}]))')
     lookups = (f"({hits} + sum(rate(ai_agent_cache_misses_total"
                '{{cache_layer="{l}",mode="{m}"}}[{{w}}])))')
@@ -134,49 +166,38 @@ def write_chart(inputs: ChartInputs, path: Path) -> Path:
         # l1-100) fades out of its window and would draw a false plunge to 0 %.
         x, y = _series(inputs, f"{num} / ({den} >= 1)")
         if x:
-            ax_hit.plot(x, y, color=color, linestyle=style, label=label)
-    ax_hit.yaxis.set_major_formatter(ratio)
-    ax_hit.set_ylim(-0.02, 1.05)
-    ax_hit.set_ylabel("cache hits")
-    ax_hit.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    ax_hit.grid(alpha=0.3)
+            ax.plot(x, y, color=color, linestyle=style, label=label)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 100:.0f} %"))
+    ax.set_ylim(-0.02, 1.05)
+    _finish(ax, "cache hits")
 
-    # Cost per query.
+
+def _cost_panel(inputs: ChartInputs, ax: Axes) -> None:
+    from matplotlib.ticker import FuncFormatter
+
     x, y = _series(inputs, "sum(rate(ai_agent_upstream_cost_usd_total[{w}])) / "
                            "(sum(rate(ai_agent_queries_total[{w}])) > 0)")
-    ax_cost.plot(x, y, color="#2e7d32", label="cost per query")
+    ax.plot(x, y, color="#2e7d32", label="cost per query")
     base_cost = inputs.baseline.get("baseline_cost_per_query_usd")
     if base_cost:
-        ax_cost.axhline(base_cost, color="#2e7d32", linestyle=":", alpha=0.7,
-                        label=f"baseline ${base_cost:.4f}")
-    for number, (panel, value, label) in enumerate(inputs.gate_lines):
-        if panel == "cost":
-            ax_cost.axhline(value, color="#757575", linestyle=_DASHES[number % len(_DASHES)],
-                         linewidth=0.9, label=label)
-    ax_cost.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:.3f}"))
-    ax_cost.set_ylim(bottom=0)
-    ax_cost.set_ylabel("$ / query")
-    ax_cost.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    ax_cost.grid(alpha=0.3)
+        ax.axhline(base_cost, color="#2e7d32", linestyle=":", alpha=0.7,
+                   label=f"baseline ${base_cost:.4f}")
+    _gate_lines(inputs, ax, "cost")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:.3f}"))
+    ax.set_ylim(bottom=0)
+    _finish(ax, "$ / query")
 
-    if inputs.integrity_limit is not None:
-        ax_int = axes[4]
-        x, y = _series(inputs, 'sum(rate(ai_agent_cache_verifications_total'
-                               '{result=~"stale|mismatch"}[{w}])) / '
-                               "(sum(rate(ai_agent_cache_verifications_total[{w}])) > 0)")
-        ax_int.plot(x, y, color="#c62828", label="stale or mismatched\n(share of verifications)")
-        ax_int.axhline(inputs.integrity_limit, color="#c62828", linestyle=":", alpha=0.7,
-                       label=f"guardrail limit {inputs.integrity_limit * 100:g} %")
-        ax_int.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 100:.1f} %"))
-        ax_int.set_ylim(bottom=0)
-        ax_int.set_ylabel("cache integrity")
-        ax_int.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-        ax_int.grid(alpha=0.3)
-    axes[-1].set_xlabel("minutes since the controller started")
 
-    fig.suptitle(inputs.title, fontsize=12, fontweight="bold")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _integrity_panel(inputs: ChartInputs, ax: Axes, limit: float) -> None:
+    """The fault scenario: stale or mismatched verifications against the guardrail."""
+    from matplotlib.ticker import FuncFormatter
+
+    x, y = _series(inputs, 'sum(rate(ai_agent_cache_verifications_total'
+                           '{result=~"stale|mismatch"}[{w}])) / '
+                           "(sum(rate(ai_agent_cache_verifications_total[{w}])) > 0)")
+    ax.plot(x, y, color="#c62828", label="stale or mismatched\n(share of verifications)")
+    ax.axhline(limit, color="#c62828", linestyle=":", alpha=0.7,
+               label=f"guardrail limit {limit * 100:g} %")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 100:.1f} %"))
+    ax.set_ylim(bottom=0)
+    _finish(ax, "cache integrity")

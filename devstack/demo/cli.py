@@ -45,6 +45,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
+from rich.console import Console
 
 from devstack.demo.outcome import finish, verdict
 from devstack.demo.profiles import DEMO_DIR, FULL, QUICK, DemoFailed, Profile
@@ -119,9 +120,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rich.console import Console
-    from rich.live import Live
-
     args, profile = parse_args(argv)
     console = Console()
     plain = args.plain or not console.is_terminal
@@ -135,48 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     with _signals_as_interrupt():
         try:
             demo = Demo(args, profile)
-            console.print(f"[bold]ai-cache rollout demo[/] — default plan, 1 plan day = "
-                          f"{demo.day_seconds:.3g} s, {profile.rate:g} req/s over two "
-                          f"replicas{', flags in Unleash' if args.unleash else ''}"
-                          f"{', with a fault at ' + args.fault_stage if args.fault else ''}")
-            for line in demo.deviations:
-                console.print(f"  plan deviation: {line}", style="yellow", markup=False)
-            console.print(f"  process logs: {LOG_DIR}", style="dim")
-            demo.start_services(lambda text: console.print(f"  {text}", style="dim"))
-            model = LiveModel(
-                title="ai-cache rollout demo" + (" — fault scenario" if args.fault else ""),
-                subtitle=(f"default plan, time scale {demo.time_scale:.3g} (1 plan day = "
-                          f"{demo.day_seconds:.3g} s) · controller {demo.controller_url} · "
-                          f"Prometheus {demo.prometheus_url}"),
-                stages=demo.plan.stage_names)
-            runner = Runner(demo, model)
-            error: str | None = None
-            if plain:
-                printer = PlainPrinter(model)
-                try:
-                    asyncio.run(_drive(runner, printer.update))
-                except DemoFailed as exc:
-                    error = str(exc)
-            else:
-                with Live(render(model), console=console, refresh_per_second=4,
-                          transient=False) as live:
-                    try:
-                        asyncio.run(_drive(runner, lambda: live.update(render(model))))
-                    except DemoFailed as exc:
-                        error = str(exc)
-            if not plain:
-                console.rule("decisions")
-                for entry in model.decisions:
-                    console.print(f"{entry['at'][11:19]}  {entry.get('transition')}: "
-                                  f"{entry['from_stage']} → {entry['to_stage']}: "
-                                  f"{entry.get('reason')}", markup=False, highlight=False)
-            if error:
-                console.print("demo failed: " + error, style="bold red", markup=False)
-                code = 1
-            result = finish(demo, runner, console, started, ok=error is None, error=error)
-            console.print(verdict(runner), markup=False)
-            console.print(f"done in {time.time() - started:.0f} s; stopping everything the "
-                          "demo started")
+            code, result = _run(demo, console, plain, started)
         except KeyboardInterrupt:
             _ignore_signals()
             console.print("\ninterrupted: stopping everything the demo started")
@@ -195,6 +152,62 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(DEMO_DIR / "unleash-cache-1", ignore_errors=True)
         shutil.rmtree(DEMO_DIR / "unleash-cache-2", ignore_errors=True)
     return code
+
+
+def _run(demo: Demo, console: Console, plain: bool,
+         started: float) -> tuple[int, dict[str, Any]]:
+    """Start everything, watch the rollout, measure it: (exit code, the result record)."""
+    args, profile = demo.args, demo.profile
+    console.print(f"[bold]ai-cache rollout demo[/] — default plan, 1 plan day = "
+                  f"{demo.day_seconds:.3g} s, {profile.rate:g} req/s over two "
+                  f"replicas{', flags in Unleash' if args.unleash else ''}"
+                  f"{', with a fault at ' + args.fault_stage if args.fault else ''}")
+    for line in demo.deviations:
+        console.print(f"  plan deviation: {line}", style="yellow", markup=False)
+    console.print(f"  process logs: {LOG_DIR}", style="dim")
+    demo.start_services(lambda text: console.print(f"  {text}", style="dim"))
+    model = LiveModel(
+        title="ai-cache rollout demo" + (" — fault scenario" if args.fault else ""),
+        subtitle=(f"default plan, time scale {demo.time_scale:.3g} (1 plan day = "
+                  f"{demo.day_seconds:.3g} s) · controller {demo.controller_url} · "
+                  f"Prometheus {demo.prometheus_url}"),
+        stages=demo.plan.stage_names)
+    runner = Runner(demo, model)
+    error = _watch(runner, model, console, plain)
+    code = 0
+    if error:
+        console.print("demo failed: " + error, style="bold red", markup=False)
+        code = 1
+    result = finish(demo, runner, console, started, ok=error is None, error=error)
+    console.print(verdict(runner), markup=False)
+    console.print(f"done in {time.time() - started:.0f} s; stopping everything the "
+                  "demo started")
+    return code, result
+
+
+def _watch(runner: Runner, model: LiveModel, console: Console, plain: bool) -> str | None:
+    """Drive the rollout to its end, shown live (or as plain lines); the failure, if any."""
+    from rich.live import Live
+
+    error: str | None = None
+    if plain:
+        printer = PlainPrinter(model)
+        try:
+            asyncio.run(_drive(runner, printer.update))
+        except DemoFailed as exc:
+            error = str(exc)
+        return error
+    with Live(render(model), console=console, refresh_per_second=4, transient=False) as live:
+        try:
+            asyncio.run(_drive(runner, lambda: live.update(render(model))))
+        except DemoFailed as exc:
+            error = str(exc)
+    console.rule("decisions")
+    for entry in model.decisions:
+        console.print(f"{entry['at'][11:19]}  {entry.get('transition')}: "
+                      f"{entry['from_stage']} → {entry['to_stage']}: "
+                      f"{entry.get('reason')}", markup=False, highlight=False)
+    return error
 
 
 async def _drive(runner: Runner, on_tick: Callable[[], None]) -> None:

@@ -31,7 +31,7 @@ from devstack.network import on_a_free_port
 from devstack.paths import LOG_DIR
 from devstack.processes import spawn, stop_pid
 from devstack.readiness import http_ok, wait_for_start
-from devstack.services.common import Service, ensure_apt
+from devstack.services.common import Service, ensure_apt, stop_owned
 from devstack.services.prometheus_config import duration
 
 BINARY = "/usr/bin/prometheus-alertmanager"
@@ -142,8 +142,4 @@ def ensure_alertmanager(name: str = "alertmanager", webhook_url: str | None = No
 
 def stop(service: Service) -> None:
     """Stop an Alertmanager we started; idempotent, never signals a pid twice."""
-    if not service.owned:
-        return
-    service.stop_process()
-    if service.data_dir:
-        shutil.rmtree(service.data_dir, ignore_errors=True)
+    stop_owned(service)

@@ -106,6 +106,21 @@ class DetailedService(Service):
         return cls.from_service(base) if base else None
 
 
+def stop_owned(service: Service, *, timeout: float = 10.0, also: Service | None = None) -> bool:
+    """Stop a service we own: its process (only while still ours), then its data dir. False,
+    and nothing touched, for a service we do not own. The pid is forgotten on `also` too (the
+    caller's record, when `service` is a detailed copy of it): never signal whatever process
+    is given that pid next. Idempotent."""
+    if not service.owned:
+        return False
+    service.stop_process(timeout=timeout)
+    if also is not None:
+        also.pid = also.pid_started = None
+    if service.data_dir:
+        shutil.rmtree(service.data_dir, ignore_errors=True)
+    return True
+
+
 def ensure_apt(binary: str, package: str) -> str:
     """Return the path of `binary`, installing Debian `package` first if it is missing."""
     global _apt_updated  # noqa: PLW0603 - one apt-get update per process is enough

@@ -35,7 +35,7 @@ from devstack.network import on_a_free_port
 from devstack.paths import LOG_DIR, RUN_DIR
 from devstack.processes import pid_alive, spawn, stop_pid
 from devstack.readiness import http_ok, wait_for_start
-from devstack.services.common import DetailedService, Service, ensure_apt
+from devstack.services.common import DetailedService, Service, ensure_apt, stop_owned
 from devstack.services.prometheus_config import Targets, duration, render_config, write_config
 
 BINARY = "/usr/bin/prometheus"
@@ -209,14 +209,7 @@ def ensure_prometheus(name: str = "prometheus", **kwargs: Any) -> Service:
 def stop(service: Service) -> None:
     """Stop a Prometheus we started and delete its data; leave anything else alone.
     Idempotent: a second call does nothing (the pid is forgotten after the first)."""
-    svc = PrometheusService.from_service(service)
-    if not svc.owned:
-        return
-    # Forget the pid on both records: never signal whatever process gets it next.
-    svc.stop_process(timeout=15)
-    service.pid = service.pid_started = None
-    if svc.data_dir:
-        shutil.rmtree(svc.data_dir, ignore_errors=True)
+    stop_owned(PrometheusService.from_service(service), timeout=15, also=service)
 
 
 def is_running(service: Service) -> bool:

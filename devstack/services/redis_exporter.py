@@ -26,7 +26,7 @@ from devstack.network import on_a_free_port
 from devstack.paths import LOG_DIR, RUN_DIR
 from devstack.processes import spawn, stop_pid
 from devstack.readiness import wait_for_start
-from devstack.services.common import Service, ensure_apt
+from devstack.services.common import Service, ensure_apt, stop_owned
 
 BINARY = "/usr/bin/prometheus-redis-exporter"
 PACKAGE = "prometheus-redis-exporter"
@@ -119,8 +119,4 @@ def ensure_redis_exporter(name: str = "redis-exporter", redis_url: str | None = 
 
 def stop(service: Service) -> None:
     """Stop an exporter we started; idempotent, never signals a pid twice."""
-    if not service.owned:
-        return
-    service.stop_process()
-    if service.data_dir:
-        shutil.rmtree(service.data_dir, ignore_errors=True)
+    stop_owned(service)

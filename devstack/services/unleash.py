@@ -31,7 +31,7 @@ from devstack.paths import LOG_DIR, RUN_DIR
 from devstack.processes import pid_alive, spawn, stop_pid
 from devstack.readiness import http_status, wait_for_start
 from devstack.services import postgres
-from devstack.services.common import DetailedService, Service
+from devstack.services.common import DetailedService, Service, stop_owned
 from devstack.services.unleash_install import DEPLOY_DIR, ensure_installed
 
 SERVER_JS = DEPLOY_DIR / "server.js"
@@ -164,11 +164,8 @@ def ensure_unleash(name: str = "unleash") -> UnleashService:
 def stop(service: Service) -> None:
     """Stop an Unleash we started and drop its database; leave anything else alone."""
     svc = UnleashService.from_service(service)
-    if not svc.owned:
+    if not stop_owned(svc, timeout=15, also=service):
         return
-    # Forget the pid on both records: never signal whatever process gets it next.
-    svc.stop_process(timeout=15)
-    service.pid = service.pid_started = None
     if svc.postgres:
         pg = Service(**svc.postgres)
         if pg.owned:
@@ -176,8 +173,6 @@ def stop(service: Service) -> None:
         elif svc.database:
             with contextlib.suppress(ServiceError):
                 postgres.drop_database(pg, svc.database)
-    if svc.data_dir:
-        shutil.rmtree(svc.data_dir, ignore_errors=True)
 
 
 def is_running(service: Service) -> bool:

@@ -28,7 +28,7 @@ from devstack.services import prometheus as prom_svc
 from devstack.services import redis as redis_svc
 from devstack.services import redis_exporter as exporter_svc
 from devstack.services.common import Service
-from tests.support.observability import WebhookListener
+from devstack.webhook_sink import WebhookSink
 
 pytestmark = pytest.mark.integration
 
@@ -78,13 +78,20 @@ def wait_for(probe: Callable[[], list[Alert]], *, what: str,
 
 
 @pytest.fixture
-def webhook() -> Iterator[WebhookListener]:
-    with WebhookListener() as listener:
-        yield listener
+def webhook() -> Iterator[WebhookSink]:
+    with WebhookSink() as sink:
+        yield sink
+
+
+def alerts_since(sink: WebhookSink, since: int) -> Iterator[Alert]:
+    """(notification, alert) for every alert of the notifications from the `since`-th on."""
+    for payload in sink.bodies()[since:]:
+        for alert in payload.get("alerts", []):
+            yield payload, alert
 
 
 def test_redis_down_is_delivered_with_its_runbook_and_dashboard(
-    webhook: WebhookListener, tmp_path: Path,
+    webhook: WebhookSink, tmp_path: Path,
 ) -> None:
     project_rule = shortened_copy(RULE_FILE, tmp_path / RULE_FILE.name, ALERT, SHORT_FOR)
     assert project_rule["for"] == "2m"
@@ -97,7 +104,8 @@ def test_redis_down_is_delivered_with_its_runbook_and_dashboard(
             redis.url, name="redis-exporter-alert-delivery")
         cleanup.callback(exporter_svc.stop, exporter)
         alertmanager = am_svc.start_private_alertmanager(
-            webhook.url, group_wait=0.5, group_interval=1.0, name="alertmanager-delivery")
+            webhook.url("/alerts"), group_wait=0.5, group_interval=1.0,
+            name="alertmanager-delivery")
         cleanup.callback(am_svc.stop, alertmanager)
         prometheus = prom_svc.start_private_prometheus(
             targets={REDIS_JOB: [exporter_svc.target_of(exporter)]}, scrape_interval=1.0,
@@ -115,13 +123,13 @@ def test_redis_down_is_delivered_with_its_runbook_and_dashboard(
         # The condition: the Redis the exporter watches goes away. Only what arrives from
         # now on counts: with `for: 1s`, the rule's absent() arm may already have fired and
         # resolved in the second before the first scrape (the real 2 m hides that).
-        seen = len(webhook.payloads)
+        seen = len(webhook.received())
         redis_svc.stop(redis)
         port = redis.port
         redis.pid = None
 
         def delivered(status: str) -> list[Alert]:
-            return [(n, a) for n, a in webhook.alerts(since=seen)
+            return [(n, a) for n, a in alerts_since(webhook, seen)
                     if a["labels"].get("alertname") == ALERT and a["status"] == status
                     and a["labels"].get("reason") == REASON]
 

@@ -20,6 +20,7 @@ import pytest
 from redis import Redis
 
 from app.contract import LOCAL_FLAGS_KEY
+from devstack.environment import is_ours, scrubbed
 from devstack.network import free_port
 from devstack.paths import REPO_ROOT
 from devstack.services.common import Service
@@ -32,7 +33,6 @@ from rollout.plans import default_plan_path
 pytestmark = pytest.mark.integration
 
 TOKEN = "cli-test-token"
-_OUR_VARS = ("REDIS_URL", "PROMETHEUS_URL", "UNLEASH_", "ROLLOUT_")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def redis(cli_redis: Service) -> Iterator[Redis]:
 def env(cli_redis: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """The environment of one test's controller: its own key namespace, no Prometheus."""
     for name in list(os.environ):
-        if name.startswith(_OUR_VARS):
+        if is_ours(name):
             monkeypatch.delenv(name)
     values = {
         "REDIS_URL": cli_redis.url,
@@ -79,8 +79,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 
 def subprocess_env(values: dict[str, str]) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARS)}
-    return base | values
+    return scrubbed() | values
 
 
 # --- plan validate ---------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import math
-import os
 import re
 import signal
 import subprocess
@@ -33,11 +32,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from devstack.environment import scrubbed
 from devstack.network import free_port
 from devstack.paths import REPO_ROOT
 from devstack.services import redis as redis_svc
 from devstack.services.common import Service
 from devstack.services.unleash import UnleashService
+from devstack.webhook_sink import WebhookSink
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.prometheus import PrometheusSource
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
@@ -68,7 +69,6 @@ from tests.support.controller import (
     CrashingStore,
     ServiceReplica,
     SimulatedCrash,
-    WebhookListener,
     build_harness,
     check_of,
     demo_plan,
@@ -171,11 +171,18 @@ async def replica(live: ControllerStack, redis_service: Service,
     live.reset()
 
 
+HOOK = "/hooks/rollout"
+
+
 @pytest.fixture
-def listener() -> Iterator[WebhookListener]:
-    server = WebhookListener().start()
-    yield server
-    server.stop()
+def listener() -> Iterator[WebhookSink]:
+    with WebhookSink() as sink:
+        yield sink
+
+
+def events(sink: WebhookSink, event: str | None = None) -> list[dict[str, Any]]:
+    """The notifications posted so far (of `event` only, if given), oldest first."""
+    return [body for body in sink.bodies() if event is None or body.get("event") == event]
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -279,7 +286,7 @@ async def test_a_healthy_run_advances_through_every_stage_and_completes_on_unlea
 async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_then_holds(  # noqa: PLR0915  (one scenario, read top to bottom)
     live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
     replica: ReplicaFactory, local_flags: LocalFlagWriter,
-    listener: WebhookListener,
+    listener: WebhookSink,
 ) -> None:
     # A plan day of 3 s: l1-50 bakes 15 s, so it cannot advance before the spike.
     plan = demo_plan(day_seconds=3)
@@ -287,7 +294,7 @@ async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_t
     await local_flags.apply(stage_flags(plan, L1_50))
     await seed_state(client, keys, seeded(plan, L1_50, baked=False))
     service = await replica(stage_flags(plan, L1_50))
-    notifier = WebhookNotifier(listener.url, source="ctl-a")
+    notifier = WebhookNotifier(listener.url(HOOK), source="ctl-a")
     ctl = build_harness("ctl-a", plan, client, keys, local_flags, source, notifier=notifier)
     try:
         await ctl.run_until(lambda r: judged(r, plan) and all_pass(r), timeout=30,
@@ -327,7 +334,7 @@ async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_t
         assert entry.flags.result == "written"
 
         # So does the webhook, at once (delivered within the cycle).
-        [posted] = listener.events("transition")
+        [posted] = events(listener, "transition")
         assert (posted["from_stage"], posted["to_stage"]) == (L1_50, L1_10)
         assert posted["severity"] == "critical" and reason in posted["text"]
         assert "ROLLED BACK" in posted["text"]
@@ -397,7 +404,7 @@ async def test_too_little_traffic_holds_with_no_data_until_traffic_returns(
 
 async def test_a_controller_killed_between_flag_write_and_state_write_is_reconciled_once(  # noqa: PLR0915  (one scenario, read top to bottom)
     live: ControllerStack, client: Redis, keys: RolloutKeys, source: PrometheusSource,
-    replica: ReplicaFactory, unleash_server: UnleashService, listener: WebhookListener,
+    replica: ReplicaFactory, unleash_server: UnleashService, listener: WebhookSink,
 ) -> None:
     plan = demo_plan()
     target = stage_flags(plan, L1_10)
@@ -424,7 +431,7 @@ async def test_a_controller_killed_between_flag_write_and_state_write_is_reconci
         await settled(_async_value(lambda: service.flags), target, "the service on l1-10")
 
         # Controller B (a restart: new instance, new lease once A's expired) reconciles.
-        notifier = WebhookNotifier(listener.url, source="ctl-b")
+        notifier = WebhookNotifier(listener.url(HOOK), source="ctl-b")
         second = build_harness("ctl-b", plan, client, keys, flags, source, notifier=notifier)
         try:
             recovered = await second.run_until(lambda _r: True, timeout=LEASE_SECONDS + 10,
@@ -460,7 +467,7 @@ async def test_a_controller_killed_between_flag_write_and_state_write_is_reconci
     snapshot = await second.store.load()
     assert snapshot.state is not None and snapshot.state.stage_name == L1_10
     assert snapshot.intent is None
-    assert [p["event"] for p in listener.events() if p["event"] != "overdue"] == ["recovered"]
+    assert [p["event"] for p in events(listener) if p["event"] != "overdue"] == ["recovered"]
     # A, should it wake up, is fenced out: it can write nothing.
     length = await second.store.log_length()
     with pytest.raises(FencedOut):
@@ -474,8 +481,7 @@ class RolloutProcess:
     def __init__(self, instance: str, log_dir: Path, env: dict[str, str]) -> None:
         self.instance = instance
         self.log = log_dir / f"rollout-{instance}.log"
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("REDIS_URL", "PROMETHEUS_URL", "UNLEASH_", "ROLLOUT_"))}
+        base = scrubbed()
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "rollout", "run"], cwd=REPO_ROOT, stdout=out,

@@ -5,7 +5,7 @@ on it, two `python -m app` replicas sharing that Redis (one SQLite file each), a
 `python -m rollout run` controller, and Prometheus (1 s scrape and evaluation) scraping them
 as the jobs deploy/prometheus.yml and the rules use (`ai-cache-service`,
 `rollout-controller`, `redis`) and loading every rule file of alerts/rules/.
-scripts/traffic.py drives both replicas (queries and session writes, so invalidations
+devstack/traffic drives both replicas (queries and session writes, so invalidations
 happen) in two phases: dark launch (shadow on, L2 off: shadow-mode L2 lookups exist) then
 shadow + L2 + L1 at 50 % (served L2 and L1 lookups, both L1 cohorts); then Redis writes are
 stalled for a second (CLIENT PAUSE WRITE) so the replicas' fail-open path counts cache
@@ -42,6 +42,7 @@ from redis.exceptions import ResponseError
 
 from alerts.queries import iter_promql, iter_rules, rule_files
 from app import contract
+from devstack import promql
 from devstack.errors import ServiceError
 from devstack.network import free_port
 from devstack.services import prometheus as prom_svc
@@ -55,11 +56,9 @@ from tests.support.observability import (
     Process,
     TrafficTotals,
     metric_name,
-    prometheus_get,
     spawn_controller,
     start_service,
     vector_selectors,
-    wait_http_ok,
 )
 
 pytestmark = pytest.mark.integration
@@ -184,7 +183,7 @@ class Stack:
         return self.prometheus.url
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        return prom_svc.query(self.url, expr, timeout=10.0)
+        return promql.query(self.url, expr, timeout=10.0)
 
 
 def _set_flags(client: Redis, *, shadow: bool, l2: bool, l1_percent: int) -> None:
@@ -301,7 +300,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ROLLOUT_TIME_SCALE=str(1 / 86400),
         )
         cleanup.callback(controller.stop)
-        wait_http_ok(controller, "/healthz")
+        controller.wait_ready("/healthz")
 
         traffic = BackgroundTraffic([s.url for s in services], TOKEN, rate=TRAFFIC_RATE)
         traffic.start()
@@ -457,7 +456,7 @@ def test_rule_groups_are_loaded_and_healthy(stack: Stack) -> None:
     expected = {(r.group, r.name) for r in iter_rules()}
 
     def report() -> tuple[set[tuple[str, str]], list[str]]:
-        groups = prometheus_get(stack.url, "/api/v1/rules")["data"]["groups"]
+        groups = promql.api(stack.url, "rules")["groups"]
         loaded = {(g["name"], r["name"]) for g in groups for r in g["rules"]}
         problems = [f"{g['name']}/{r['name']}: health={r.get('health')} "
                     f"lastError={r.get('lastError')!r}"

@@ -1,4 +1,4 @@
-"""The Prometheus, redis_exporter and Alertmanager starters (scripts/svc) on real binaries,
+"""The Prometheus, redis_exporter and Alertmanager starters (devstack/services) on real binaries,
 and the fake exporter the Prometheus tests scrape."""
 
 from __future__ import annotations
@@ -7,11 +7,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import redis as redis_client
 import yaml
 
 from app import contract as c
+from devstack import promql
 from devstack.errors import ServiceError
 from devstack.network import port_open
 from devstack.paths import REPO_ROOT
@@ -31,6 +30,7 @@ from devstack.services import redis as redis_svc
 from devstack.services import redis_exporter as rx_svc
 from devstack.services.common import Service
 from devstack.services.prometheus import PrometheusService
+from devstack.webhook_sink import WebhookSink
 from tests.support.fake_exporter import FakeExporter, Scenario
 from tests.support.prometheus import (  # noqa: F401 - fixtures
     FIRST_DATA_TIMEOUT,
@@ -52,7 +52,7 @@ def _assert_stopped(service: Service, pid: int | None) -> None:
 
 
 def _absent(url: str, expr: str, *, timeout: float = 15.0) -> None:
-    wait_until(lambda: prom_svc.query(url, expr) == [], timeout=timeout,
+    wait_until(lambda: promql.query(url, expr) == [], timeout=timeout,
                what=f"{expr} to return nothing")
 
 
@@ -100,7 +100,7 @@ def test_prometheus_reload_changes_targets(
     prom_svc.reconfigure(svc, targets={"ai-agent": [b.target]})
     # A dropped target's series are marked stale at once.
     _absent(svc.url, f'up{{instance="{a.target}"}}', timeout=FIRST_DATA_TIMEOUT)
-    assert prom_svc.query(svc.url, f'up{{instance="{b.target}"}}')
+    assert promql.query(svc.url, f'up{{instance="{b.target}"}}')
 
 
 def test_prometheus_reconfigure_rejects_a_bad_rule_file(
@@ -116,31 +116,14 @@ def test_prometheus_reconfigure_rejects_a_bad_rule_file(
     assert prom_svc.is_ready(svc.url)
 
 
-class _Webhook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []  # noqa: RUF012 - the test's mailbox
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        type(self).received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def webhook() -> Iterator[str]:
-    _Webhook.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+def webhook() -> Iterator[WebhookSink]:
+    with WebhookSink() as sink:
+        yield sink
 
 
 def test_rules_fire_through_alertmanager_to_a_webhook(
-    prometheus_factory: StartPrometheus, webhook: str, tmp_path: Path,  # noqa: F811
+    prometheus_factory: StartPrometheus, webhook: WebhookSink, tmp_path: Path,  # noqa: F811
 ) -> None:
     rules = tmp_path / "test.rules.yml"
     rules.write_text(yaml.safe_dump({"groups": [{"name": "starter-test", "rules": [{
@@ -148,15 +131,15 @@ def test_rules_fire_through_alertmanager_to_a_webhook(
         "labels": {"severity": "info"},
         "annotations": {"runbook_url": "https://example.invalid/runbook"},
     }]}]}))
-    am = am_svc.start_private_alertmanager(webhook, group_wait=0.5, group_interval=1.0,
+    am = am_svc.start_private_alertmanager(webhook.url("/hook"), group_wait=0.5, group_interval=1.0,
                                            name="alertmanager-starter-test")
     try:
         prometheus_factory(rule_files=[rules], alertmanager=am_svc.target_of(am))
         wait_until(lambda: any(
             alert["labels"]["alertname"] == "StarterTestAlwaysFiring"
-            for payload in _Webhook.received for alert in payload["alerts"]),
+            for payload in webhook.bodies() for alert in payload["alerts"]),
             timeout=60, interval=0.2, what="the alert at the webhook")
-        alert = next(a for p in _Webhook.received for a in p["alerts"])
+        alert = next(a for p in webhook.bodies() for a in p["alerts"])
         assert alert["status"] == "firing"
         assert alert["annotations"]["runbook_url"] == "https://example.invalid/runbook"
     finally:
@@ -241,15 +224,15 @@ def test_redis_exporter_without_a_redis_is_a_clear_error(
 
 
 # --- Alertmanager ------------------------------------------------------------------------------
-def test_alertmanager_starts_without_clustering_and_stops(webhook: str) -> None:
-    svc = am_svc.start_private_alertmanager(webhook, name="alertmanager-starter-test")
+def test_alertmanager_starts_without_clustering_and_stops(webhook: WebhookSink) -> None:
+    svc = am_svc.start_private_alertmanager(webhook.url("/hook"), name="alertmanager-starter-test")
     pid = svc.pid
     try:
         with urllib.request.urlopen(f"{svc.url}/api/v2/status", timeout=5) as response:
             status = json.loads(response.read())
         assert status["cluster"]["status"] == "disabled"
         config = yaml.safe_load(status["config"]["original"])
-        assert config["receivers"][0]["webhook_configs"][0]["url"] == webhook
+        assert config["receivers"][0]["webhook_configs"][0]["url"] == webhook.url("/hook")
         assert config["route"]["group_wait"] == "1s"
     finally:
         am_svc.stop(svc)
@@ -302,7 +285,7 @@ def test_cli_start_configure_status_stop(
                     "--target", f"ai-agent={exporter.target}", "--target", f"redis={redis_target}"],
                    env)
         assert out.returncode == 0, out.stderr
-        prom_svc.wait_for_series(prom_url, 'up{job=~"ai-agent|redis"} == 1', min_series=2,
+        promql.wait_for_series(prom_url, 'up{job=~"ai-agent|redis"} == 1', min_series=2,
                                  timeout=FIRST_DATA_TIMEOUT)
         status = _cli(["scripts.svc.prometheus", "status", "--format", "env"], env)
         assert status.returncode == 0

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from devstack.network import free_port
+from devstack.webhook_sink import WebhookSink
 from rollout.adapters.webhook import WebhookNotifier, slack_payload
 from rollout.cycle import run_cycle
 from rollout.ports import Notification
@@ -28,51 +26,13 @@ from tests.unit.rollout_runtime.fakes import (
 pytestmark = pytest.mark.integration
 
 
-class Listener:
-    """Records every POST; answers `status` after `delay` seconds."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.status = 200
-        self.delay = 0.0
-        listener = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = self.rfile.read(length)
-                listener.received.append(json.loads(body))
-                listener.headers.append(dict(self.headers))
-                time.sleep(listener.delay)
-                self.send_response(listener.status)
-                self.send_header("content-type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok" if listener.status == 200 else b"no")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True  # a slow handler must not hold up teardown
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/rollout"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def wait_for(self, count: int, within: float = 5.0) -> None:
-        deadline = time.monotonic() + within
-        while len(self.received) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{count} webhook calls expected, got {len(self.received)}")
-            time.sleep(0.01)
+HOOK = "/hooks/rollout"
 
 
 @pytest.fixture
-def listener() -> Iterator[Listener]:
-    server = Listener()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+def listener() -> Iterator[WebhookSink]:
+    with WebhookSink() as sink:
+        yield sink
 
 
 def notification(**overrides: Any) -> Notification:
@@ -85,28 +45,28 @@ def notification(**overrides: Any) -> Notification:
     return Notification(**values)
 
 
-async def test_posts_slack_compatible_json_with_the_reason_line(listener: Listener) -> None:
-    notifier = WebhookNotifier(listener.url, source="controller-a")
+async def test_posts_slack_compatible_json_with_the_reason_line(listener: WebhookSink) -> None:
+    notifier = WebhookNotifier(listener.url(HOOK), source="controller-a")
     try:
         await notifier.notify(notification())
     finally:
         await notifier.aclose()
     listener.wait_for(1)
-    [body] = listener.received
+    [body] = listener.bodies()
     assert "p95 212 ms > 180 ms (n=4 120): l1-50 \u2192 l1-10" in body["text"]
     assert body["blocks"][0]["type"] == "section"
     assert any("p95 212 ms" in block.get("text", {}).get("text", "")
                for block in body["blocks"])
     assert body["event"] == "transition" and body["to_stage"] == "l1-10"
-    assert listener.headers[0]["Content-Type"] == "application/json"
+    assert listener.received()[0].headers["Content-Type"] == "application/json"
     assert notifier.sent == 1 and notifier.failed == 0
 
 
 async def test_an_error_status_is_logged_not_raised(
-    listener: Listener, caplog: pytest.LogCaptureFixture
+    listener: WebhookSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     listener.status = 500
-    notifier = WebhookNotifier(listener.url)
+    notifier = WebhookNotifier(listener.url(HOOK))
     try:
         await notifier.notify(notification())
     finally:
@@ -115,9 +75,9 @@ async def test_an_error_status_is_logged_not_raised(
     assert "webhook answered 500" in caplog.text
 
 
-async def test_a_slow_webhook_costs_at_most_its_timeout(listener: Listener) -> None:
+async def test_a_slow_webhook_costs_at_most_its_timeout(listener: WebhookSink) -> None:
     listener.delay = 2.0
-    notifier = WebhookNotifier(listener.url, timeout=0.3)
+    notifier = WebhookNotifier(listener.url(HOOK), timeout=0.3)
     started = time.monotonic()
     try:
         await notifier.notify(notification())
@@ -143,12 +103,12 @@ def test_long_reasons_are_clipped_for_slack() -> None:
                if "text" in block)
 
 
-async def test_a_rollback_cycle_notifies_the_webhook(listener: Listener) -> None:
+async def test_a_rollback_cycle_notifies_the_webhook(listener: WebhookSink) -> None:
     plan = small_plan()
     flags = FakeFlagWriter()
     source = FakeMetricsSource(flags)
     store = FakeStore()
-    notifier = WebhookNotifier(listener.url)
+    notifier = WebhookNotifier(listener.url(HOOK))
     ports = CyclePorts(plan=plan, store=store, flags=flags, metrics_source=source,
                        notifier=notifier)
     token = store.issue_token()
@@ -161,7 +121,7 @@ async def test_a_rollback_cycle_notifies_the_webhook(listener: Listener) -> None
     finally:
         await notifier.aclose()
     listener.wait_for(2)
-    rollback = listener.received[-1]
+    rollback = listener.bodies()[-1]
     assert rollback["severity"] == "critical"
     assert "errors 2 > 1 (n=1 000)" in rollback["text"]
     assert "mid \u2192 off" in rollback["text"]

@@ -14,7 +14,6 @@
 * `Harness` is one controller process (Controller + RedisLease + fenced RedisStateStore) and
   `Harness.run_until` drives its cycles at the plan's interval, like the scheduler would.
 * `CrashingStore` kills the "process" (SimulatedCrash, a BaseException) at a chosen commit.
-* `WebhookListener` is a real local HTTP endpoint that records what the notifier posts.
 """
 
 from __future__ import annotations
@@ -22,12 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -497,45 +494,3 @@ async def oldest_first(store: StateStore, limit: int = 2000) -> list[LogEntry]:
 def is_action(action: Action) -> Callable[[CycleReport], bool]:
     return lambda report: report.decision is not None and report.decision.action is action
 
-
-# --- the webhook's other end ------------------------------------------------------------------
-
-
-class WebhookListener:
-    """A real HTTP endpoint on 127.0.0.1 that records every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        listener = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                with listener._lock:
-                    listener.received.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("content-type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/rollout"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                        name="webhook-listener")
-
-    def start(self) -> WebhookListener:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def events(self, event: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return [p for p in self.received if event is None or p.get("event") == event]

@@ -1,6 +1,6 @@
-"""Helpers for the observability proofs (tests/integration/test_observability_proof.py and
-test_alert_delivery.py): real service and controller processes, background traffic, the
-vector selectors of a PromQL expression, and a webhook listener.
+"""Helpers for the observability proof (tests/integration/test_observability_proof.py): real
+service and controller processes, background traffic, and the vector selectors of a PromQL
+expression.
 
 Everything here starts processes on 127.0.0.1 only and stops them by their own pid.
 """
@@ -8,44 +8,26 @@ Everything here starts processes on 127.0.0.1 only and stops them by their own p
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from devstack.environment import child_env
 from devstack.network import free_port
-from devstack.paths import REPO_ROOT
-from devstack.processes import log_tail, pid_alive
+from devstack.processes import log_tail, pid_alive, spawn, stop_pid
+from devstack.readiness import wait_for_http
 from devstack.traffic.generator import TrafficGenerator, TrafficStats
-
-# Variables of ours that must not leak from the developer's shell into a child process.
-_OUR_VARS = ("REDIS_URL", "ROLLOUT_REDIS_URL", "PROMETHEUS_URL", "DATABASE_URL", "UNLEASH_",
-             "ROLLOUT_", "SERVICE_", "AI_", "LOCAL_", "CACHE_", "LOG_")
-
-
-def child_env(**values: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARS)}
-    # The children run in a scratch directory (no stray .env file is read), so the
-    # repository must be on the import path explicitly.
-    base["PYTHONPATH"] = str(REPO_ROOT)
-    return base | values
 
 
 @dataclass
 class Process:
-    """One child process we started; `stop()` signals only its pid."""
+    """One child process we started; `stop()` signals only its pid, while it is ours."""
 
     name: str
     url: str
@@ -62,45 +44,21 @@ class Process:
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_file, lines)
 
+    def wait_ready(self, path: str, *, timeout: float = 45.0) -> None:
+        """Until `path` answers 200; fails early (with the log) if the process died."""
+        wait_for_http(self.popen, f"{self.url}{path}", what=self.name,
+                      log_file=self.log_file, timeout=timeout)
+
     def stop(self, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
+        stop_pid(self.popen.pid, timeout=timeout)
         assert not pid_alive(self.popen.pid)
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], workdir: Path,
            port: int) -> Process:
     log_file = workdir / f"{name}.log"
-    with log_file.open("wb") as log:
-        popen = subprocess.Popen(args, cwd=workdir, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    popen = spawn(args, log_file=log_file, env=env, cwd=workdir)
     return Process(name=name, url=f"http://127.0.0.1:{port}", popen=popen, log_file=log_file)
-
-
-def wait_http_ok(process: Process, path: str, *, timeout: float = 45.0) -> None:
-    """Poll `path` until it answers 200; fail early (with the log) if the process died."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        if not process.alive():
-            raise AssertionError(f"{process.name} exited with {process.popen.returncode}:\n"
-                                 f"{process.log_tail()}")
-        try:
-            response = httpx.get(f"{process.url}{path}", timeout=1.0)
-            if response.status_code == 200:
-                return
-            last = response.status_code
-        except httpx.HTTPError as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{process.name}{path} not ready within {timeout:g}s "
-                                 f"(last: {last!r}):\n{process.log_tail()}")
-        time.sleep(0.1)
 
 
 def start_service(name: str, *, redis_url: str, database_url: str, token: str,
@@ -115,7 +73,7 @@ def start_service(name: str, *, redis_url: str, database_url: str, token: str,
     process = _spawn(name, [sys.executable, "-m", "app", "--port", str(port)], env, workdir,
                      port)
     try:
-        wait_http_ok(process, "/readyz")
+        process.wait_ready("/readyz")
     except BaseException:
         process.stop()
         raise
@@ -154,7 +112,8 @@ class TrafficTotals:
 
 
 class BackgroundTraffic:
-    """scripts/traffic.py against several service replicas, in a thread, until stopped.
+    """The traffic generator (devstack/traffic) against several service replicas, in a
+    thread, until stopped.
 
     One generator per replica (each replica has its own notes database), each seeding its
     notes first, then sending short open-loop bursts at `rate` requests/s until `stop()`.
@@ -273,59 +232,3 @@ def vector_selectors(expr: str) -> list[str]:
 
 def metric_name(selector: str) -> str:
     return selector.split("{", 1)[0]
-
-
-def prometheus_get(url: str, path: str, *, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(f"{url.rstrip('/')}{path}", timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-# --- webhook --------------------------------------------------------------------------------
-
-
-class WebhookListener:
-    """A real HTTP server on 127.0.0.1 that keeps every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        self.payloads: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        listener = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                try:
-                    payload = json.loads(body)
-                except ValueError:
-                    payload = {"unparsable": body.decode(errors="replace")}
-                with listener._lock:
-                    listener.payloads.append(payload)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook",
-                                        daemon=True)
-
-    def __enter__(self) -> WebhookListener:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    def alerts(self, since: int = 0) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-        """(notification, alert) for every alert of the notifications received so far,
-        from the `since`-th on."""
-        with self._lock:
-            payloads = list(self.payloads[since:])
-        for payload in payloads:
-            for alert in payload.get("alerts", []):
-                yield payload, alert

@@ -7,7 +7,8 @@ Import what a module needs (tests/conftest.py stays generic):
 * `fake_exporters(*scenarios)` starts FakeExporters (tests/support/fake_exporter.py), stopped
   after the test.
 * `prometheus_factory(targets={job: [host:port]}, ...)` starts a private Prometheus through
-  scripts/svc/prometheus.py with a 1 s scrape and evaluation interval, stopped after the test.
+  devstack/services/prometheus.py with a 1 s scrape and evaluation interval, stopped after
+  the test.
   Tests never reuse PROMETHEUS_URL: they reconfigure and stop what they start.
 * `running_stack(*scenarios)` is the same as a context manager, for module-scoped fixtures:
   exporters + one Prometheus scraping them all as job `ai-agent`, returned once every exporter
