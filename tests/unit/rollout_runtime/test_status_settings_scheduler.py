@@ -8,9 +8,9 @@ import pytest
 
 from rollout.controller import Controller
 from rollout.core.state import RolloutState
+from rollout.records import LogEntry
 from rollout.scheduler import build_scheduler
 from rollout.settings import RolloutSettings
-from rollout.records import LogEntry
 from rollout.status import build_status
 from rollout.status_page import render_status_page
 from tests.unit.rollout_runtime.conftest import Harness
