@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from devstack.demo.stages import StageVisit, iso_ts
+from devstack.demo.stages import StageVisit, entry_ts
 from devstack.promql import range_points
+from rollout.records import LogEntry
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -22,7 +23,7 @@ class ChartInputs:
     end: float
     stages: Sequence[str]
     visits: Sequence[StageVisit]
-    transitions: Sequence[Mapping[str, Any]]
+    transitions: Sequence[LogEntry]
     baseline: Mapping[str, float]
     events: Sequence[tuple[float, str]]  # (epoch seconds, label): fault injected, ...
     title: str
@@ -105,15 +106,15 @@ def _stage_panel(inputs: ChartInputs, ax_stage: Axes, axes: list[Axes]) -> None:
     ax_stage.set_ylabel("stage")
     ax_stage.grid(axis="y", alpha=0.3)
     for t in inputs.transitions:
-        kind = t.get("transition")
-        at = _minutes(inputs, iso_ts(t["at"]))
+        kind = t.transition
+        at = _minutes(inputs, entry_ts(t))
         color = "#c62828" if "rollback" in str(kind) else "#2e7d32"
         for ax in axes:
             ax.axvline(at, color=color, alpha=0.35 if ax is not ax_stage else 0.6,
                        linewidth=1, linestyle="--" if kind == "complete" else "-")
         if "rollback" in str(kind):
-            ax_stage.annotate(f"rollback\n{t['from_stage']} → {t['to_stage']}",
-                              (at, index.get(str(t["to_stage"]), 0)),
+            ax_stage.annotate(f"rollback\n{t.from_stage} → {t.to_stage}",
+                              (at, index.get(str(t.to_stage), 0)),
                               xytext=(8, -28), textcoords="offset points", color="#c62828",
                               fontsize=9, fontweight="bold")
     if inputs.end_note:

@@ -204,9 +204,9 @@ def _watch(runner: Runner, model: LiveModel, console: Console, plain: bool) -> s
             error = str(exc)
     console.rule("decisions")
     for entry in model.decisions:
-        console.print(f"{entry['at'][11:19]}  {entry.get('transition')}: "
-                      f"{entry['from_stage']} → {entry['to_stage']}: "
-                      f"{entry.get('reason')}", markup=False, highlight=False)
+        when = entry.at.strftime("%H:%M:%S") if entry.at is not None else "--:--:--"
+        console.print(f"{when}  {entry.transition}: {entry.from_stage} → {entry.to_stage}: "
+                      f"{entry.reason}", markup=False, highlight=False)
     return error
 
 

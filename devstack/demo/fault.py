@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+
+from rollout.records import LogEntry
 
 # The service's default embedding size (app.settings); the fault writes embeddings like it.
 EMBED_DIMENSIONS = 1024
@@ -58,7 +59,7 @@ class FaultState:
     workspaces: list[uuid.UUID] = field(default_factory=list)
     injected_at: float | None = None
     notes_changed: int = 0
-    rollback: dict[str, Any] | None = None
+    rollback: LogEntry | None = None
     rolled_back_at: float | None = None
     invalidated_at: float | None = None
     bound_seconds: float | None = None

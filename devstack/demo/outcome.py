@@ -20,11 +20,12 @@ from devstack.demo.runner import Runner
 from devstack.demo.stack import Demo
 from devstack.demo.stages import stage_visits, transitions
 from rollout.core.plan import Plan
+from rollout.status import StatusView
 
 
 def build_result(demo: Demo, runner: Runner, started: float, rows: list[StageImpact],
                  chart: Path | None, ok: bool, error: str | None) -> dict[str, Any]:
-    fault = runner.fault
+    fault, status = runner.fault, runner.model.status
     windows = {c.name: demo.plan.window_of(c).total_seconds() for c in demo.plan.all_checks()}
     return {
         "ok": ok,
@@ -48,11 +49,14 @@ def build_result(demo: Demo, runner: Runner, started: float, rows: list[StageImp
         "started_at": started,
         "ended_at": time.time(),
         "duration_seconds": time.time() - started,
-        "history": runner.history,
-        "transitions": transitions(runner.history),
-        "final_status": runner.model.status,
+        # The same JSON the controller's API served (the e2e test reads it as such).
+        "history": [e.model_dump(mode="json") for e in runner.history],
+        "transitions": [e.model_dump(mode="json") for e in transitions(runner.history)],
+        "final_status": None if status is None else status.model_dump(mode="json"),
         "fault": None if fault is None else {
-            **dataclasses.asdict(fault), "workspaces": [str(w) for w in fault.workspaces]},
+            **dataclasses.asdict(fault), "workspaces": [str(w) for w in fault.workspaces],
+            "rollback": None if fault.rollback is None
+            else fault.rollback.model_dump(mode="json")},
         "alerts": demo.sink.bodies("/alertmanager"),
         "notifications": demo.sink.bodies("/rollout"),
         "impact": [r.to_dict() for r in rows],
@@ -79,7 +83,8 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
             console.print(line, markup=False)
         chart_path = demo.args.chart or (
             DEFAULT_CHART if not demo.args.fault else DEMO_DIR / "rollout-demo-fault.png")
-        status = runner.model.status or {}
+        status = runner.model.status
+        baseline = status.baseline if status is not None else {}
         title = ("Staged rollout of the AI caches — default plan, 1 plan day = "
                  f"{demo.day_seconds:.3g} s" + (" — with a fault" if runner.fault else ""))
         events = []
@@ -89,10 +94,10 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
             prom_url=demo.prometheus_url, start=visits[0].start, end=end,
             stages=demo.plan.stage_names, visits=visits,
             transitions=transitions(runner.history),
-            baseline=status.get("baseline") or {}, events=events, title=title,
+            baseline=baseline, events=events, title=title,
             window="15s" if demo.profile.min_window is None else "10s",
             integrity_limit=_integrity_limit(demo.plan) if runner.fault else None,
-            gate_lines=_gate_lines(demo.plan, status.get("baseline") or {}),
+            gate_lines=_gate_lines(demo.plan, baseline),
             end_note=_end_note(status)),
             Path(chart_path))
         console.print(f"chart: {chart}")
@@ -101,10 +106,10 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
         console.print()
         console.rule("the fault scenario")
         assert fault.injected_at is not None and fault.rolled_back_at is not None
-        console.print(f"rollback {fault.rollback['from_stage']} → {fault.rollback['to_stage']} "
+        console.print(f"rollback {fault.rollback.from_stage} → {fault.rollback.to_stage} "
                       f"{fault.rolled_back_at - fault.injected_at:.1f} s after the fault "
                       f"(plan bound {fault.bound_seconds:.0f} s). Reason:")
-        console.print(f"  {fault.rollback['reason']}", markup=False, highlight=False)
+        console.print(f"  {fault.rollback.reason}", markup=False, highlight=False)
         alerts = demo.sink.bodies("/alertmanager")
         if alerts:
             console.print("alert from Alertmanager's webhook:")
@@ -143,28 +148,34 @@ def _integrity_limit(plan: Plan) -> float | None:
     return None
 
 
-def _end_note(status: dict[str, Any]) -> str:
-    if not status:
+def _last_reason(status: StatusView) -> str:
+    return (status.last_decision.reason or "") if status.last_decision else ""
+
+
+def _end_note(status: StatusView | None) -> str:
+    if status is None:
         return ""
-    if status.get("completed_at"):
-        return f"rollout complete at {status['stage']}"
-    reason = str((status.get("last_decision") or {}).get("reason", ""))
-    first = re.sub(r" \([^()]*\)", "", reason.partition(";")[0])  # drop "(baseline …, n=…)"
-    if status.get("awaiting_resume"):
-        return f"holds at {status['stage']} after the rollback, awaiting `rollout resume`"
-    return f"holds at {status['stage']}: {first}"
+    if status.completed_at is not None:
+        return f"rollout complete at {status.stage}"
+    # The first clause, without its "(baseline …, n=…)" details.
+    first = re.sub(r" \([^()]*\)", "", _last_reason(status).partition(";")[0])
+    if status.awaiting_resume:
+        return f"holds at {status.stage} after the rollback, awaiting `rollout resume`"
+    return f"holds at {status.stage}: {first}"
 
 
 def verdict(runner: Runner) -> str:
     """Where the rollout ended, in one sentence, from the controller's own last decision."""
-    status = runner.model.status or {}
-    last = (status.get("last_decision") or {}).get("reason", "")
-    if status.get("completed_at"):
-        return f"The controller completed the rollout at {status['stage']}: {last}"
-    if status.get("awaiting_resume"):
-        return (f"The controller rolled back and holds at {status.get('stage')} until a person "
+    status = runner.model.status
+    if status is None:
+        return "The controller never reported a status."
+    last = _last_reason(status)
+    if status.completed_at is not None:
+        return f"The controller completed the rollout at {status.stage}: {last}"
+    if status.awaiting_resume:
+        return (f"The controller rolled back and holds at {status.stage} until a person "
                 f"runs `rollout resume`: {last}")
-    return f"The controller holds at {status.get('stage')}: {last}"
+    return f"The controller holds at {status.stage}: {last}"
 
 
 def _trim_alert(payload: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The demo's async part: traffic, the controller, watching it roll out, the fault, the end.
 
-It reads the controller's /api/status and /api/history as plain JSON (dict .get()), and the
-webhook sink's alerts and notifications, into the LiveModel the view renders.
+It reads the controller's /api/status and /api/history into the same typed models the CLI
+and the status page use (StatusView, LogEntry), and the webhook sink's alerts and
+notifications, into the LiveModel the view renders.
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ import contextlib
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
 from app import contract
 from app.flags.bucketing import in_rollout
 from devstack.demo.fault import FaultState, write_notes_bypassing_the_service
 from devstack.demo.profiles import DemoFailed
 from devstack.demo.stack import Demo
-from devstack.demo.stages import STAGE_CHANGES, iso_ts
+from devstack.demo.stages import STAGE_CHANGES, entry_ts
 from devstack.demo.view import LiveModel, TrafficWindow
 from devstack.traffic.generator import TrafficGenerator, TrafficShape
+from rollout.records import LogEntry
+from rollout.status import StatusView
+
+_ENTRIES = TypeAdapter(list[LogEntry])
 
 
 def alert_line(payload: dict[str, Any]) -> list[str]:
@@ -35,15 +40,15 @@ def alert_line(payload: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _stream_order(entry: dict[str, Any]) -> tuple[int, int]:
-    ms, _, seq = str(entry.get("id", "0-0")).partition("-")
+def _stream_order(entry: LogEntry) -> tuple[int, int]:
+    ms, _, seq = (entry.id or "0-0").partition("-")
     return int(ms or 0), int(seq or 0)
 
 
-def _seconds_since(iso: str | None, now_iso: str) -> float | None:
-    if not iso:
-        return None
-    return (datetime.fromisoformat(now_iso) - datetime.fromisoformat(iso)).total_seconds()
+def _confirmed_for(status: StatusView) -> float | None:
+    """Seconds since the service reported the stage's flags, None while it has not."""
+    confirmed = status.flags.confirmed_at
+    return None if confirmed is None else (status.now - confirmed).total_seconds()
 
 
 class Runner:
@@ -55,8 +60,8 @@ class Runner:
         self.plan = demo.plan
         self.traffic = TrafficWindow()
         self.fault = FaultState(stage=demo.args.fault_stage) if demo.args.fault else None
-        self.history: list[dict[str, Any]] = []  # oldest first
-        self._entries: dict[str, dict[str, Any]] = {}
+        self.history: list[LogEntry] = []  # oldest first
+        self._entries: dict[str, LogEntry] = {}
         self.stop_traffic = asyncio.Event()
         self.generator = TrafficGenerator(
             demo.replicas, demo.token,
@@ -118,15 +123,15 @@ class Runner:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(traffic, timeout=15)
 
-    def _stuck(self, status: dict[str, Any] | None) -> str:
+    def _stuck(self, status: StatusView | None) -> str:
         if status is None:
             return "the controller never answered /api/status"
-        reason = (status.get("last_decision") or {}).get("reason")
+        reason = status.last_decision.reason if status.last_decision else None
         return (f"not done after {self.demo.profile.max_minutes:g} min: at stage "
-                f"{status['stage']} — {reason}")
+                f"{status.stage} — {reason}")
 
     async def _poll(self, client: httpx.AsyncClient,
-                    history_limit: int = 60) -> dict[str, Any] | None:
+                    history_limit: int = 60) -> StatusView | None:
         model = self.model
         model.traffic = self.traffic.snapshot() | {"shed": float(self.generator.stats.shed)}
         for alert in self.demo.sink.received("/alertmanager")[self.alerts_seen:]:
@@ -138,48 +143,48 @@ class Runner:
             model.notifications.append((note.at, re.sub(r"^:[a-z_]+:\s*", "", headline)))
             self.notes_seen += 1
         try:
-            status = (await client.get(f"{self.demo.controller_url}/api/status",
-                                       timeout=5)).json()
-            entries = (await client.get(f"{self.demo.controller_url}/api/history",
-                                        params={"limit": history_limit}, timeout=5)).json()
-        except (httpx.HTTPError, ValueError):
+            status = StatusView.model_validate_json(
+                (await client.get(f"{self.demo.controller_url}/api/status", timeout=5)).content)
+            fetched = await self._history(client, history_limit)
+            if self._entries and fetched and not any(e.id in self._entries for e in fetched):
+                # Polls failed for a while (an overloaded machine): fetch the gap too.
+                fetched = await self._history(client, 1000)
+        except (httpx.HTTPError, ValueError, ValidationError):
             return model.status
-        fetched = entries.get("entries", [])
-        if self._entries and fetched and not any(e.get("id") in self._entries for e in fetched):
-            # Polls failed for a while (an overloaded machine): fetch the gap too.
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                fetched = (await client.get(f"{self.demo.controller_url}/api/history",
-                                            params={"limit": 1000}, timeout=10)).json()["entries"]
         for entry in fetched:
-            self._entries.setdefault(str(entry.get("id")), entry)
+            self._entries.setdefault(str(entry.id), entry)
         # Stream ids (`ms-seq`) order the log; polls may have arrived out of order.
         self.history = sorted(self._entries.values(), key=_stream_order)
         model.decisions = [e for e in self.history
-                           if e.get("transition") in (*STAGE_CHANGES, "complete")]
-        if status.get("initialised"):
+                           if e.transition in (*STAGE_CHANGES, "complete")]
+        if status.initialised:
             model.status = status
-        return model.status if status.get("initialised") else None
+        return model.status if status.initialised else None
 
-    async def _step(self, client: httpx.AsyncClient, status: dict[str, Any]) -> bool:
+    async def _history(self, client: httpx.AsyncClient, limit: int) -> list[LogEntry]:
+        response = await client.get(f"{self.demo.controller_url}/api/history",
+                                    params={"limit": limit}, timeout=10)
+        return _ENTRIES.validate_python(response.json()["entries"])
+
+    async def _step(self, client: httpx.AsyncClient, status: StatusView) -> bool:
         """Fault handling and the end condition; True when the demo is done."""
         interval = self.demo.profile.interval
-        stage = status["stage"]
+        stage = status.stage
         last = self.plan.stage_names[-1]
         if self.fault is None:
-            if status.get("completed_at"):
+            if status.completed_at is not None:
                 return True
             if stage == last:
                 # The last stage's own gates decide "complete"; give them a bake and a
                 # full run of passing cycles, then report whatever they said.
-                needed = max(status.get("bake_seconds") or 0.0, self.max_window(stage)) + (
+                needed = max(status.bake_seconds or 0.0, self.max_window(stage)) + (
                     self.plan.settings.passes_to_advance + 2) * interval
-                return float(status["time_in_stage_seconds"]) >= needed
+                return status.time_in_stage_seconds >= needed
             return False
 
         fault = self.fault
         if fault.injected_at is None:
-            confirmed = _seconds_since((status.get("flags") or {}).get("confirmed_at"),
-                                       status["now"])
+            confirmed = _confirmed_for(status)
             # Inject once the stage's guardrails are judged (a full window after the
             # service reported the stage's flags), so detection time is the plan's own.
             if (stage == fault.stage and confirmed is not None
@@ -187,33 +192,33 @@ class Runner:
                 await self._inject(status)
             return False
         if fault.rollback is None:
-            rollback = next((e for e in self.history if e.get("transition") == "rollback"
-                             and iso_ts(e["at"]) >= fault.injected_at - 1), None)
+            rollback = next((e for e in self.history if e.transition == "rollback"
+                             and entry_ts(e) >= fault.injected_at - 1), None)
             if rollback is not None:
                 fault.rollback = rollback
-                fault.rolled_back_at = iso_ts(rollback["at"])
+                fault.rolled_back_at = entry_ts(rollback)
                 self.model.event(
-                    f"rolled back {rollback['from_stage']} → {rollback['to_stage']} "
+                    f"rolled back {rollback.from_stage} → {rollback.to_stage} "
                     f"{fault.rolled_back_at - fault.injected_at:.1f} s after the fault "
                     f"(bound {fault.bound_seconds:.0f} s)")
                 await self._on_call(client)
             elif time.time() - fault.injected_at > 4 * (fault.bound_seconds or 0) + 30:
                 raise DemoFailed(f"no rollback {time.time() - fault.injected_at:.0f} s after "
                                  f"the fault; the controller says: "
-                                 f"{(status.get('last_decision') or {}).get('reason')}")
+                                 f"{status.last_decision.reason if status.last_decision else ''}")
             return False
         # After the rollback: watch the lower stage until its guardrails were judged again
         # (a full window after the service reported its flags) and the controller holds.
-        confirmed = _seconds_since((status.get("flags") or {}).get("confirmed_at"),
-                                   status["now"])
+        confirmed = _confirmed_for(status)
         return (confirmed is not None
                 and confirmed >= self.max_window(stage) + 3 * interval)
 
-    async def _inject(self, status: dict[str, Any]) -> None:
+    async def _inject(self, status: StatusView) -> None:
         fault = self.fault
         assert fault is not None
         shares = self.generator.workspace_shares()
-        percent = int(((status.get("flags") or {}).get("desired") or {}).get("l1_percent", 0))
+        desired = status.flags.desired
+        percent = desired.l1_percent if desired is not None else 0
         serving = [ws for ws in sorted(shares, key=shares.__getitem__, reverse=True)
                    if in_rollout(str(ws), contract.L1_ROLLOUT_GROUP_ID, percent)]
         fault.workspaces = serving[:2]

@@ -12,8 +12,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -21,7 +19,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from devstack.demo.stages import entry_ts
 from devstack.traffic.generator import RequestRecord
+from rollout.formatting import count, flags_text
+from rollout.records import LogEntry
+from rollout.status import StatusView
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "no_data": "yellow",
                  "error": "bold magenta"}
@@ -72,8 +74,8 @@ class LiveModel:
     stages: Sequence[str]
     started: float = field(default_factory=time.time)
     phase: str = "starting"
-    status: dict[str, Any] | None = None
-    decisions: list[dict[str, Any]] = field(default_factory=list)  # transitions, oldest first
+    status: StatusView | None = None
+    decisions: list[LogEntry] = field(default_factory=list)  # transitions, oldest first
     traffic: dict[str, float | None] = field(default_factory=dict)
     events: list[tuple[float, str]] = field(default_factory=list)  # the demo's own steps
     alerts: list[tuple[float, str]] = field(default_factory=list)
@@ -92,10 +94,10 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.0f} %"
 
 
-def _stage_line(model: LiveModel, status: dict[str, Any] | None) -> Text:
+def _stage_line(model: LiveModel, status: StatusView | None) -> Text:
     line = Text()
-    current = status["stage"] if status else None
-    positions = {s["name"]: s["position"] for s in (status or {}).get("stages", [])}
+    current = status.stage if status else None
+    positions = {s.name: s.position for s in status.stages} if status else {}
     for i, name in enumerate(model.stages):
         if i:
             line.append("  ▸  ", style="dim")
@@ -110,24 +112,17 @@ def _stage_line(model: LiveModel, status: dict[str, Any] | None) -> Text:
     return line
 
 
-def _flags(flags: dict[str, Any] | None) -> str:
-    if not flags:
-        return "—"
-    return (f"shadow {'on' if flags['shadow'] else 'off'} · L2 {'on' if flags['l2'] else 'off'}"
-            f" · L1 {flags['l1_percent']} %")
-
-
-def _stage_panel(model: LiveModel, status: dict[str, Any]) -> RenderableType:
-    bake = float(status.get("bake_seconds") or 0.0)
-    in_stage = float(status.get("time_in_stage_seconds") or 0.0)
+def _stage_panel(model: LiveModel, status: StatusView) -> RenderableType:
+    bake = status.bake_seconds or 0.0
+    in_stage = status.time_in_stage_seconds
     head = Text()
-    head.append(f"{status['stage']}", style="bold")
-    head.append(f"   flags: {_flags((status.get('flags') or {}).get('desired'))}")
-    if status.get("completed_at"):
+    head.append(status.stage, style="bold")
+    head.append(f"   flags: {flags_text(status.flags.desired)}")
+    if status.completed_at is not None:
         head.append("   ROLLOUT COMPLETE", style="bold green")
-    if status.get("awaiting_resume"):
+    if status.awaiting_resume:
         head.append("   HOLDING after a rollback (awaits `rollout resume`)", style="bold red")
-    if status.get("paused"):
+    if status.paused:
         head.append("   PAUSED", style="bold yellow")
     bar = Table.grid(padding=(0, 1))
     bar.add_column(width=34)
@@ -136,15 +131,16 @@ def _stage_panel(model: LiveModel, status: dict[str, Any]) -> RenderableType:
     bar.add_row(
         f"time in stage {in_stage:5.0f} s / bake {bake:.0f} s",
         ProgressBar(total=max(bake, 1.0), completed=min(in_stage, max(bake, 1.0)), width=40),
-        f"passing cycles {status.get('pass_streak', 0)}/{status.get('passes_to_advance', '?')}",
+        f"passing cycles {status.pass_streak}/{status.passes_to_advance}",
     )
-    last = status.get("last_decision") or {}
-    reason = Text(f"now: {last.get('action', '—')} — {last.get('reason', '')}", style="dim")
+    last = status.last_decision
+    reason = Text(f"now: {last.action if last else '—'} — {last.reason if last else ''}",
+                  style="dim")
     reason.truncate(400, overflow="ellipsis")
     return Group(head, bar, reason)
 
 
-def _checks_table(status: dict[str, Any]) -> Table:
+def _checks_table(status: StatusView) -> Table:
     table = Table(expand=True, show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("check")
     table.add_column("kind", width=19)
@@ -152,25 +148,21 @@ def _checks_table(status: dict[str, Any]) -> Table:
     table.add_column("threshold", justify="right")
     table.add_column("n", justify="right")
     table.add_column("verdict", width=16)
-    checks = status.get("checks") or []
+    checks = status.checks
     if not checks:
         table.add_row(Text("waiting for the first evaluation of this stage "
                            "(the service must report the new flags first)", style="dim"),
                       "", "", "", "", "")
     for check in checks:
-        kind = check.get("kind") or ""
-        if check.get("critical"):
+        kind = check.kind or ""
+        if check.critical:
             kind += " (critical)"
-        threshold = ""
-        if check.get("limit_text"):
-            threshold = f"{check.get('comparator', '')} {check['limit_text']}"
-        verdict = Text(str(check.get("verdict")), style=VERDICT_STYLE.get(check["verdict"], ""))
-        if check.get("dry_run"):
+        threshold = f"{check.comparator or ''} {check.limit_text}" if check.limit_text else ""
+        verdict = Text(check.verdict, style=VERDICT_STYLE.get(check.verdict, ""))
+        if check.dry_run:
             verdict.append(" (dry-run)", style="dim")
-        sample = check.get("sample")
-        table.add_row(check.get("label") or check["check"], kind,
-                      check.get("value_text") or "—", threshold,
-                      "" if sample is None else f"{sample:,.0f}".replace(",", " "), verdict)
+        table.add_row(check.label or check.check, kind, check.value_text or "—", threshold,
+                      "" if check.sample is None else count(check.sample), verdict)
     return table
 
 
@@ -181,13 +173,13 @@ def _decisions(model: LiveModel) -> Table:
     table.add_column(width=24)
     table.add_column(ratio=1)
     for entry in model.decisions[-6:]:
-        action = str(entry.get("transition") or entry.get("action"))
-        moved = (f"{entry['from_stage']} → {entry['to_stage']}"
-                 if entry["from_stage"] != entry["to_stage"] else entry["from_stage"])
-        reason = Text(str(entry.get("reason", "")))
+        action = str(entry.transition or entry.action)
+        moved = (f"{entry.from_stage} → {entry.to_stage}" if entry.moved
+                 else str(entry.from_stage))
+        reason = Text(entry.reason or "")
         reason.truncate(240, overflow="ellipsis")  # ~2 lines: the full reasons print at the end
-        at = datetime.fromisoformat(entry["at"]).timestamp()
-        table.add_row(_clock(model, at), Text(action, style=ACTION_STYLE.get(action, "")),
+        table.add_row(_clock(model, entry_ts(entry)),
+                      Text(action, style=ACTION_STYLE.get(action, "")),
                       moved, reason)
     if not model.decisions:
         table.add_row("", "", Text("no transition yet", style="dim"), "")
@@ -263,17 +255,15 @@ class PlainPrinter:
                 print(f"[{_clock(m, ts)}] {name[:-1]}: {text}", flush=True)
             self._seen[name] = len(items)
         for entry in m.decisions[self._seen["decisions"]:]:
-            at = datetime.fromisoformat(entry["at"]).timestamp()
-            print(f"[{_clock(m, at)}] {entry.get('transition')}: {entry['from_stage']} → "
-                  f"{entry['to_stage']}: {entry.get('reason')}", flush=True)
+            print(f"[{_clock(m, entry_ts(entry))}] {entry.transition}: {entry.from_stage} → "
+                  f"{entry.to_stage}: {entry.reason}", flush=True)
         self._seen["decisions"] = len(m.decisions)
         now = time.time()
         if m.status is not None and now - self._last_beat >= self.every:
             self._last_beat = now
             s = m.status
-            checks = ", ".join(f"{c.get('check')}={c.get('verdict')}"
-                               for c in s.get("checks") or [])
-            print(f"[{_clock(m, now)}] at {s['stage']} {s.get('time_in_stage_seconds', 0):.0f}"
-                  f"/{s.get('bake_seconds') or 0:.0f} s, passing "
-                  f"{s.get('pass_streak')}/{s.get('passes_to_advance')}: {checks or '—'}",
+            checks = ", ".join(f"{c.check}={c.verdict}" for c in s.checks)
+            print(f"[{_clock(m, now)}] at {s.stage} {s.time_in_stage_seconds:.0f}"
+                  f"/{s.bake_seconds or 0:.0f} s, passing "
+                  f"{s.pass_streak}/{s.passes_to_advance}: {checks or '—'}",
                   flush=True)
