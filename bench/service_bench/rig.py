@@ -1,0 +1,172 @@
+"""The stack parts 1 and 4 drive: the real service (twice) and the ceiling on one private
+Redis, seeded with notes, with the service's own metrics to check what was served."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis as SyncRedis
+
+from app import contract
+from bench.service_bench.plan import (
+    NOTES,
+    REDIS_TIMEOUT_SECONDS,
+    REPO,
+    BenchError,
+    Plan,
+)
+from bench.service_bench.report import say
+from bench.service_bench.servers import Server, start_redis, start_server
+from devstack.network import free_port
+from devstack.services.common import Service
+
+CEILING_KEY = "bench:ceiling:payload"
+
+
+@dataclass(slots=True)
+class Rig:
+    """What parts 1 and 4 drive: the real service and the ceiling, on one private Redis."""
+
+    plan: Plan
+    redis: Service
+    sync_redis: SyncRedis
+    service: Server
+    no_audit: Server  # the same service with L1_AUDIT_SAMPLE_RATE=0 (diagnosis only)
+    ceiling: Server
+    http: httpx.Client
+    token: str
+    key_secret: str
+    workspace: uuid.UUID = field(default_factory=uuid.uuid4)
+    client: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    @property
+    def query_path(self) -> str:
+        return f"/v1/workspaces/{self.workspace}/query"
+
+    def set_flags(self, *, shadow: bool, l2: bool, l1_percent: int) -> None:
+        self.sync_redis.hset(contract.LOCAL_FLAGS_KEY, mapping={
+            contract.LOCAL_FIELD_SHADOW: int(shadow),
+            contract.LOCAL_FIELD_L2: int(l2),
+            contract.LOCAL_FIELD_L1_PERCENT: l1_percent,
+        })
+
+    def ask(self, base: str, query: str) -> httpx.Response:
+        response = self.http.post(f"{base}{self.query_path}",
+                                  json={"query": query, "client_id": str(self.client)})
+        if response.status_code != 200:
+            raise BenchError(f"query answered {response.status_code}: {response.text}")
+        return response
+
+    def wait_for_cache_status(self, query: Callable[[], str], expected: Callable[[str], bool],
+                              what: str, base: str | None = None) -> httpx.Response:
+        """Ask until the Cache-Status header shows the flags took effect (cached ≤ 1 s)."""
+        deadline = time.monotonic() + 15
+        while True:
+            response = self.ask(base or self.service.url, query())
+            status = response.headers.get("Cache-Status", "")
+            if expected(status):
+                return response
+            if time.monotonic() > deadline:
+                raise BenchError(f"service never reached {what}; last Cache-Status: {status!r}")
+            time.sleep(0.1)
+
+    def counters(self, base: str | None = None) -> dict[tuple[str, str, str], float]:
+        """(name, cache_layer, mode) → value of the cache hit/miss counters of our workspace."""
+        text = self.http.get(f"{base or self.service.url}/metrics").text
+        found: dict[tuple[str, str, str], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name not in (contract.METRIC_CACHE_HITS, contract.METRIC_CACHE_MISSES):
+                    continue
+                if sample.labels.get("workspace_id") != str(self.workspace):
+                    continue
+                found[(sample.name, sample.labels["cache_layer"], sample.labels["mode"])] = (
+                    sample.value
+                )
+        return found
+
+
+def counter_delta(before: dict[tuple[str, str, str], float],
+                  after: dict[tuple[str, str, str], float],
+                  name: str, layer: str | None = None, mode: str | None = None) -> float:
+    total = 0.0
+    for key, value in after.items():
+        if key[0] == name and layer in (None, key[1]) and mode in (None, key[2]):
+            total += value - before.get(key, 0.0)
+    return total
+
+
+def seed_notes(rig: Rig) -> None:
+    headers = {"Authorization": f"Bearer {rig.token}"}
+    for text in NOTES:
+        response = rig.http.post(
+            f"{rig.service.url}/v1/workspaces/{rig.workspace}/sessions", headers=headers,
+            json={"client_id": str(rig.client), "subjective": text, "objective": "Calm, alert.",
+                  "assessment": "Improving.", "plan": "Continue sertraline 50 mg."},
+        )
+        if response.status_code != 201:
+            raise BenchError(f"seeding a note failed: {response.status_code} {response.text}")
+
+
+def start_rig(stack: ExitStack, plan: Plan) -> Rig:
+    tmp = Path(tempfile.mkdtemp(prefix="aicache-bench-"))
+    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+    redis = start_redis(stack, "bench-redis")
+    token, key_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    base_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", str(tmp)),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(REPO),
+    }
+    # cwd is the temp dir, so no developer's .env file leaks into the measured settings.
+    service_env = {
+        **base_env,
+        "REDIS_URL": redis.url,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/bench.db",
+        "AI_PROVIDER": "local",
+        "AI_LATENCY_SCALE": "0",
+        "LOCAL_EMBEDDING_DIMENSIONS": "1024",
+        "SERVICE_API_TOKEN": token,
+        "CACHE_KEY_SECRET": key_secret,
+        "FLAG_CACHE_SECONDS": "1.0",
+        "REDIS_TIMEOUT_SECONDS": str(REDIS_TIMEOUT_SECONDS),
+    }
+    port = free_port()
+    service = start_server(stack, "service", [sys.executable, "-m", "app", "--host",
+                                              "127.0.0.1", "--port", str(port)],
+                           env=service_env, cwd=tmp, port=port)
+    port = free_port()
+    no_audit = start_server(stack, "service-no-audit",
+                            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port",
+                             str(port)],
+                            env={**service_env, "L1_AUDIT_SAMPLE_RATE": "0"}, cwd=tmp, port=port)
+    port = free_port()
+    ceiling = start_server(stack, "ceiling", [sys.executable, "-m", "bench.ceiling_app",
+                                              "--port", str(port), "--redis-url", redis.url,
+                                              "--key", CEILING_KEY, "--redis-timeout",
+                                              str(REDIS_TIMEOUT_SECONDS)],
+                           env=base_env, cwd=tmp, port=port)
+    sync_redis = SyncRedis.from_url(redis.url)
+    stack.callback(sync_redis.close)
+    http = httpx.Client(timeout=10.0)
+    stack.callback(http.close)
+    rig = Rig(plan=plan, redis=redis, sync_redis=sync_redis, service=service, no_audit=no_audit,
+              ceiling=ceiling, http=http, token=token, key_secret=key_secret)
+    seed_notes(rig)
+    say(f"started: redis {redis.url} (pid {redis.pid}), service {service.url} (pid "
+        f"{service.pid}), the same with L1_AUDIT_SAMPLE_RATE=0 {no_audit.url} (pid "
+        f"{no_audit.pid}), ceiling {ceiling.url} (pid {ceiling.pid}); {len(NOTES)} notes seeded")
+    return rig
