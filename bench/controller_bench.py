@@ -7,10 +7,11 @@
     (fenced Lua commit). Many cycles per stage; p50/p95. Target: p50 <= 100 ms.
 
 (b) Breach to rollback, as in the integration tests: the default plan scaled to seconds
-    (tests/support/controller.py), a controller ticking every `interval` at stage l1-50; once
-    the stage is being judged and healthy, the L1 cohort's error rate jumps to 30 % (the
-    breach), and the clock runs until the flag store holds l1-10's flags. Compared with the
-    budget `interval x N + scrape interval` (N = failing cycles needed for a rollback).
+    (tests/support/controller_plan.py), a controller ticking every `interval` at stage
+    l1-50; once the stage is being judged and healthy, the L1 cohort's error rate jumps to
+    30 % (the breach), and the clock runs until the flag store holds l1-10's flags. Compared
+    with the budget `interval x N + scrape interval` (N = failing cycles needed for a
+    rollback).
 
     .venv/bin/python -m bench.controller_bench [--cycles 40] [--trials 2]
 """
@@ -43,22 +44,11 @@ from rollout.core.plan_loader import load_default_plan
 from rollout.cycle import run_cycle
 from rollout.ports import ApplyResult, FlagWriter
 from rollout.runtime_types import CycleReport
-from tests.support.controller import (
-    L1_10,
-    L1_50,
-    SCRAPE_SECONDS,
-    ControllerStack,
-    ServiceReplica,
-    build_harness,
-    demo_plan,
-    is_action,
-    judged,
-    running_controller_stack,
-    seed_state,
-    seeded,
-    stage_flags,
-    utcnow,
-)
+from tests.support.controller_harness import build_harness, seed_state, seeded, utcnow
+from tests.support.controller_log import is_action, judged
+from tests.support.controller_plan import L1_10, L1_50, demo_plan, stage_flags
+from tests.support.controller_replica import ServiceReplica
+from tests.support.controller_stack import SCRAPE_SECONDS, ControllerStack, running_controller_stack
 
 TARGET_P50_MS = 100.0
 

@@ -2,8 +2,8 @@
 replica that the test controls, real Redis for the state, log and lease, flags in the local
 store or in a real Unleash, notifications to a real local HTTP listener.
 
-The plan is the bundled default plan scaled to seconds (tests/support/controller.py): a plan
-day is 1 s (3 s where a stage must bake longer than the test needs), every window is 4 s
+The plan is the bundled default plan scaled to seconds (tests/support/controller_plan.py): a
+plan day is 1 s (3 s where a stage must bake longer than the test needs), every window is 4 s
 (four 1 s scrapes), M = 2 passing cycles, N = 2 failing cycles unless a test says otherwise,
 one cycle every 0.5 s. The replica follows the flag store ~1 s after a change and then
 reports the new flags, so every stage waits for the service and for one full window before
@@ -51,8 +51,23 @@ from rollout.cycle import run_cycle
 from rollout.ports import FencedOut
 from rollout.runtime_types import CycleReport
 from rollout.scheduler import build_scheduler
-from tests.support.controller import (
-    BASELINE,
+from tests.support.controller_crash import CrashingStore, SimulatedCrash
+from tests.support.controller_harness import (
+    LEASE_SECONDS,
+    build_harness,
+    seed_state,
+    seeded,
+    utcnow,
+)
+from tests.support.controller_log import (
+    check_of,
+    entry_time,
+    is_action,
+    judged,
+    oldest_first,
+    transitions,
+)
+from tests.support.controller_plan import (
     DARK,
     DAY_SECONDS,
     INTERVAL_SECONDS,
@@ -60,31 +75,15 @@ from tests.support.controller import (
     L1_50,
     L1_100,
     L2,
-    LEASE_SECONDS,
     OFF,
-    SCRAPE_SECONDS,
     STAGES,
-    TRAFFIC_RPS,
-    ControllerStack,
-    CrashingStore,
-    ServiceReplica,
-    SimulatedCrash,
-    build_harness,
-    check_of,
     demo_plan,
-    entry_time,
-    is_action,
-    judged,
     longest_window,
-    oldest_first,
-    running_controller_stack,
-    seed_state,
-    seeded,
     stage_flags,
-    transitions,
-    utcnow,
     write_demo_plan_file,
 )
+from tests.support.controller_replica import BASELINE, TRAFFIC_RPS, ServiceReplica
+from tests.support.controller_stack import SCRAPE_SECONDS, ControllerStack, running_controller_stack
 from tests.support.prometheus import eventually
 from tests.support.redis_gate import RedisGate
 from tests.support.unleash import admin_for
