@@ -7,12 +7,15 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar, Self, TypeVar
 
 from devstack.errors import ServiceError
 from devstack.processes import is_ours, process_start_ticks, spawned_start_ticks, stop_pid
+
+_S = TypeVar("_S", bound="Service")
 
 _apt_updated = False
 
@@ -144,3 +147,19 @@ def ensure_apt(binary: str, package: str) -> str:
     if not found:
         raise ServiceError(f"installed {package!r} but {binary} is still missing")
     return found
+
+
+def stop_or_status(action: str, known: _S | None, *, state_file: Path,
+                   stop: Callable[[_S], None], is_running: Callable[[_S], bool],
+                   show: Callable[[_S], None]) -> int:
+    """The `stop` and `status` actions every starter's command line shares. Exit status: 0
+    stopped or running, 3 not running (as `systemctl status` answers)."""
+    if action == "stop":
+        if known:
+            stop(known)
+            state_file.unlink(missing_ok=True)
+        return 0
+    if known:
+        show(known)
+        return 0 if is_running(known) else 3
+    return 3

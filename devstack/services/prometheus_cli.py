@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from devstack.errors import ServiceError
-from devstack.services.common import Service
+from devstack.services.common import Service, stop_or_status
 from devstack.services.prometheus import (
     STATE_FILE,
     PrometheusService,
@@ -89,15 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                 rule_files=args.rules or None, alertmanager=args.alertmanager,
             )
             _print(svc, args.format)
-        elif args.action == "stop":
-            if known:
-                stop(known)
-                STATE_FILE.unlink(missing_ok=True)
-        elif known:
-            _print(known, args.format)
-            return 0 if is_running(known) else 3
         else:
-            return 3
+            return stop_or_status(args.action, known, state_file=STATE_FILE, stop=stop,
+                                  is_running=is_running,
+                                  show=lambda svc: _print(svc, args.format))
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict
 
 from devstack.errors import ServiceError
+from devstack.services.common import stop_or_status
 from devstack.services.unleash import (
     STATE_FILE,
     UnleashService,
@@ -60,15 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                 for write in bootstrap_flags(svc):
                     print(f"unleash: {write}", file=sys.stderr)
             _print(svc, args.format)
-        elif args.action == "stop":
-            if known:
-                stop(known)
-                STATE_FILE.unlink(missing_ok=True)
-        elif known:
-            _print(known, args.format)
-            return 0 if is_running(known) else 3
         else:
-            return 3
+            return stop_or_status(args.action, known, state_file=STATE_FILE, stop=stop,
+                                  is_running=is_running,
+                                  show=lambda svc: _print(svc, args.format))
     except (ServiceError, FlagError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
