@@ -28,6 +28,7 @@ from rollout.core.plan_loader import load_plan
 from rollout.metrics import ControllerMetrics
 from rollout.plans import default_plan_path
 from rollout.ports import FlagWriter, MetricsSource, Notifier, NullNotifier, StateStore
+from rollout.redaction import masked
 from rollout.runtime_types import CyclePorts
 from rollout.settings import RolloutSettings
 
@@ -37,8 +38,23 @@ REDIS_TIMEOUT_SECONDS = 3.0
 
 
 def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
-    """The service's log shape; the controller also quiets its HTTP clients and server."""
+    """The service's log shape; the controller also quiets its HTTP clients and server, and
+    masks the credentials of any URL in a line (its own or a library's, tracebacks too)."""
     shared_configure_logging(fmt, level, quiet=("urllib3", "uvicorn.access"))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(MaskingFormatter(handler.formatter or logging.Formatter()))
+
+
+class MaskingFormatter(logging.Formatter):
+    """Wraps a handler's formatter: the finished line (message, extras, traceback) is masked
+    (rollout.redaction). The adapters already mask what they say; this catches the rest."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return masked(self._inner.format(record))
 
 
 # --- building blocks --------------------------------------------------------------------------

@@ -22,18 +22,21 @@ from rollout.core.flags import FlagSettings
 from rollout.core.observations import Measurement
 from rollout.core.state import CONTROLLER, RolloutState
 from rollout.records import CycleSummary, IntentRecord, LogEntry
+from rollout.redaction import masked
 
 # --- flags out --------------------------------------------------------------------------------
 
 
 class FlagError(Exception):
-    """A flag store could not be read or written. `message` is the store's own words."""
+    """A flag store could not be read or written. `message` is the store's own words, with
+    the credentials of any URL in it (and in `operation`) masked: it is logged and shown."""
 
     def __init__(self, message: str, *, status: int | None = None, operation: str = "") -> None:
+        message = masked(message)
         super().__init__(message)
         self.message = message
         self.status = status
-        self.operation = operation
+        self.operation = masked(operation)
 
 
 class TemporaryFlagError(FlagError):
@@ -133,7 +136,11 @@ class MetricsSource(Protocol):
 
 
 class StoreError(Exception):
-    """The state store could not be read or written (Redis down, timeout)."""
+    """The state store could not be read or written (Redis down, timeout). Its message is
+    masked like FlagError's."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(masked(message))
 
 
 class FencedOut(Exception):

@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rollout.composition import Runtime
 from rollout.controller import Controller
+from rollout.redaction import masked
 from rollout.server import create_app
 
 log = logging.getLogger("rollout.scheduler")
@@ -66,11 +67,12 @@ async def run_controller(runtime: Runtime) -> None:
     scheduler.start()
     previous = _quiet_signals()
     log.info(
-        "controller %s: evaluating every %ss, lease %ss, plan %s (time scale %g), flags -> %s, "
-        "state in %s, HTTP on %s:%s",
+        "controller %s: evaluating every %ss, lease %ss, plan %s (time scale %g), metrics from "
+        "%s, flags -> %s, state in %s, HTTP on %s:%s",
         settings.rollout_instance_id, runtime.interval_seconds,
         settings.rollout_lease_seconds, settings.rollout_plan or "bundled default",
-        runtime.plan.settings.time_scale, runtime.flags.target,
+        runtime.plan.settings.time_scale, masked(settings.prometheus_url),
+        masked(runtime.flags.target),
         runtime.store.keys.state, settings.rollout_host, settings.rollout_port,
         extra={"event": "start", "instance": settings.rollout_instance_id},
     )

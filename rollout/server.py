@@ -33,6 +33,7 @@ from rollout.controller import Controller
 from rollout.core.decision import CommandRejected
 from rollout.ports import StoreError
 from rollout.records import FlagsRecord, LogEntry
+from rollout.redaction import masked, masked_model
 from rollout.runtime_types import CommandFailed, CommandName, ManualCommand, NotLeader
 from rollout.status import StatusView, build_status
 from rollout.status_page import render_status_page
@@ -94,7 +95,8 @@ def create_app(
 
     def error(status: int, detail: str, **extra: Any) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+        return JSONResponse({"detail": masked(detail), **extra}, status_code=status,
+                            headers=headers)
 
     def unauthorized(request: Request) -> JSONResponse | None:
         if api_token is None:
@@ -132,7 +134,7 @@ def create_app(
             entries = await controller.ports.store.history(limit)
         except StoreError as exc:
             return error(503, str(exc))
-        return HistoryPage(entries=entries, limit=limit)
+        return HistoryPage(entries=[masked_model(e) for e in entries], limit=limit)
 
     @app.get("/", response_class=HTMLResponse, response_model=None)
     async def page() -> HTMLResponse:
@@ -142,10 +144,11 @@ def create_app(
         except StoreError as exc:
             return HTMLResponse(
                 f"<!doctype html><meta http-equiv=refresh content=10><title>rollout: store down"
-                f"</title><p>Cannot read the rollout state: {_escape(str(exc))}</p>",
+                f"</title><p>Cannot read the rollout state: {_escape(masked(str(exc)))}</p>",
                 status_code=503,
             )
-        return HTMLResponse(render_status_page(snapshot, entries))
+        # The page needs no token: what it shows is masked (rollout.redaction).
+        return HTMLResponse(render_status_page(snapshot, [masked_model(e) for e in entries]))
 
     async def read_command(name: CommandName, request: Request) -> ManualCommand | JSONResponse:
         denied = unauthorized(request)
@@ -174,18 +177,19 @@ def create_app(
             return error(503, f"{exc}" + (f" (leader: {holder})" if holder else ""),
                          leader=holder)
         except CommandFailed as exc:
-            return error(502, str(exc), entry=exc.report.entry.model_dump(mode="json"))
+            entry = masked_model(exc.report.entry).model_dump(mode="json")
+            return error(502, str(exc), entry=entry)
         except StoreError as exc:
             return error(503, str(exc))
         log.info("%s by %s via the API: %s", name, wanted.who, wanted.why,
                  extra={"event": "command", "by": wanted.who})
         decision = report.decision
         assert decision is not None
-        return JSONResponse(CommandResult(
+        return JSONResponse(masked_model(CommandResult(
             action=decision.action.value, from_stage=decision.from_stage,
             to_stage=decision.target_stage, reason=decision.reason, log_id=report.log_id,
             flags=report.flags, state=report.state_after.to_dict(),
-        ).model_dump(mode="json"))
+        )).model_dump(mode="json"))
 
     # One route per command keeps the URL set closed (an unknown command is a plain 404).
     for name in COMMANDS:

@@ -13,6 +13,7 @@ from rollout.core.flags import FlagSettings
 from rollout.core.plan import Plan
 from rollout.core.state import RolloutState
 from rollout.records import CheckRecord, CycleSummary, FlagsRecord, IntentRecord
+from rollout.redaction import masked_model
 
 
 class View(BaseModel):
@@ -137,7 +138,9 @@ def build_status(
     checks_current = (cycle is not None
                       and cycle.from_stage == state.stage_name == cycle.to_stage)
     pause, rollback = state.pause_info, state.last_rollback
-    return StatusView(
+    # Masked: the API, the unauthenticated page and the CLI show it, and a stored check or
+    # flag error may quote a URL with its credentials (rollout.redaction).
+    return masked_model(StatusView(
         initialised=initialised,
         stage=state.stage_name,
         stage_index=index,
@@ -177,7 +180,7 @@ def build_status(
             to_stage=intent.to_stage, by=intent.by),
         time_scale=plan.settings.time_scale,
         now=now,
-    )
+    ))
 
 
 def _stage_view(plan: Plan, i: int, current: int | None, state: RolloutState) -> StageView:

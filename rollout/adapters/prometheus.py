@@ -45,6 +45,7 @@ from app.contract import (
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Measurement
 from rollout.ports import ReportedFlags
+from rollout.redaction import masked
 
 DEFAULT_TIMEOUT_SECONDS: Final = 2.0
 FLAG_STATE_QUERY: Final = METRIC_FLAG_STATE
@@ -56,7 +57,11 @@ _MAX_LISTED_SERIES: Final = 3
 
 
 class QueryError(Exception):
-    """A query that did not yield a usable answer; the message is what people read."""
+    """A query that did not yield a usable answer; the message is what people read, so the
+    credentials of any URL in it are masked (rollout.redaction)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(masked(message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +103,7 @@ class PrometheusSource:
         return self._timeout
 
     def __repr__(self) -> str:
-        return f"PrometheusSource({self._url!r}, timeout_seconds={self._timeout:g})"
+        return f"PrometheusSource({masked(self._url)!r}, timeout_seconds={self._timeout:g})"
 
     # --- MetricsSource ----------------------------------------------------------------------
     async def measure(self, query: str, sample_query: str | None) -> Measurement:
@@ -160,7 +165,7 @@ class PrometheusSource:
         except QueryError as exc:
             return Measurement(value=None, error=str(exc))
         except Exception as exc:  # the port promises never to raise
-            return Measurement(value=None, error=f"{type(exc).__name__}: {exc}")
+            return Measurement(value=None, error=masked(f"{type(exc).__name__}: {exc}"))
         if sample_query is None:
             return Measurement(value=value)
         try:
@@ -168,7 +173,8 @@ class PrometheusSource:
         except QueryError as exc:
             return Measurement(value=value, error=f"sample query: {exc}")
         except Exception as exc:
-            return Measurement(value=value, error=f"sample query: {type(exc).__name__}: {exc}")
+            return Measurement(value=value,
+                               error=masked(f"sample query: {type(exc).__name__}: {exc}"))
         return Measurement(value=value, sample=sample)
 
     # --- flags ------------------------------------------------------------------------------
@@ -178,7 +184,7 @@ class PrometheusSource:
         except QueryError as exc:
             return ReportedFlags(settings=None, error=str(exc))
         except Exception as exc:
-            return ReportedFlags(settings=None, error=f"{type(exc).__name__}: {exc}")
+            return ReportedFlags(settings=None, error=masked(f"{type(exc).__name__}: {exc}"))
         return flags_from_series(series)
 
 

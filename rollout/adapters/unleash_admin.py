@@ -35,6 +35,7 @@ from rollout.adapters.unleash_flags import (
 from rollout.adapters.unleash_http import DEFAULT_TIMEOUT, UnleashHttp
 from rollout.core.flags import FlagSettings
 from rollout.ports import ApplyResult, FlagWrite, PermanentFlagError
+from rollout.redaction import masked
 
 # The names this module had before it was split, for whoever imported them from here.
 __all__ = [
@@ -75,7 +76,7 @@ class UnleashAdmin:
 
     @property
     def target(self) -> str:
-        return f"unleash {self.api_url} project={self.project} env={self.environment}"
+        return f"unleash {masked(self.api_url)} project={self.project} env={self.environment}"
 
     async def aclose(self) -> None:
         await self._http.aclose()

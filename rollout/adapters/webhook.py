@@ -5,6 +5,13 @@ Mattermost, Rocket.Chat, Teams connectors or a plain log sink), `blocks` make it
 Slack. The reason line is the decision's own, e.g.
 `p95 212 ms > 180 ms (n=4 120): l1-50 → l1-10`.
 
+Every text in the payload that Slack parses (the top-level `text` as much as the mrkdwn
+blocks: mobile notifications show `text`, and Slack reads `<!channel>`, `<@U…>` and links
+in it) has `&`, `<` and `>` escaped as `&amp;`, `&lt;`, `&gt;` (Slack's "escaping text"
+rules), so a reason or a note that contains `<!channel>` shows those characters instead of
+pinging everyone; Slack displays the escaped text exactly as written. The same message,
+unescaped, is in `plain_text` for receivers that do not speak Slack's format.
+
 Delivery is best effort: one POST with a short timeout, no retries (the next event comes
 soon enough, and the decision log has everything). Failures are logged, never raised.
 """
@@ -17,6 +24,7 @@ from typing import Any, Final
 import httpx
 
 from rollout.ports import Notification
+from rollout.redaction import masked
 
 log = logging.getLogger("rollout.webhook")
 
@@ -27,18 +35,27 @@ _ICONS: Final = {"info": ":large_blue_circle:", "warning": ":warning:",
                  "critical": ":rotating_light:"}
 
 
+def slack_escape(text: str) -> str:
+    """`text` as Slack must receive it to show it literally: `&`, `<`, `>` as entities (and
+    nothing else: Slack un-escapes exactly these three)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(notification: Notification, *, source: str = "") -> dict[str, Any]:
     icon = _ICONS.get(notification.severity, "")
-    headline = f"{icon} {notification.title}".strip()
-    reason = _clip(notification.reason)
+    title = slack_escape(notification.title)
+    headline = f"{icon} {title}".strip()
+    reason = _clip(slack_escape(notification.reason))
     context = [
-        f"stage *{notification.stage}*",
-        f"by {notification.by}",
+        f"stage *{slack_escape(notification.stage)}*",
+        f"by {slack_escape(notification.by)}",
         notification.at.isoformat(timespec="seconds"),
     ]
     if source:
-        context.append(source)
-    context += [f"{key}: {value}" for key, value in notification.fields.items()]
+        context.append(slack_escape(source))
+    context += [f"{slack_escape(key)}: {slack_escape(value)}"
+                for key, value in notification.fields.items()]
+    plain_headline = f"{icon} {notification.title}".strip()
     return {
         "text": f"{headline}\n{reason}",
         "blocks": [
@@ -47,6 +64,8 @@ def slack_payload(notification: Notification, *, source: str = "") -> dict[str, 
             {"type": "context",
              "elements": [{"type": "mrkdwn", "text": _clip(" \u00b7 ".join(context))}]},
         ],
+        # Not Slack's: the same message unescaped, for a receiver that shows text as it is.
+        "plain_text": f"{plain_headline}\n{_clip(notification.reason)}",
         # Not Slack's; lets a generic receiver route without parsing text.
         "event": notification.event,
         "severity": notification.severity,
@@ -86,8 +105,10 @@ class WebhookNotifier:
             response = await self._http.post(self._url, json=payload)
         except httpx.HTTPError as exc:
             self.failed += 1
-            log.warning("webhook delivery failed (%s: %s): %s", type(exc).__name__, exc,
-                        notification.title, extra={"event": notification.event})
+            # httpx may quote the URL, and a webhook URL is a secret: masked.
+            log.warning("webhook delivery failed (%s: %s): %s", type(exc).__name__,
+                        masked(str(exc)), notification.title,
+                        extra={"event": notification.event})
             return
         if response.is_success:
             self.sent += 1

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 from rollout.cli.client import ControllerClient
-from rollout.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CliError, redacted
+from rollout.cli.errors import EXIT_BAD_INPUT, EXIT_OK, CliError
 from rollout.cli.render import (
     action_text,
     print_json,
@@ -35,6 +35,7 @@ from rollout.core.plan import Plan, human_duration
 from rollout.core.plan_loader import PlanError, load_plan
 from rollout.ports import StateStore, StoreError
 from rollout.records import CycleResult, LogEntry
+from rollout.redaction import masked, masked_model
 from rollout.settings import RolloutSettings
 from rollout.status import StatusView, build_status
 
@@ -88,6 +89,7 @@ def cmd_history(args: argparse.Namespace, settings: RolloutSettings, out: Consol
             return await store.history(args.limit)
 
         entries = asyncio.run(with_store(settings, read))
+    entries = [masked_model(entry) for entry in entries]
     if args.json:
         print_json(out, entries)
     else:
@@ -104,7 +106,7 @@ async def with_store(settings: RolloutSettings,
     try:
         return await use(store)
     except StoreError as exc:
-        raise CliError(f"{exc} (state Redis {redacted(settings.state_redis_url)})") from None
+        raise CliError(f"{exc} (state Redis {masked(settings.state_redis_url)})") from None
     finally:
         await store.aclose()
 
@@ -134,7 +136,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: RolloutSettings, out: Conso
     if not args.dry_run:
         raise CliError("only `rollout evaluate --dry-run` exists: the running controller is "
                        "the one that acts", EXIT_BAD_INPUT)
-    result = asyncio.run(_dry_run(settings))
+    result = masked_model(asyncio.run(_dry_run(settings)))
     if args.json:
         print_json(out, result)
     else:
@@ -176,9 +178,9 @@ def cmd_plan_validate(args: argparse.Namespace, settings: RolloutSettings, out: 
         return EXIT_OK
     out.print(Text(f"{args.file}: valid plan", style="bold green"))
     arrow = " \u2192 "
-    out.print(f"{len(plan.stages)} stages: {arrow.join(plan.stage_names)}")
-    out.print(f"{checks} checks, {len(plan.guardrails)} guardrails; minimum duration "
-              f"{human_duration(total)} (time scale {plan.settings.time_scale:g})")
+    out.print(Text(f"{len(plan.stages)} stages: {arrow.join(plan.stage_names)}"))
+    out.print(Text(f"{checks} checks, {len(plan.guardrails)} guardrails; minimum duration "
+                   f"{human_duration(total)} (time scale {plan.settings.time_scale:g})"))
     return EXIT_OK
 
 

@@ -46,7 +46,7 @@ def cmd_flags_show(args: argparse.Namespace, settings: RolloutSettings, out: Con
     if args.json:
         print_json(out, shown)
         return EXIT_OK
-    table = Table(title=f"Flags in {shown.store}")
+    table = Table(title=Text(f"Flags in {shown.store}"))
     for column in ("key", "flag", "value"):
         table.add_column(column)
     names = {field: flag for flag, field in LOCAL_FIELD_BY_FLAG.items()}
@@ -54,7 +54,8 @@ def cmd_flags_show(args: argparse.Namespace, settings: RolloutSettings, out: Con
     for key, value in (("shadow", flags.shadow), ("l2", flags.l2),
                        ("l1_percent", flags.l1_percent)):
         text = f"{value} %" if key == "l1_percent" else ("on" if value else "off")
-        table.add_row(key, names.get(key, ""), Text(text, style="green" if value else "dim"))
+        table.add_row(Text(key), Text(names.get(key, "")),
+                      Text(text, style="green" if value else "dim"))
     out.print(table)
     return EXIT_OK
 
@@ -119,10 +120,10 @@ def cmd_flags_set(args: argparse.Namespace, settings: RolloutSettings, out: Cons
         out.print(Text(f"Wrote {len(written.writes)} change(s) to {written.store}:",
                        style="bold"))
         for write in written.writes:
-            out.print(f"  {write}")
+            out.print(Text(f"  {write}"))
     else:
-        out.print(f"Nothing to change: {written.store} already holds these flags.")
-    out.print(f"Flags now: {written.after.describe()}")
+        out.print(Text(f"Nothing to change: {written.store} already holds these flags."))
+    out.print(Text(f"Flags now: {written.after.describe()}"))
     if written.warning:
         out.print(Text(written.warning, style="yellow"))
     return EXIT_OK

@@ -103,8 +103,10 @@ def _default_who() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    # Nothing the CLI prints is rich markup or emoji codes: a reason like `[/oops]` or
+    # `:warning:` is printed as written (the renderers also pass Text, see cli/render.py).
+    out = Console(highlight=False, markup=False, emoji=False)
+    err = Console(stderr=True, highlight=False, markup=False, emoji=False)
     try:
         args = build_parser().parse_args(argv)
         key = _command_key(args)

@@ -1,5 +1,10 @@
 """The terminal rendering of what the controller shows: the status, the decision log and a
-dry run, from the same typed models the HTTP API serves."""
+dry run, from the same typed models the HTTP API serves.
+
+Everything that comes from people or from the world (reasons, notes, who and why, check
+labels and messages, stage names) is printed as plain text, never as rich markup: every
+cell is a `Text` and every printed string goes out with `markup=False`, so a reason such as
+`[/oops]` or `[bold]x[/bold]` appears literally instead of crashing or styling the output."""
 
 from __future__ import annotations
 
@@ -48,13 +53,13 @@ def render_status(out: Console, status: StatusView) -> None:
     if status.bake_seconds is not None:
         left = status.bake_remaining_seconds or 0.0
         baked = "baked" if left <= 0 else f"{_duration(left)} left"
-        out.print(f"In stage {_duration(status.time_in_stage_seconds)} of a "
-                  f"{_duration(status.bake_seconds)} bake ({baked}); "
-                  f"{status.pass_streak}/{status.passes_to_advance} passing cycles")
+        out.print(Text(f"In stage {_duration(status.time_in_stage_seconds)} of a "
+                       f"{_duration(status.bake_seconds)} bake ({baked}); "
+                       f"{status.pass_streak}/{status.passes_to_advance} passing cycles"))
     for line in _state_lines(status):
         out.print(line)
-    out.print(f"Flags wanted: {flags_text(status.flags.desired)}; the service reports: "
-              f"{flags_text(status.flags.reported)}")
+    out.print(Text(f"Flags wanted: {flags_text(status.flags.desired)}; the service reports: "
+                   f"{flags_text(status.flags.reported)}"))
     decision = status.last_decision
     if decision:
         out.print(Text("Last decision ", style="bold") + action_text(
@@ -118,11 +123,11 @@ def checks_table(checks: Sequence[CheckRecord], streaks: Mapping[str, int]) -> T
             kind += f" ({failing} failing)"
         limit = check.limit_text
         table.add_row(
-            check.label or check.check, kind,
+            Text(check.label or check.check), Text(kind),
             Text(check.verdict, style=VERDICT_STYLE.get(check.verdict, "")),
-            check.value_text or "-",
-            f"{check.comparator or ''} {limit}".strip() if limit else "-",
-            count(check.sample),
+            Text(check.value_text or "-"),
+            Text(f"{check.comparator or ''} {limit}".strip() if limit else "-"),
+            Text(count(check.sample)),
         )
     return table
 
@@ -141,8 +146,8 @@ def render_history(out: Console, entries: Sequence[LogEntry]) -> None:
         if entry.moved:
             stage = f"{stage} \u2192 {entry.to_stage}"
         style = "bold red" if entry.kind == "flag-write-failed" else ACTION_STYLE.get(action, "")
-        table.add_row(short_time(entry.at), Text(what, style=style), stage, entry.by or "",
-                      entry.reason or entry.note or "")
+        table.add_row(Text(short_time(entry.at)), Text(what, style=style), Text(stage),
+                      Text(entry.by or ""), Text(entry.reason or entry.note or ""))
     out.print(table)
 
 
@@ -152,14 +157,15 @@ def render_dry_run(out: Console, result: CycleResult) -> None:
         moved += f" \u2192 {result.to_stage}"
     out.print(Text("Dry run (nothing applied or recorded): ", style="bold")
               + action_text(str(result.action), f" {moved}"))
-    out.print(str(result.reason))
+    out.print(Text(str(result.reason)))
     if result.checks:
         streaks = (result.state or {}).get("failure_streaks", {})
         out.print(checks_table(result.checks, streaks))
     flags = result.flags
     if flags is not None:
-        out.print(f"Flags: store holds {flags_text(flags.before)}; the decision wants "
-                  f"{flags_text(flags.desired)}" + (" (would be written)" if flags.drift else ""))
+        out.print(Text(f"Flags: store holds {flags_text(flags.before)}; the decision wants "
+                       f"{flags_text(flags.desired)}"
+                       + (" (would be written)" if flags.drift else "")))
     if result.pending_intent:
         out.print(Text("A transition is in flight; the controller resolves it first.",
                        style="yellow"))

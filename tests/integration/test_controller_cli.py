@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from devstack.services.redis import stop as stop_redis
 from rollout.adapters.redis_state import RolloutKeys
 from rollout.cli.main import main
 from rollout.plans import default_plan_path
+from rollout.records import CheckRecord, CycleSummary, LogEntry
 
 pytestmark = pytest.mark.integration
 
@@ -338,3 +340,90 @@ def test_run_serves_the_cli_and_a_standby_takes_over(
     assert code == 0, err
     assert second.stop() == 0
     assert redis.exists(keys.lease) == 0  # released on the way out
+
+
+# --- hygiene: markup in reasons, credentials in URLs (issue 11, point 9) --------------------
+
+MARKUP_REASONS = ("[/oops]", "[bold]x[/bold]")
+
+
+def test_status_and_history_print_markup_in_reasons_literally(
+    env: dict[str, str], redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reason, a note, who/why and check text are data: `[/oops]` once crashed `rollout
+    history` with rich's MarkupError, `[bold]x[/bold]` was swallowed into a style."""
+    keys = RolloutKeys(env["ROLLOUT_NAME"])
+    odd = " ".join(MARKUP_REASONS)
+    at = "2025-01-01T00:00:00+00:00"
+    redis.set(keys.state, json.dumps({
+        "stage_index": 0, "stage_name": "off", "entered_at": at,
+        "pause": {"by": f"carol {odd}", "why": f"INC-7 {odd}", "at": at},
+    }))
+    redis.set(keys.last_cycle, CycleSummary(
+        kind="cycle", at=datetime.fromisoformat(at), action="hold", from_stage="off",
+        to_stage="off", reason=f"held: {odd}",
+        checks=(CheckRecord(check="p95", label=f"p95 {odd}", verdict="error",
+                            message=f"bad {odd}"),),
+    ).model_dump_json())
+    for entry in (
+        LogEntry(kind="command", at=datetime.fromisoformat(at), action="pause",
+                 from_stage="off", to_stage="off", by=f"carol {odd}", reason=f"INC-7 {odd}"),
+        LogEntry(kind="flags-set", at=datetime.fromisoformat(at), by="dave",
+                 note=f"by hand {odd}"),
+    ):
+        redis.xadd(keys.log, {"entry": entry.to_json()})
+
+    code, out, err = run_cli(capsys, "history")
+    assert code == 0, err
+    assert "MarkupError" not in err and "Traceback" not in err
+    assert f"INC-7 {odd}" in out and f"carol {odd}" in out and f"by hand {odd}" in out
+
+    code, out, err = run_cli(capsys, "status")
+    assert code == 0, err
+    for expected in (f"held: {odd}", f"carol {odd}", f"INC-7 {odd}", f"p95 {odd}"):
+        assert expected in out, (expected, out)
+
+
+def test_a_password_in_prometheus_url_is_never_shown(
+    env: dict[str, str], redis: Redis, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], daemons: list[Daemon], tmp_path: Path,
+) -> None:
+    """`rollout run` with credentials in PROMETHEUS_URL (nobody listens there, so every
+    check errors with a message that names the URL): the log, /api/status, /api/history,
+    the unauthenticated page and the CLI show the URL with `***@`, never the password."""
+    secret = "Pr0m-S3cret-pw"
+    port = free_port()
+    values = env | {"PROMETHEUS_URL": f"http://admin:{secret}@127.0.0.1:{port}"}
+    daemon = Daemon(values, "masked", tmp_path)
+    daemons.append(daemon)
+    until(lambda: (daemon.health() or {}).get("leader"), what="controller leads")
+
+    def checks_errored() -> dict[str, Any] | None:
+        status = httpx.get(f"{daemon.url}/api/status", timeout=2.0)
+        body: dict[str, Any] = status.json()
+        return body if body.get("checks") else None
+
+    status = until(checks_errored, what="a cycle with its checks")
+    shown_url = f"http://***@127.0.0.1:{port}"
+    assert any(shown_url in (check.get("error") or "") for check in status["checks"]), status
+    answers = {
+        "/api/status": json.dumps(status),
+        "/api/history": httpx.get(f"{daemon.url}/api/history", timeout=2.0).text,
+        "/": httpx.get(f"{daemon.url}/", timeout=2.0).text,
+    }
+    monkeypatch.setenv("ROLLOUT_URL", daemon.url)
+    monkeypatch.setenv("PROMETHEUS_URL", values["PROMETHEUS_URL"])
+    for command in ("status", "history"):
+        code, out, err = run_cli(capsys, command)
+        assert code == 0, err
+        answers[f"rollout {command}"] = out + err
+    code, out, err = run_cli(capsys, "evaluate", "--dry-run", "--json")
+    assert code == 0, err
+    assert shown_url in out  # the check errors quote the URL, masked
+    answers["rollout evaluate --dry-run"] = out + err
+    assert daemon.stop() == 0
+    answers["log"] = daemon.log.read_text()
+    assert f"metrics from {shown_url}" in answers["log"]
+    for where, text in answers.items():
+        assert secret not in text, where
+        assert f"admin:{secret}" not in text, where

@@ -53,7 +53,10 @@ async def test_posts_slack_compatible_json_with_the_reason_line(listener: Webhoo
         await notifier.aclose()
     listener.wait_for(1)
     [body] = listener.bodies()
-    assert "p95 212 ms > 180 ms (n=4 120): l1-50 \u2192 l1-10" in body["text"]
+    # Slack parses `text` too: its `>` arrives as `&gt;` and Slack shows it as `>`; the
+    # unescaped message is in `plain_text` for receivers that do not speak Slack.
+    assert "p95 212 ms &gt; 180 ms (n=4 120): l1-50 \u2192 l1-10" in body["text"]
+    assert "p95 212 ms > 180 ms (n=4 120): l1-50 \u2192 l1-10" in body["plain_text"]
     assert body["blocks"][0]["type"] == "section"
     assert any("p95 212 ms" in block.get("text", {}).get("text", "")
                for block in body["blocks"])
@@ -123,5 +126,39 @@ async def test_a_rollback_cycle_notifies_the_webhook(listener: WebhookSink) -> N
     listener.wait_for(2)
     rollback = listener.bodies()[-1]
     assert rollback["severity"] == "critical"
-    assert "errors 2 > 1 (n=1 000)" in rollback["text"]
+    assert "errors 2 &gt; 1 (n=1 000)" in rollback["text"]
+    assert "errors 2 > 1 (n=1 000)" in rollback["plain_text"]
     assert "mid \u2192 off" in rollback["text"]
+
+
+async def test_slack_control_sequences_in_a_reason_are_escaped_not_sent(
+    listener: WebhookSink,
+) -> None:
+    """A reason (a person's `--why`, a check message) that contains `<!channel>` must not ping
+    the channel: every text Slack parses carries `&lt;`/`&gt;`/`&amp;` instead (Slack shows
+    them as the characters), and nothing else in the reason is altered."""
+    notifier = WebhookNotifier(listener.url(HOOK), source="controller <!here>")
+    reason = "paused: <!channel> look & see <@U0123ABC> <https://evil.example|here> [/oops]"
+    try:
+        await notifier.notify(notification(
+            event="pause", title="Rollout paused by <!everyone>", reason=reason,
+            by="mallory <!subteam^S1>", fields={"why": "<!channel>"}))
+    finally:
+        await notifier.aclose()
+    listener.wait_for(1)
+    [body] = listener.bodies()
+    slack_texts = [body["text"]]
+    for block in body["blocks"]:
+        if "text" in block:
+            slack_texts.append(block["text"]["text"])
+        slack_texts += [element["text"] for element in block.get("elements", [])]
+    for text in slack_texts:
+        assert "<" not in text and ">" not in text, text
+    escaped = ("paused: &lt;!channel&gt; look &amp; see &lt;@U0123ABC&gt; "
+               "&lt;https://evil.example|here&gt; [/oops]")
+    assert escaped in body["text"]
+    assert escaped in body["blocks"][1]["text"]["text"]
+    context = body["blocks"][2]["elements"][0]["text"]
+    assert "mallory &lt;!subteam^S1&gt;" in context and "controller &lt;!here&gt;" in context
+    assert "why: &lt;!channel&gt;" in context
+    assert body["plain_text"].endswith(reason)

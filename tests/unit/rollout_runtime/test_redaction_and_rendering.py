@@ -1,0 +1,217 @@
+"""Controller hygiene (issue 11, point 9): credentials masked wherever the controller shows
+or logs a URL, reasons printed as text (never as rich markup), Slack text escaped."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import replace
+
+import pytest
+from rich.console import Console
+
+from rollout.adapters.prometheus import PrometheusSource, QueryError
+from rollout.adapters.unleash_admin import UnleashAdmin
+from rollout.adapters.webhook import slack_escape, slack_payload
+from rollout.cli.errors import CliError
+from rollout.cli.render import render_dry_run, render_history, render_status
+from rollout.composition import MaskingFormatter
+from rollout.core.state import PauseInfo, RolloutState
+from rollout.ports import Notification, PermanentFlagError, StoreError
+from rollout.records import CheckRecord, CycleResult, CycleSummary, FlagsRecord, LogEntry
+from rollout.redaction import MASK, masked, masked_model
+from rollout.status import build_status
+from tests.unit.rollout_runtime.fakes import T0, small_plan
+
+SECRET = "hunter2-S3cret"
+MARKUP = ("[/oops]", "[bold]x[/bold]")
+
+# --- the masking function ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    (f"http://admin:{SECRET}@prom:9090", "http://***@prom:9090"),
+    (f"https://admin:{SECRET}@prom.example/prometheus/", "https://***@prom.example/prometheus/"),
+    (f"http://{SECRET}@unleash:4242/api", "http://***@unleash:4242/api"),
+    (f"redis://:{SECRET}@redis:6379/0", "redis://***@redis:6379/0"),
+    (f"redis://default:{SECRET}@redis:6379/2", "redis://***@redis:6379/2"),
+    (f"rediss://user:{SECRET}@cache.example:6380/1", "rediss://***@cache.example:6380/1"),
+    # a password with an unencoded '@' still loses everything before the host
+    (f"http://u:{SECRET}@x@prom:9090", "http://***@prom:9090"),
+    (f"https://prom.example/api?token={SECRET}&timeout=3",
+     "https://prom.example/api?token=***&timeout=3"),
+    (f"https://prom.example/?access_token={SECRET}", "https://prom.example/?access_token=***"),
+    (f"https://x.example/?api_key={SECRET}#top", "https://x.example/?api_key=***#top"),
+    (f"https://x.example/?password={SECRET}", "https://x.example/?password=***"),
+    (f"https://blob.example/f?sv=2024&sig={SECRET}", "https://blob.example/f?sv=2024&sig=***"),
+    ("https://hooks.slack.com/services/T0AAAA1/B0BBBB2/AbCdEfGhIjKlMnOp12345678",
+     "https://hooks.slack.com/services/T0AAAA1/B0BBBB2/***"),
+])
+def test_masked_hides_every_kind_of_url_credential(url: str, shown: str) -> None:
+    assert masked(url) == shown
+    assert SECRET not in masked(url)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9090",
+    "https://prom.example/prometheus/api/v1/query?query=up&timeout=3",
+    "redis://127.0.0.1:6379/0",
+    "rediss://cache.example:6380/1",
+    "http://unleash:4242/api",
+    "https://hooks.example/rollout",
+    "http://[::1]:9090/",
+])
+def test_masked_leaves_urls_without_secrets_unchanged(url: str) -> None:
+    assert masked(url) == url
+
+
+def test_masked_finds_urls_inside_text_and_leaves_the_rest() -> None:
+    text = (f"cannot reach Prometheus at http://a:{SECRET}@prom:9090: Connection refused; "
+            f"flags -> unleash 'https://u:{SECRET}@unleash/api' (state in redis://:{SECRET}@r/0)")
+    shown = masked(text)
+    assert SECRET not in shown
+    assert shown == ("cannot reach Prometheus at http://***@prom:9090: Connection refused; "
+                     "flags -> unleash 'https://***@unleash/api' (state in redis://***@r/0)")
+    assert masked("p95 212 ms > 180 ms: [/oops] a@b") == "p95 212 ms > 180 ms: [/oops] a@b"
+    assert MASK == "***"
+
+
+def test_masked_model_masks_every_string_of_a_record() -> None:
+    entry = LogEntry(kind="cycle", at=T0, reason=f"see http://u:{SECRET}@prom:9090",
+                     checks=(CheckRecord(check="p95", label="p95", verdict="error",
+                                         error=f"cannot reach http://u:{SECRET}@h"),),
+                     flags=FlagsRecord(error=f"PUT https://x/api?token={SECRET} failed"))
+    shown = masked_model(entry)
+    assert SECRET not in shown.model_dump_json()
+    assert shown.flags is not None and shown.flags.result == "failed"
+    clean = LogEntry(kind="cycle", at=T0, reason="all good")
+    assert masked_model(clean) is clean
+
+
+# --- where the controller says a URL -------------------------------------------------------------
+
+
+def test_adapters_and_errors_never_carry_the_password() -> None:
+    source = PrometheusSource(f"http://admin:{SECRET}@127.0.0.1:9")
+    assert SECRET not in repr(source)
+    assert SECRET not in str(QueryError(f"cannot reach Prometheus at {source.url}"))
+    admin = UnleashAdmin(f"https://admin:{SECRET}@unleash.example/api", "token")
+    assert SECRET not in admin.target and "unleash.example/api" in admin.target
+    error = PermanentFlagError(f"Unleash answered 401 to PUT {admin.api_url}/x",
+                               operation=f"PUT {admin.api_url}/x")
+    assert SECRET not in error.message and SECRET not in str(error)
+    assert SECRET not in error.operation
+    assert SECRET not in str(StoreError(f"Error connecting to redis://:{SECRET}@r:6379"))
+    cli = CliError(f"cannot read the flags from redis://:{SECRET}@r:6379/0")
+    assert SECRET not in cli.message and "redis://***@r:6379/0" in cli.message
+
+
+def test_the_log_formatter_masks_the_finished_line() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(MaskingFormatter(logging.Formatter("%(message)s")))
+    logger = logging.getLogger("tests.redaction")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError(f"boom at http://u:{SECRET}@prom:9090")
+        except RuntimeError:
+            logger.exception("failed talking to %s", f"redis://:{SECRET}@r:6379/0")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "failed talking to redis://***@r:6379/0" in text
+    assert "boom at http://***@prom:9090" in text and SECRET not in text
+
+
+def test_status_masks_a_stored_error_that_quotes_a_url() -> None:
+    plan = small_plan()
+    state = RolloutState.initial(plan.stages[0].name, T0)
+    cycle = CycleSummary(kind="cycle", at=T0, action="hold", from_stage=state.stage_name,
+                         to_stage=state.stage_name,
+                         reason=f"checks errored: http://u:{SECRET}@prom:9090",
+                         checks=(CheckRecord(check="p95", label="p95", verdict="error",
+                                             message=f"cannot reach http://u:{SECRET}@prom",
+                                             error=f"cannot reach http://u:{SECRET}@prom"),))
+    status = build_status(plan, state, cycle, T0)
+    assert SECRET not in status.model_dump_json()
+    assert status.checks[0].error == "cannot reach http://***@prom"
+
+
+# --- reasons are text, never markup ------------------------------------------------------------
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    # A console as rich makes it by default: markup on, so the renderers must not rely on
+    # the CLI's own markup=False to print these literally.
+    return Console(file=buffer, width=200, color_system=None, highlight=False), buffer
+
+
+@pytest.mark.parametrize("markup", MARKUP)
+def test_history_prints_a_reason_with_markup_literally(markup: str) -> None:
+    out, buffer = _console()
+    entries = [
+        LogEntry(kind="command", at=T0, action="pause", from_stage="off", to_stage="off",
+                 by=f"carol {markup}", reason=f"INC-1 {markup}"),
+        LogEntry(kind="flags-set", at=T0, by="dave", note=f"note {markup}"),
+    ]
+    render_history(out, entries)
+    text = buffer.getvalue()
+    assert f"INC-1 {markup}" in text
+    assert f"carol {markup}" in text
+    assert f"note {markup}" in text
+
+
+@pytest.mark.parametrize("markup", MARKUP)
+def test_status_prints_reasons_who_why_and_checks_literally(markup: str) -> None:
+    plan = small_plan()
+    stage = plan.stages[0].name
+    state = replace(RolloutState.initial(stage, T0),
+                    pause_info=PauseInfo(by=f"erin {markup}", why=f"why {markup}", at=T0))
+    cycle = CycleSummary(kind="cycle", at=T0, action="hold", from_stage=stage,
+                         to_stage=stage, reason=f"because {markup}",
+                         checks=(CheckRecord(check="p95", label=f"p95 {markup}",
+                                             verdict="fail", value_text=f"212 {markup}",
+                                             limit_text="180 ms", comparator="<="),))
+    out, buffer = _console()
+    render_status(out, build_status(plan, state, cycle, T0))
+    text = buffer.getvalue()
+    for expected in (f"because {markup}", f"erin {markup}", f"why {markup}",
+                     f"p95 {markup}", f"212 {markup}"):
+        assert expected in text, (expected, text)
+
+
+def test_dry_run_prints_its_reason_literally() -> None:
+    out, buffer = _console()
+    render_dry_run(out, CycleResult(kind="dry-run", at=T0, action="hold", from_stage="off",
+                                    to_stage="off", reason="hold: [/oops] [bold]x[/bold]"))
+    assert "hold: [/oops] [bold]x[/bold]" in buffer.getvalue()
+
+
+# --- Slack text is escaped ----------------------------------------------------------------------
+
+
+def test_slack_escape_follows_slacks_rules() -> None:
+    assert slack_escape("a & b < c > d") == "a &amp; b &lt; c &gt; d"
+    assert slack_escape("&lt;") == "&amp;lt;"  # an entity typed by someone stays literal
+    assert slack_escape("plain: l1-50 \u2192 l1-10 *x*") == "plain: l1-50 \u2192 l1-10 *x*"
+
+
+def test_slack_payload_escapes_every_mrkdwn_text_and_keeps_a_plain_copy() -> None:
+    note = Notification(
+        event="pause", title="Rollout paused by <!channel>", reason="<!channel> & <@U123> hi",
+        stage="l1-10", at=T0, by="mallory <!here>", severity="warning",
+        fields={"why": "<https://evil.example|click>"},
+    )
+    payload = slack_payload(note, source="ctl <!everyone>")
+    texts = [payload["text"]]
+    for block in payload["blocks"]:
+        if "text" in block:
+            texts.append(block["text"]["text"])
+        texts += [element["text"] for element in block.get("elements", [])]
+    for text in texts:
+        assert "<" not in text and ">" not in text, text
+    assert "&lt;!channel&gt; &amp; &lt;@U123&gt; hi" in payload["blocks"][1]["text"]["text"]
+    assert "&lt;!here&gt;" in payload["blocks"][2]["elements"][0]["text"]
+    assert payload["plain_text"].endswith("<!channel> & <@U123> hi")
