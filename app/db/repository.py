@@ -6,8 +6,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -118,20 +119,38 @@ class NotesRepository:
         self, workspace_id: uuid.UUID, note_id: uuid.UUID, fields: NoteFields, embedding: bytes,
         expected_version: int,
     ) -> NoteRecord | None:
-        """Apply an update if the note is still at `expected_version` (optimistic lock)."""
+        """Write all four fields and their embedding if the note is still at
+        `expected_version`; None if there is no such note in the workspace.
+
+        One conditional `UPDATE … WHERE id = ? AND workspace_id = ? AND version = ?`, judged
+        by its row count: the database compares and writes atomically on SQLite (one writer
+        at a time) and on PostgreSQL (a concurrent writer re-checks the WHERE against the
+        committed row). So of two writers that read the same version exactly one wins and
+        the other gets `ConcurrentUpdate` (409) — never two 200s with one value lost. The
+        caller read `fields` at `expected_version` and embedded exactly them, so the stored
+        text and the stored embedding always come from the same write.
+        """
+        now = datetime.now(UTC)
+        guarded = (
+            update(SessionNote)
+            .where(SessionNote.id == note_id, SessionNote.workspace_id == workspace_id,
+                   SessionNote.version == expected_version)
+            .values(subjective=fields.subjective, objective=fields.objective,
+                    assessment=fields.assessment, plan=fields.plan, embedding=embedding,
+                    version=expected_version + 1, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
         try:
             async with self._sessions.begin() as session:
-                row = await session.get(SessionNote, note_id, with_for_update=True)
+                result = cast("CursorResult[Any]", await session.execute(guarded))
+                written = result.rowcount
+                # Read back in the same transaction: our write is still the latest.
+                row = await session.get(SessionNote, note_id, populate_existing=True)
                 if row is None or row.workspace_id != workspace_id:
                     return None
-                if row.version != expected_version:
+                if written != 1:
                     raise ConcurrentUpdate(note_id)
-                row.subjective, row.objective = fields.subjective, fields.objective
-                row.assessment, row.plan = fields.assessment, fields.plan
-                row.embedding = embedding
-                row.version += 1
-                row.updated_at = datetime.now(UTC)
-            return _record(row)
+                return _record(row)
         except SQLAlchemyError as exc:
             raise DatabaseError(type(exc).__name__) from exc
 
