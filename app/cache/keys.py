@@ -17,9 +17,12 @@ from uuid import UUID
 
 _WHITESPACE = re.compile(r"\s+")
 
-# Bump when the meaning of a cached answer changes (prompt, retrieval, encoding), so that old
-# entries are simply never read again instead of being misread.
-L1_SCHEMA = "a1"
+# Bump when the meaning of a cached answer changes (prompt, retrieval, encoding) or when
+# `normalise` changes which questions share a digest, so that old entries are simply never
+# read again instead of being misread. a2: normalisation without NFKC and case folding.
+L1_SCHEMA = "a2"
+# The same for embeddings (the key had no version before: that was e1).
+L2_SCHEMA = "e2"
 
 
 def hash_tag(key: str) -> str | None:
@@ -31,8 +34,21 @@ def hash_tag(key: str) -> str | None:
 
 
 def normalise(text: str) -> str:
-    """NFKC, casefold, collapse whitespace: `What  is X?` and `what is x?` share an entry."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    """The canonical form of a question: what is keyed is also what is embedded and answered.
+
+    Only changes that cannot change meaning: NFC (canonically equivalent sequences are the
+    same text by Unicode's definition: precomposed vs decomposed accents, U+212A KELVIN
+    SIGN vs K) and runs of whitespace (any Unicode space, tabs, line breaks) collapsed to
+    one space, trimmed. Never NFKC — it turns `x²` into `x2`, `½` into `1` U+2044 `2`,
+    `①` into `1`, `ﬁ` into `fi`, full-width letters into ASCII — and never case folding:
+    case carries clinical meaning in acronyms (`SAD`/`sad`, `MS`/`ms`, `ADD`/`add`,
+    `PE`/`pe`), `casefold` maps `ß` to `ss`, and Turkish dotted/dotless i do not fold
+    pairwise. A question asked in another case is one more miss, never someone else's
+    answer; and because the provider is given this same text, two questions that share an
+    entry send the same text upstream, so a cached value can only disagree with a fresh one
+    if the provider or the notes do.
+    """
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,4 +103,5 @@ class KeyBuilder:
            digest: str | None = None) -> str:
         """Embedding key; `workspace_id=None` is the opt-in global scope."""
         scope = "global" if workspace_id is None else f"{{{workspace_id}}}"
-        return f"{self.prefix}:l2:{scope}:{model}:{dimensions}:{digest or self.digest(text)}"
+        digest = digest or self.digest(text)
+        return f"{self.prefix}:l2:{L2_SCHEMA}:{scope}:{model}:{dimensions}:{digest}"

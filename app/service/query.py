@@ -30,7 +30,7 @@ from app.cache.codec import (
     encode_answer,
     encode_embedding,
 )
-from app.cache.keys import KeyBuilder, L1Keys
+from app.cache.keys import KeyBuilder, L1Keys, normalise
 from app.cache.store import CacheUnavailable, L1Lookup, L2Write, RedisCache
 from app.db.repository import NotesRepository
 from app.flags.base import FlagSource
@@ -172,6 +172,10 @@ class QueryService:
         self, workspace_id: uuid.UUID, client_id: uuid.UUID | None, query: str
     ) -> QueryResult:
         started = time.perf_counter()
+        # The cache key's canonical form is also what the provider sees: two questions that
+        # share an entry send the same text upstream, so no input alone makes a cached value
+        # disagree with a fresh one (a verification mismatch).
+        query = normalise(query)
         plan = await self._plan(workspace_id)
         try:
             result = await self._answer(plan, workspace_id, client_id, query)

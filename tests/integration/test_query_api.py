@@ -52,8 +52,8 @@ async def test_second_identical_query_is_an_l1_hit_at_100_percent(service: Any,
     async with service() as (client, app):
         await add_note(client, WS, CLIENT, "Sleeping 7 hours since sertraline.")
         first = await ask(client, WS, CLIENT)
-        second = await ask(client, WS, CLIENT, "  how has the PATIENT's sleep changed since "
-                                               "starting sertraline?  ")
+        second = await ask(client, WS, CLIENT, "  How has the patient's  sleep changed since "
+                                               "starting\tsertraline?  ")
     assert first.json()["cache"] == {"l1": "miss", "l2": "miss"}
     assert first.headers["Cache-Status"] == "ai-l2; fwd=miss; stored, ai-l1; fwd=miss; stored"
     assert second.json()["cache"]["l1"] == "hit"
