@@ -18,6 +18,7 @@ from app import contract
 from app.api.deps import ServiceContainer
 from app.api.errors import install_error_handlers
 from app.api.fast_query import QueryFastPath
+from app.api.limits import BodyLimit
 from app.api.routes import router
 from app.cache.breaker import BreakerState, CircuitBreaker
 from app.cache.codec import Envelope
@@ -199,4 +200,6 @@ def create_app(
         # JSON-escaped query may take 6 bytes a character; a longer body is FastAPI's to judge.
         app.add_middleware(QueryFastPath, max_body_bytes=settings.max_query_chars * 6 + 1024,
                            exception_handlers=app.exception_handlers)
+    # Outermost of ours (added last): no body past the limit reaches the fast path or a route.
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     return app

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # Answer well-formed queries in a pure ASGI middleware ahead of FastAPI's machinery (about
     # a third of an L1 hit's CPU). Off: every query goes through the FastAPI route.
     query_fast_path: bool = True
+    # Request bodies above this are refused (413) before they are parsed. The largest body the
+    # API accepts is a note of 4 x 20,000 characters: 80 KB in ASCII, up to ~960 KB when a
+    # client JSON-escapes every character (12 bytes for a non-BMP one); 1 MiB refuses none.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     # Caches
     cache_key_secret: SecretStr = SecretStr("dev-only-cache-key-secret-change-me")

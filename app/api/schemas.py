@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from app.service.query import QueryResult
 
@@ -20,6 +22,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def checked_text(value: str) -> str:
+    """Text the service can store, embed and send back: no NUL (PostgreSQL cannot store it)
+    and no lone surrogate (a JSON `"\\ud800"` that is not a character and not UTF-8)."""
+    if "\x00" in value:
+        raise PydanticCustomError("text_nul", "text must not contain NUL (U+0000) characters")
+    if not value.isascii() and _SURROGATE.search(value) is not None:
+        raise PydanticCustomError(
+            "text_surrogate",
+            "text must be valid Unicode: a lone surrogate (U+D800 to U+DFFF) is not a character",
+        )
+    return value
+
+
 class QueryRequest(_Strict):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS_CEILING)
     client_id: uuid.UUID | None = None
@@ -29,7 +47,7 @@ class QueryRequest(_Strict):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("query must not be blank")
-        return value
+        return checked_text(value)
 
 
 class SourceOut(BaseModel):
@@ -68,6 +86,8 @@ class SessionCreate(_Strict):
     assessment: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
     plan: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
 
+    _text = field_validator("subjective", "objective", "assessment", "plan")(checked_text)
+
     @model_validator(mode="after")
     def _has_content(self) -> Self:
         if not any(f.strip() for f in (self.subjective, self.objective, self.assessment,
@@ -81,6 +101,11 @@ class SessionPatch(_Strict):
     objective: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
     assessment: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
     plan: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
+
+    @field_validator("subjective", "objective", "assessment", "plan")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else checked_text(value)
 
     @model_validator(mode="after")
     def _changes_something(self) -> Self:
