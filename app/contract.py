@@ -57,12 +57,25 @@ VERIFY_STALE: Final = "stale"
 UPSTREAM_EMBED: Final = "embed"
 UPSTREAM_CHAT: Final = "chat"
 
-# Buckets of ai_agent_query_duration_seconds: fine around an L1 hit (~ms) and around the
-# seed's 1.75 s full RAG answer, so p95 gates are meaningful at both ends.
-QUERY_DURATION_BUCKETS: Final = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75,
-    1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0,
-)
+# Buckets of ai_agent_query_duration_seconds: coarse below 50 ms (L1 hits, only counted), then
+# at most 10 % apart up to 10 s (DESIGN.md §7), so a p95 read from the histogram is within
+# 10 % of the truth and "slower than a bucket boundary" can be judged near any latency.
+# 65 boundaries: with `+Inf`, `_sum` and `_count` and the `l1` label (on/off), a replica
+# exports 2 x (65 + 3) = 136 series of this histogram.
+QUERY_DURATION_MAX_STEP: Final = 1.10
+
+
+def _query_duration_buckets() -> tuple[float, ...]:
+    bounds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05]
+    while bounds[-1] < 10.0:
+        # Three significant digits keep the `le` labels readable; 1.095 leaves room for the
+        # rounding under the 10 % step.
+        step = float(f"{bounds[-1] * 1.095:.3g}")
+        bounds.append(min(step, 10.0))
+    return tuple(bounds)
+
+
+QUERY_DURATION_BUCKETS: Final = _query_duration_buckets()
 
 # --- Controller metrics ----------------------------------------------------------------
 METRIC_ROLLOUT_STAGE_INDEX: Final = "rollout_stage_index"

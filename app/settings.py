@@ -54,11 +54,12 @@ class Settings(BaseSettings):
     l1_ttl_seconds: int = Field(default=300, ge=1)
     l2_scope: Literal["workspace", "global"] = "workspace"
     l2_dtype: Literal["float16", "float32"] = "float16"
-    # Each audit re-ranks the notes (DB read + embedding lookup): ~5 ms of CPU. 1 % keeps the
-    # average cost per hit small while still auditing thousands of hits a day.
-    l1_audit_sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)
-    # ...and at most this many a second per replica (0: no cap), so that audit CPU stays flat
-    # as hits grow; 5/s is 18,000 audits an hour, far above the stale-rate gate's sample.
+    # Each audit re-ranks the notes (DB read + embedding lookup): ~5 ms of CPU. Every served
+    # hit is a candidate (DESIGN.md §7: integrity evidence must grow with exposure, and at
+    # low traffic every hit counts); the cap below is what bounds the CPU.
+    l1_audit_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    # ...at most this many a second per replica (0: no cap), so that audit CPU stays flat as
+    # hits grow: 5/s is 18,000 audits an hour and at most ~2.5 % of one core.
     l1_audit_max_per_second: float = Field(default=5.0, ge=0.0)
     redis_timeout_seconds: float = Field(default=0.05, gt=0)
     breaker_failure_threshold: int = Field(default=5, ge=1)

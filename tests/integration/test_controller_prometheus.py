@@ -335,7 +335,7 @@ async def test_an_error_spike_in_l1_50_rolls_back_to_l1_10_within_n_cycles_and_t
         # So does the webhook, at once (delivered within the cycle).
         [posted] = events(listener, "transition")
         assert (posted["from_stage"], posted["to_stage"]) == (L1_50, L1_10)
-        assert posted["severity"] == "critical" and reason in posted["text"]
+        assert posted["severity"] == "critical" and reason in posted["plain_text"]
         assert "ROLLED BACK" in posted["text"]
 
         # Then it holds at l1-10 (cooldown, then awaiting a person) even once every check

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from app import contract
 from rollout.core.flags import FlagSettings
 from rollout.ports import FlagError
 from tests.support.fake_exporter import FakeExporter, Latency, Scenario
@@ -51,11 +52,21 @@ class ServiceProfile:
 
 
 PROFILE = ServiceProfile()
-# What stage `off` records for the profile: no errors; every answer 1.75 s, which lands in
-# the (1.5, 1.75] bucket, so histogram_quantile(0.95) = 1.5 + 0.25 x 0.95; $0.017 a query.
+
+
+def histogram_p95(seconds: float) -> float:
+    """What histogram_quantile(0.95) reads when every answer takes `seconds`: 95 % of the
+    way through the service's bucket that holds it (linear interpolation)."""
+    bounds = contract.QUERY_DURATION_BUCKETS
+    upper = next(b for b in bounds if b >= seconds)
+    lower = max((b for b in bounds if b < upper), default=0.0)
+    return lower + (upper - lower) * 0.95
+
+
+# What stage `off` records for the profile: no errors, every answer 1.75 s, $0.017 a query.
 BASELINE: Mapping[str, float] = {
     "baseline_error_rate": 0.0,
-    "baseline_p95_seconds": 1.7375,
+    "baseline_p95_seconds": histogram_p95(PROFILE.full_seconds),
     "baseline_cost_per_query_usd": 0.017,
 }
 
