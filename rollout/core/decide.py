@@ -173,7 +173,8 @@ def _automatic_rollback(
     breaches: list[_Judged],
     failure_streaks: Mapping[str, int],
 ) -> Decision:
-    target_index = state.stage_index - 1
+    # The most cautious of the breaches' targets wins.
+    target_index = min(_rollback_index(plan, state, breach.spec) for breach in breaches)
     target = plan.stages[target_index].name
     lines = []
     for breach in breaches:
@@ -190,6 +191,15 @@ def _automatic_rollback(
             await_resume=not plan.settings.auto_resume_after_rollback,
         ),
     )
+
+
+def _rollback_index(plan: Plan, state: RolloutState, spec: CheckSpec) -> int:
+    """The stage a breach of `spec` goes back to: its `rollback_to` when that lies before the
+    current stage, else one stage back."""
+    named = plan.index_of(spec.rollback_to) if spec.rollback_to is not None else None
+    if named is not None and named < state.stage_index:
+        return named
+    return state.stage_index - 1
 
 
 def _judge_all(

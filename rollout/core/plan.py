@@ -115,8 +115,13 @@ class CheckSpec:
     unit: Unit = Unit.NUMBER
     label: str = ""
     description: str = ""
+    # Where a proven breach of this guardrail goes (DESIGN.md §7: a stale L1 answer to the
+    # last stage that serves none); None steps back one stage.
+    rollback_to: str | None = None
 
     def __post_init__(self) -> None:
+        if self.rollback_to is not None and self.kind is not CheckKind.GUARDRAIL:
+            raise ValueError(f"check {self.name!r}: only a guardrail has a rollback_to")
         if self.kind is CheckKind.BASELINE:
             if self.comparator is not None or self.threshold is not None:
                 raise ValueError(f"baseline check {self.name!r} takes no comparator or threshold")

@@ -13,6 +13,7 @@ and builds the `Plan`.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -220,9 +221,26 @@ class _CrossCheck:
             if fields.get("critical") is True and kind is not CheckKind.GUARDRAIL:
                 self.problem(f"{path}.critical", "only a guardrail can be critical "
                                                  "(critical means: roll back after 1 cycle)")
+        self.rollback_target(path, kind, fields.get("rollback_to"))
         min_sample = fields.get("min_sample")
         if isinstance(min_sample, float) and min_sample > 0 and "sample_query" not in fields:
             self.problem(f"{path}.min_sample", "needs a sample_query to count the traffic")
+
+    def rollback_target(self, path: str, kind: CheckKind, target: object) -> None:
+        if target is None or target is _INVALID:
+            return
+        if kind is not CheckKind.GUARDRAIL:
+            self.problem(f"{path}.rollback_to", "only a guardrail rolls back")
+            return
+        names = [s.name for s in self.outline.stages if s.name is not None]
+        if target not in names:
+            close = difflib.get_close_matches(str(target), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.problem(f"{path}.rollback_to",
+                         f"unknown stage {target!r}{hint}; stages: {', '.join(names)}")
+        elif target == names[-1]:
+            self.problem(f"{path}.rollback_to", f"{target!r} is the last stage: a rollback "
+                                                "must go to an earlier one")
 
     def resolve(self, entry: _Entry) -> CheckKind | None:
         """The kind of check an entry names (None: unknown), reporting bad references."""
@@ -362,4 +380,5 @@ def _spec(name: str, check: CheckModel) -> CheckSpec:
         unit=check.unit,
         label=check.label,
         description=check.description,
+        rollback_to=check.rollback_to,
     )

@@ -222,6 +222,8 @@ class CheckModel(_Shape):
     unit: Unit = Field(default=Unit.NUMBER, strict=False)
     label: Text = ""
     description: Text = ""
+    rollback_to: StageName | None = Field(
+        default=None, description="the name of an earlier stage to roll back to on a breach")
 
 
 class InlineCheck(CheckModel):

@@ -68,7 +68,7 @@ def test_the_stages_advance_in_order_up_to_l1_100(run: dict[str, Any]) -> None:
     assert cycles[0]["from_stage"] == "off"
     # Nothing but the fault's rollback ever moved the rollout backwards.
     rollbacks = [t for t in run["transitions"] if t["transition"] == "rollback"]
-    assert [(t["from_stage"], t["to_stage"]) for t in rollbacks] == [("l1-100", "l1-50")]
+    assert [(t["from_stage"], t["to_stage"]) for t in rollbacks] == [("l1-100", "l2")]
 
 
 def test_each_advance_came_only_after_its_gates_passed(run: dict[str, Any]) -> None:
@@ -106,7 +106,7 @@ def test_the_fault_is_rolled_back_within_the_plans_bound_then_held(
     fault = run["fault"]
     assert fault["stage"] == "l1-100" and fault["notes_changed"] > 0
     rollback = fault["rollback"]
-    assert (rollback["from_stage"], rollback["to_stage"]) == ("l1-100", "l1-50")
+    assert (rollback["from_stage"], rollback["to_stage"]) == ("l1-100", "l2")
     assert "stale or mismatched cache values" in rollback["reason"]
     breached = {c["check"]: c for c in rollback["checks"]}["cache_integrity_guardrail"]
     assert breached["verdict"] == "fail"
@@ -125,11 +125,13 @@ def test_the_fault_is_rolled_back_within_the_plans_bound_then_held(
     # ... and within the bound in wall-clock time.
     assert fault["rolled_back_at"] - fault["injected_at"] <= fault["bound_seconds"], fault
 
-    # Then it holds at l1-50: no further transition, every later cycle a hold that waits
+    # A stale L1 answer goes to the last stage that serves none (DESIGN.md §7), not one
+    # stage back to l1-50, which would still serve cached answers.
+    # Then it holds at l2: no further transition, every later cycle a hold that waits
     # for a person, including cycles after the guardrails were judged again.
     later = [e for e in run["history"] if e["kind"] == "cycle" and ts(e) > ts(rollback)]
     assert len(later) >= 3
-    assert all(e["action"] == "hold" and e["from_stage"] == "l1-50" for e in later), later[-1]
+    assert all(e["action"] == "hold" and e["from_stage"] == "l2" for e in later), later[-1]
     assert "until a person resumes" in later[-1]["reason"]
     # Measured is not judged: right after a stage change the checks still see the old
     # stage's window ("waiting for the service", "not judging ... more"); only cycles
@@ -140,7 +142,7 @@ def test_the_fault_is_rolled_back_within_the_plans_bound_then_held(
     assert not [f for e in judged for f in enforced_failures(e)
                 if f.startswith(("cache_integrity", "error_rate_guardrail", "p95_guardrail"))]
     status = run["final_status"]
-    assert status["stage"] == "l1-50" and status["awaiting_resume"] is True
+    assert status["stage"] == "l2" and status["awaiting_resume"] is True
 
 
 def test_the_alert_and_the_notification_reached_their_webhooks(run: dict[str, Any]) -> None:
@@ -149,13 +151,13 @@ def test_the_alert_and_the_notification_reached_their_webhooks(run: dict[str, An
     rolled_back = [a for a in firing if a["labels"]["alertname"] == "RolloutRolledBack"]
     assert rolled_back, [a["labels"]["alertname"] for a in firing]
     assert rolled_back[0]["labels"]["from_stage"] == "l1-100"
-    assert rolled_back[0]["labels"]["to_stage"] == "l1-50"
+    assert rolled_back[0]["labels"]["to_stage"] == "l2"
 
     critical = [n for n in run["notifications"]
                 if n["event"] == "transition" and n["severity"] == "critical"]
     assert len(critical) == 1
     note = critical[0]
-    assert (note["from_stage"], note["to_stage"]) == ("l1-100", "l1-50")
+    assert (note["from_stage"], note["to_stage"]) == ("l1-100", "l2")
     assert "stale or mismatched cache values" in note["text"]
     assert note["blocks"], "Slack blocks missing"
     advanced = [n for n in run["notifications"] if n["event"] == "transition"
@@ -165,7 +167,7 @@ def test_the_alert_and_the_notification_reached_their_webhooks(run: dict[str, An
 
 def test_the_impact_table_and_the_chart(run: dict[str, Any]) -> None:
     rows = {r["stage"]: r for r in run["impact"]}
-    assert list(rows) == [*STAGES, "l1-50 (after rollback)"]
+    assert list(rows) == [*STAGES, "l2 (after rollback)"]
     off, full = rows["off"], rows["l1-100"]
     assert off["error_rate"] == 0
     assert full["cost_per_query"] < off["cost_per_query"] * 0.6

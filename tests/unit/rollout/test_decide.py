@@ -531,3 +531,51 @@ def test_prometheus_down_holds_forever_without_acting() -> None:
         now += timedelta(minutes=1)
     assert state.pass_streak == 0 and dict(state.failure_streaks) == {}
     assert "error: p95: query failed: connection refused" in decision.reason
+
+
+# --- rollback targets by kind of breach (DESIGN.md §7) -----------------------------------------
+
+GR_STALE = dataclasses.replace(spec("gr_stale", CheckKind.GUARDRAIL, critical=True),
+                               rollback_to="l2")
+STAGED = Plan(
+    stages=tuple(
+        Stage(name, flags, timedelta(days=1), (BASE,) if i == 0 else ())
+        for i, (name, flags) in enumerate((
+            ("off", FlagSettings()), ("l2", FlagSettings(shadow=True, l2=True)),
+            ("l1-10", FlagSettings(shadow=True, l2=True, l1_percent=10)),
+            ("l1-50", FlagSettings(shadow=True, l2=True, l1_percent=50)),
+        ))
+    ),
+    guardrails=(GR_ERR, GR_STALE),
+    settings=PlanSettings(failures_to_rollback=1, min_window=timedelta(seconds=1)),
+)
+
+
+@pytest.mark.parametrize(("stage", "failing", "target"), [
+    ("l1-50", {"gr_stale"}, "l2"),  # a stale L1 answer skips l1-10, which serves L1 too
+    ("l1-10", {"gr_stale"}, "l2"),
+    ("l2", {"gr_stale"}, "off"),  # already at its target: one stage back
+    ("l1-50", {"gr_err"}, "l1-10"),  # no rollback_to: one stage back
+    ("l1-50", {"gr_err", "gr_stale"}, "l2"),  # the most cautious target wins
+])
+def test_a_breach_rolls_back_to_its_guardrails_target(stage: str, failing: set[str],
+                                                      target: str) -> None:
+    index = STAGED.index_of(stage)
+    assert index is not None
+    flags = STAGED.stages[index].flags
+    state = RolloutState(stage_index=index, stage_name=stage, entered_at=T0,
+                         flags_confirmed_at=T0, baseline={"base_p95": 1.5})
+    checks = tuple(
+        Observation(check=c.name, verdict=Verdict.FAIL if c.name in failing else Verdict.PASS,
+                    value=2.0, sample=500, limit=1.0, message=f"{c.name} breached")
+        for c in STAGED.checks_for(index))
+    observations = Observations(at=NOW, checks=checks, flags_match=True, reported_flags=flags)
+    decision = decide(state, observations, STAGED, NOW)
+    assert (decision.action, decision.target_stage) == (Action.ROLLBACK, target), decision.reason
+    assert decision.reason.endswith(f"{stage} \u2192 {target}")
+    assert decision.state.stage_name == target
+
+
+def test_only_a_guardrail_has_a_rollback_target() -> None:
+    with pytest.raises(ValueError, match="only a guardrail"):
+        dataclasses.replace(GATE, rollback_to="off")

@@ -112,7 +112,10 @@ def test_default_plan_guardrails_match_the_design(default_plan: Plan) -> None:
     assert p95 is not None and p95.baseline == "baseline_p95_seconds"
     assert guardrails["redis_oom_guardrail"].critical
     assert 'err="OOM"' in guardrails["redis_oom_guardrail"].query
-    assert "stale|mismatch" in guardrails["cache_integrity_guardrail"].query
+    integrity = guardrails["cache_integrity_guardrail"]
+    assert "stale|mismatch" in integrity.query and 'cache_layer="query_result"' in integrity.query
+    # DESIGN.md §7: a stale L1 answer goes to the last stage that serves none.
+    assert integrity.critical and integrity.rollback_to == "l2"
     for stage_index in range(1, len(default_plan.stages)):
         assert set(guardrails) <= {c.name for c in default_plan.checks_for(stage_index)}
 
@@ -360,7 +363,20 @@ BAD_PLANS = [
                  id="unknown-setting"),
     pytest.param(lambda d: d.update(settings=[]), "settings: must be a mapping",
                  id="settings-not-mapping"),
+    pytest.param(lambda d: d["checks"]["guard"].update(rollback_to="of"),
+                 "checks.guard.rollback_to: unknown stage 'of' (did you mean 'off'?)",
+                 id="rollback-to-unknown-stage"),
+    pytest.param(lambda d: d["checks"]["guard"].update(rollback_to="l1"),
+                 "checks.guard.rollback_to: 'l1' is the last stage", id="rollback-to-last"),
+    pytest.param(lambda d: d["checks"]["gate_a"].update(rollback_to="off"),
+                 "checks.gate_a.rollback_to: only a guardrail rolls back",
+                 id="rollback-to-on-a-gate"),
 ]
+
+
+def test_a_guardrail_names_where_its_breach_rolls_back_to() -> None:
+    plan = plan_from_mapping(edit(lambda d: d["checks"]["guard"].update(rollback_to="off")))
+    assert plan.guardrails[0].rollback_to == "off"
 
 
 @pytest.mark.parametrize(("change", "problem"), BAD_PLANS)

@@ -87,7 +87,7 @@ def test_a_check_with_problems_of_its_own_raises_no_follow_up_problems() -> None
         "checks.base.query: missing (a PromQL expression)",
         "checks.base.qurey: unknown field (did you mean 'query'?) (allowed: kind, query, "
         "window, op, threshold, sample_query, min_sample, critical, dry_run, unit, label, "
-        "description)",
+        "description, rollback_to)",
     )
 
 
