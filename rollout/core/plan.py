@@ -18,12 +18,28 @@ from typing import Final
 from rollout.core.flags import FlagSettings
 
 WINDOW_PLACEHOLDER: Final = "{window}"
+# In a statistical check's count queries: the histogram bucket boundary (`le` label value)
+# nearest the check's `slower_than` (DESIGN.md §7: latency judged as the share of slow answers).
+BOUNDARY_PLACEHOLDER: Final = "{le}"
 
 
 class CheckKind(StrEnum):
     GATE = "gate"  # must pass for the stage to advance
     GUARDRAIL = "guardrail"  # failing (N cycles, or 1 if critical) rolls the stage back
     BASELINE = "baseline"  # measured in the first stage; relative thresholds refer to it
+    # Measured with an interval and reported at every transition and at the end; never
+    # blocks an advance, never rolls back (DESIGN.md §7: the seed's improvement targets).
+    OBJECTIVE = "objective"
+
+
+class StatTest(StrEnum):
+    """How a statistical check turns counts into a verdict (rollout.core.stats_design)."""
+
+    # rate(stage) - rate(comparison) within `margin`; the comparison is a concurrent control
+    # cohort (`control` counts) or the counts a baseline check recorded in the first stage.
+    NON_INFERIORITY = "non_inferiority"
+    # rate(stage) against a limit: absolute, or a baseline check's recorded rate x factor.
+    LIMIT = "limit"
 
 
 class Comparator(StrEnum):
@@ -94,6 +110,69 @@ class Threshold:
 
 
 @dataclass(frozen=True, slots=True)
+class Counts:
+    """Two PromQL templates: events (errors, slow answers, stale audits, ...) and the trials
+    they are among (queries, audits). `{window}` becomes the time since the evidence began."""
+
+    events: str
+    trials: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatSpec:
+    """A check judged by an anytime-valid bound on counts (DESIGN.md §7).
+
+    `alpha` bounds the probability of ever wrongly passing (showing no harm when there is
+    harm beyond the margin); `alpha_fail` of ever wrongly failing (a false rollback, or a
+    false "missed" objective). None takes the plan's default for the check's role.
+    `since` names an earlier stage: evidence then accumulates from the confirmation of that
+    stage's flags in the current ascent (integrity audits across the L1 stages).
+    `slower_than` resolves `{le}` in the queries to the bucket boundary nearest it.
+    """
+
+    test: StatTest
+    counts: Counts
+    control: Counts | None = None
+    baseline: str | None = None
+    margin: float = 0.0
+    limit: Threshold | None = None
+    higher_is_worse: bool = True
+    alpha: float | None = None
+    alpha_fail: float | None = None
+    since: str | None = None
+    slower_than: Threshold | None = None
+
+    def __post_init__(self) -> None:
+        if self.test is StatTest.NON_INFERIORITY:
+            if (self.control is None) == (self.baseline is None):
+                raise ValueError(
+                    "a non-inferiority test compares with a control cohort or a baseline"
+                )
+            if self.limit is not None:
+                raise ValueError("a non-inferiority test has a margin, not a limit")
+        else:
+            if self.limit is None:
+                raise ValueError("a limit test needs a limit")
+            if self.control is not None or self.baseline is not None:
+                raise ValueError("a limit test has no control and no baseline counts")
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise ValueError("margin must be a number >= 0")
+        for name in ("alpha", "alpha_fail"):
+            level = getattr(self, name)
+            if level is not None and not 0 < level < 0.5:
+                raise ValueError(f"{name} must lie between 0 and 0.5")
+
+    @property
+    def comparison(self) -> str:
+        """What the stage is compared with, as people read it in a reason line."""
+        if self.control is not None:
+            return "control cohort"
+        if self.baseline is not None:
+            return "baseline (time-confounded)"
+        return "limit"
+
+
+@dataclass(frozen=True, slots=True)
 class CheckSpec:
     """One PromQL measurement and the rule that turns it into a verdict.
 
@@ -106,6 +185,12 @@ class CheckSpec:
     kind: CheckKind
     query: str
     window: timedelta
+    # A statistical check: judged from counts since its evidence began (`query` is then its
+    # point estimate for dashboards and the log, `comparator`/`threshold` unused).
+    stat: StatSpec | None = None
+    # A baseline check's counts, recorded with its value for the non-inferiority tests
+    # against the baseline in the stages before a control cohort exists.
+    counts: Counts | None = None
     comparator: Comparator | None = None
     threshold: Threshold | None = None
     sample_query: str | None = None
@@ -125,8 +210,17 @@ class CheckSpec:
         if self.kind is CheckKind.BASELINE:
             if self.comparator is not None or self.threshold is not None:
                 raise ValueError(f"baseline check {self.name!r} takes no comparator or threshold")
+        elif self.stat is not None:
+            if self.comparator is not None or self.threshold is not None:
+                raise ValueError(
+                    f"statistical check {self.name!r} takes no comparator or threshold"
+                )
+        elif self.kind is CheckKind.OBJECTIVE:
+            raise ValueError(f"objective {self.name!r} needs a statistical test")
         elif self.comparator is None or self.threshold is None:
             raise ValueError(f"check {self.name!r} needs a comparator and a threshold")
+        if self.counts is not None and self.kind is not CheckKind.BASELINE:
+            raise ValueError(f"check {self.name!r}: only a baseline check records counts")
         if self.min_sample > 0 and self.sample_query is None:
             raise ValueError(f"check {self.name!r} has min_sample but no sample_query")
         if self.window <= timedelta(0):
@@ -135,6 +229,11 @@ class CheckSpec:
     @property
     def display_name(self) -> str:
         return self.label or self.name
+
+    @property
+    def is_enforced(self) -> bool:
+        """Acted on: not a dry run and not an objective (objectives are only reported)."""
+        return not self.dry_run and self.kind is not CheckKind.OBJECTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +255,12 @@ class PlanSettings:
     min_window: timedelta = timedelta(seconds=30)
     evaluation_interval: timedelta = timedelta(seconds=60)
     hold_too_long: timedelta | None = timedelta(days=2)
+    # Error levels of the statistical checks, by role (DESIGN.md §7). A gate's alpha bounds
+    # a wrong advance; a guardrail's alpha_fail a false rollback, which is spent across
+    # every guardrail of every stage, hence far smaller.
+    gate_alpha: float = 0.05
+    guardrail_alpha_fail: float = 0.0005
+    objective_alpha: float = 0.05
 
     def __post_init__(self) -> None:
         if self.passes_to_advance < 1 or self.failures_to_rollback < 1:
@@ -228,7 +333,26 @@ class Plan:
         return check.sample_query.replace(WINDOW_PLACEHOLDER, window)
 
     def failures_to_rollback(self, check: CheckSpec) -> int:
-        return 1 if check.critical else self.settings.failures_to_rollback
+        """A proven breach (an anytime-valid bound) or a critical one acts at once; a plain
+        threshold must fail N cycles in a row."""
+        if check.critical or check.stat is not None:
+            return 1
+        return self.settings.failures_to_rollback
+
+    def alphas(self, check: CheckSpec) -> tuple[float, float]:
+        """(alpha, alpha_fail) of a statistical check: its own, else its role's default."""
+        assert check.stat is not None
+        settings = self.settings
+        if check.kind is CheckKind.GUARDRAIL:
+            default_alpha, default_fail = settings.gate_alpha, settings.guardrail_alpha_fail
+        elif check.kind is CheckKind.OBJECTIVE:
+            default_alpha = default_fail = settings.objective_alpha
+        else:
+            default_alpha = default_fail = settings.gate_alpha
+        return (
+            check.stat.alpha if check.stat.alpha is not None else default_alpha,
+            check.stat.alpha_fail if check.stat.alpha_fail is not None else default_fail,
+        )
 
 
 _PROMQL_UNITS: Final = (

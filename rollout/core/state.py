@@ -55,6 +55,13 @@ class RolloutState:
     # Consecutive failing cycles per guardrail; a guardrail absent from the map is at 0.
     failure_streaks: Mapping[str, int] = field(default_factory=_frozen_map)
     baseline: Mapping[str, float] = field(default_factory=_frozen_map)
+    # (events, trials) a baseline check counted in the first stage, for the comparisons
+    # with the baseline before a control cohort exists.
+    baseline_counts: Mapping[str, tuple[float, float]] = field(default_factory=_frozen_map)
+    # When each stage of the current ascent had its flags confirmed: evidence that
+    # accumulates across stages (`since` in the plan) starts there. A rollback forgets the
+    # stages it leaves.
+    ascent: tuple[tuple[str, datetime], ...] = ()
     pause_info: PauseInfo | None = None
     cooldown_until: datetime | None = None
     # Set by a rollback when the plan does not auto-resume: hold until a person resumes.
@@ -70,6 +77,10 @@ class RolloutState:
         # Callers may pass plain dicts; store read-only copies so the state stays immutable.
         object.__setattr__(self, "failure_streaks", _frozen_map(self.failure_streaks))
         object.__setattr__(self, "baseline", _frozen_map(self.baseline))
+        object.__setattr__(self, "baseline_counts", _frozen_map(self.baseline_counts))
+        object.__setattr__(self, "ascent", tuple((str(n), t) for n, t in self.ascent))
+        for _, moment in self.ascent:
+            _require_aware("ascent", moment)
         for name in ("entered_at", "cooldown_until", "flags_confirmed_at", "completed_at",
                      "overdue_notified_at"):
             _require_aware(name, getattr(self, name))
@@ -108,6 +119,7 @@ class RolloutState:
         stage_name: str,
         now: datetime,
         baseline: Mapping[str, float] | None = None,
+        baseline_counts: Mapping[str, tuple[float, float]] | None = None,
     ) -> Self:
         """Moved forward (by the controller or promoted by a person). Moving forward ends a
         post-rollback hold and its cooldown: someone or something decided to go on."""
@@ -115,6 +127,9 @@ class RolloutState:
         return replace(
             entered,
             baseline=_frozen_map(self.baseline if baseline is None else baseline),
+            baseline_counts=_frozen_map(
+                self.baseline_counts if baseline_counts is None else baseline_counts
+            ),
             cooldown_until=None,
             awaiting_resume=False,
         )
@@ -136,10 +151,22 @@ class RolloutState:
         entered = self._entered(stage_index, stage_name, now)
         return replace(
             entered,
+            ascent=self._ascent_before(stage_name),
             cooldown_until=cooldown_until,
             awaiting_resume=await_resume,
             last_rollback=info,
         )
+
+    def _ascent_before(self, stage_name: str) -> tuple[tuple[str, datetime], ...]:
+        """The ascent up to (not including) `stage_name`; empty if it was not part of it."""
+        names = [name for name, _ in self.ascent]
+        if stage_name not in names:
+            return ()
+        return self.ascent[: names.index(stage_name)]
+
+    def confirmed_at_of(self, stage_name: str) -> datetime | None:
+        """When `stage_name`'s flags were confirmed in the current ascent."""
+        return dict(self.ascent).get(stage_name)
 
     def paused(self, by: str, why: str, now: datetime) -> Self:
         return replace(self, pause_info=PauseInfo(by=by, why=why, at=now))
@@ -171,10 +198,22 @@ class RolloutState:
             pass_streak=pass_streak,
             failure_streaks=_frozen_map({k: v for k, v in failure_streaks.items() if v > 0}),
             flags_confirmed_at=flags_confirmed_at,
+            ascent=self._ascent_with(flags_confirmed_at),
         )
 
+    def _ascent_with(self, confirmed_at: datetime | None) -> tuple[tuple[str, datetime], ...]:
+        """The ascent with this stage's confirmation recorded (or moved, after a mismatch)."""
+        if confirmed_at is None:
+            return self.ascent
+        earlier = self._ascent_before(self.stage_name) if self.confirmed_at_of(
+            self.stage_name) is not None else self.ascent
+        return (*earlier, (self.stage_name, confirmed_at))
+
     def with_flags_confirmed_at(self, flags_confirmed_at: datetime | None) -> Self:
-        return replace(self, flags_confirmed_at=flags_confirmed_at)
+        return replace(
+            self, flags_confirmed_at=flags_confirmed_at,
+            ascent=self._ascent_with(flags_confirmed_at),
+        )
 
     def overdue_notified(self, now: datetime) -> Self:
         return replace(self, overdue_notified_at=now)
@@ -188,6 +227,8 @@ class RolloutState:
             "pass_streak": self.pass_streak,
             "failure_streaks": dict(self.failure_streaks),
             "baseline": dict(self.baseline),
+            "baseline_counts": {k: list(v) for k, v in self.baseline_counts.items()},
+            "ascent": [[name, _iso(moment)] for name, moment in self.ascent],
             "pause": None if self.pause_info is None else {
                 "by": self.pause_info.by,
                 "why": self.pause_info.why,
@@ -218,6 +259,13 @@ class RolloutState:
             pass_streak=int(data.get("pass_streak", 0)),
             failure_streaks={str(k): int(v) for k, v in data.get("failure_streaks", {}).items()},
             baseline={str(k): float(v) for k, v in data.get("baseline", {}).items()},
+            baseline_counts={
+                str(k): (float(v[0]), float(v[1]))
+                for k, v in data.get("baseline_counts", {}).items()
+            },
+            ascent=tuple(
+                (str(name), _required_time(moment)) for name, moment in data.get("ascent", [])
+            ),
             pause_info=None if pause is None else PauseInfo(
                 by=str(pause["by"]), why=str(pause["why"]), at=_required_time(pause["at"])
             ),

@@ -228,7 +228,7 @@ def cohort_split_test(
 # --- Samples to a verdict ----------------------------------------------------------------
 
 
-def _first_n(reached: Callable[[float], bool], max_n: float) -> int | None:
+def first_n(reached: Callable[[float], bool], max_n: float) -> int | None:
     """The smallest integer n >= 1 with reached(n), assuming it stays reached after."""
     high = 1
     while not reached(high):
@@ -276,7 +276,7 @@ def samples_for_difference(
         )  # fmt: skip
         return judgement.verdict is wanted
 
-    return _first_n(reached, max_n)
+    return first_n(reached, max_n)
 
 
 def samples_for_limit(
@@ -301,7 +301,7 @@ def samples_for_limit(
         )
         return judgement.verdict is wanted
 
-    return _first_n(reached, max_n)
+    return first_n(reached, max_n)
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,7 +114,7 @@ def test_a_check_with_problems_of_its_own_raises_no_follow_up_problems() -> None
         pytest.param("op: \"<=\"", "op: \"=<\"",
                      "checks.gate_a.op: must be one of <, <=, >, >=, got '=<'", id="enum"),
         pytest.param("kind: gate, query: \"q", "kind: gates, query: \"q",
-                     "stages[1].checks[1].kind: must be one of gate, guardrail, baseline, "
+                     "stages[1].checks[1].kind: must be one of gate, guardrail, baseline, objective, "
                      "got 'gates'", id="inline-enum"),
         pytest.param("l1_percent: 10}", "l1_percent: 110}",
                      "stages[1].flags.l1_percent: must be within 0..100, got 110",
