@@ -6,13 +6,18 @@ with a table.
 Order of precedence in `decide`, most cautious first:
   paused → cooldown → flags not yet reported by the service → guardrails (rollback) →
   post-rollback hold → complete → advance → hold.
+
+Statistical checks (DESIGN.md §7) arrive already judged from counts since the stage's flags
+were confirmed (rollout.core.evidence): a guardrail's `fail` is a proven breach and rolls
+back at once, to the stage its kind of breach names; a gate must `pass`, `inconclusive`
+holds; objectives are only reported, at every transition and at the end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from rollout.core.decision import (
     ARROW,
@@ -96,7 +101,7 @@ def decide(  # noqa: PLR0911  (one return per rule, in the precedence order of t
         )
 
     judged = _judge_all(plan, state.stage_index, observations, confirmed_at, now)
-    enforced = [j for j in judged if not j.spec.dry_run]
+    enforced = [j for j in judged if j.spec.is_enforced]
     failure_streaks = _next_failure_streaks(state.failure_streaks, enforced)
 
     breaches = [
@@ -107,7 +112,7 @@ def decide(  # noqa: PLR0911  (one return per rule, in the precedence order of t
     if breaches and state.stage_index > 0:
         return _automatic_rollback(plan, state, now, breaches, failure_streaks)
 
-    all_pass = all(j.ready and j.observation.verdict is Verdict.PASS for j in enforced)
+    all_pass = all(_allows_advance(j) for j in enforced)
     pass_streak = state.pass_streak + 1 if all_pass else 0
     cycled = state.with_cycle(
         pass_streak=pass_streak, failure_streaks=failure_streaks, flags_confirmed_at=confirmed_at
@@ -127,7 +132,7 @@ def decide(  # noqa: PLR0911  (one return per rule, in the precedence order of t
         return _hold(
             plan, cycled, now,
             _join(f"rollout complete since {at(state.completed_at)}; guardrails still watched",
-                  *findings),
+                  *findings, _objectives(judged)),
         )
 
     bake = plan.bake_of(state.stage_index)
@@ -145,6 +150,7 @@ def decide(  # noqa: PLR0911  (one return per rule, in the precedence order of t
             f"after the {human_duration(bake)} bake, all checks passed {pass_streak} cycles "
             "in a row",
             evidence,
+            _objectives(judged),
         )
         if state.stage_index == plan.last_index:
             return Decision(
@@ -153,10 +159,14 @@ def decide(  # noqa: PLR0911  (one return per rule, in the precedence order of t
                 cycled.completed(now),
             )
         target = plan.stages[state.stage_index + 1].name
-        baseline = _recorded_baseline(judged) if state.stage_index == 0 else None
+        first = state.stage_index == 0
         return Decision(
             Action.ADVANCE, here, target, f"{passed}: {here} {ARROW} {target}",
-            cycled.advanced(state.stage_index + 1, target, now, baseline=baseline),
+            cycled.advanced(
+                state.stage_index + 1, target, now,
+                baseline=_recorded_baseline(judged) if first else None,
+                baseline_counts=_recorded_counts(judged) if first else None,
+            ),
         )
 
     progress: list[str] = []
@@ -215,9 +225,33 @@ def _judge_all(
             check=spec.name, verdict=Verdict.NO_DATA, value=None, sample=None, limit=None,
             message=f"{spec.display_name}: not measured this cycle",
         )
-        ready = now - confirmed_at >= plan.window_of(spec)
-        judged.append(_Judged(spec, observation, ready))
+        judged.append(_Judged(spec, observation, now - confirmed_at >= _needs(plan, spec)))
     return judged
+
+
+def _needs(plan: Plan, spec: CheckSpec) -> timedelta:
+    """How long after the flags were confirmed a check is judged: a threshold check needs
+    its whole window inside the stage; a statistical one counts from the confirmation and
+    only needs the shortest window Prometheus can take an increase over."""
+    return plan.settings.min_window if spec.stat is not None else plan.window_of(spec)
+
+
+def _allows_advance(item: _Judged) -> bool:
+    """Gates (and threshold guardrails) must pass. A statistical guardrail only proves harm:
+    it must not fail nor be unmeasurable; inconclusive or no data (no such cohort or cache
+    layer in this stage) is the gates' business."""
+    verdict = item.observation.verdict
+    if item.spec.kind is CheckKind.GUARDRAIL and item.spec.stat is not None:
+        return verdict in {Verdict.PASS, Verdict.INCONCLUSIVE, Verdict.NO_DATA}
+    return item.ready and verdict is Verdict.PASS
+
+
+def _objectives(judged: list[_Judged]) -> str:
+    """The stage's objectives with their intervals, for transitions and the final word."""
+    lines = [
+        j.observation.message for j in judged if j.spec.kind is CheckKind.OBJECTIVE and j.ready
+    ]
+    return f"objectives: {'; '.join(lines)}" if lines else ""
 
 
 def _next_failure_streaks(
@@ -248,13 +282,17 @@ def _findings(
     failing: list[str] = []
     unknown: list[str] = []
     dry_run: list[str] = []
-    waiting = [j for j in judged if not j.ready and not j.spec.dry_run]
+    waiting = [j for j in judged if not j.ready and j.spec.is_enforced]
     for item in judged:
         if not item.ready or item.observation.verdict is Verdict.PASS:
             continue
+        if item.spec.kind is CheckKind.OBJECTIVE:
+            continue  # reported with the objectives, never standing in the way
         message = item.observation.message
         if item.spec.dry_run:
             dry_run.append(f"dry-run {item.observation.verdict}: {message}")
+        elif item.observation.verdict is Verdict.INCONCLUSIVE:
+            unknown.append(message)  # the message says how much more it needs
         elif item.observation.verdict is Verdict.FAIL:
             if item.spec.kind is CheckKind.GUARDRAIL:
                 streak = failure_streaks.get(item.spec.name, 0)
@@ -272,6 +310,16 @@ def _findings(
             f"reporting the flags at {at(confirmed_at)}"
         )
     return findings + dry_run
+
+
+def _recorded_counts(judged: list[_Judged]) -> dict[str, tuple[float, float]]:
+    return {
+        j.spec.name: j.observation.counts
+        for j in judged
+        if j.spec.kind is CheckKind.BASELINE
+        and j.observation.verdict is Verdict.PASS
+        and j.observation.counts is not None
+    }
 
 
 def _recorded_baseline(judged: list[_Judged]) -> dict[str, float]:

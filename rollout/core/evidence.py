@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rollout.core.checks import format_count, format_value
 from rollout.core.observations import Evidence, Measurement, Observation, Verdict
@@ -253,3 +253,23 @@ def _human_seconds(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.2g} {suffix}"
     return f"{max(seconds, 1.0):.0f} s"
+
+
+def with_recorded_counts(observation: Observation, counts: Measurement) -> Observation:
+    """A baseline check's observation with the (events, trials) it records for the
+    comparisons that follow; without usable counts it cannot serve as a baseline, so it is
+    no data (an error in the counts is an error)."""
+    if observation.verdict is not Verdict.PASS:
+        return observation
+    if counts.error is not None:
+        return replace(observation, verdict=Verdict.ERROR, error=counts.error,
+                       message=f"{observation.message}; counts query failed: {counts.error}")
+    events, trials = counts.value, counts.sample
+    if not (_usable(events) and _usable(trials)) or not trials:
+        return replace(observation, verdict=Verdict.NO_DATA,
+                       message=f"{observation.message}; no counts to record yet")
+    assert events is not None and trials is not None
+    return replace(
+        observation, counts=(min(events, trials), trials),
+        message=f"{observation.message} ({format_count(events)} of {format_count(trials)})",
+    )
