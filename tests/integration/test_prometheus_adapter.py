@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from app.contract import QUERY_DURATION_BUCKETS
 from devstack.services.prometheus import PrometheusService
 from rollout.adapters.prometheus import PrometheusSource, Series, flags_from_series
 from rollout.core.flags import FlagSettings
@@ -28,6 +29,7 @@ from rollout.core.plan import CheckSpec, Plan
 from rollout.core.plan_loader import load_default_plan
 from rollout.ports import MetricsSource, ReportedFlags
 from tests.support.fake_exporter import Latency, Scenario
+from tests.support.plan_queries import query_pairs
 from tests.support.prometheus import (  # noqa: F401 - fixtures
     Stack,
     eventually,
@@ -86,34 +88,45 @@ async def test_every_default_plan_query_returns_a_value(
     source: PrometheusSource, check: CheckSpec, plan_name: str,
 ) -> None:
     plan: Plan = PLANS[plan_name]
-    query, sample_query = plan.render_query(check), plan.render_sample_query(check)
-    measurement = await source.measure(query, sample_query)
-    assert measurement.error is None, (query, measurement)
-    assert measurement.value is not None, (query, measurement)
-    assert math.isfinite(measurement.value)
-    if sample_query is not None:
-        assert measurement.sample is not None and measurement.sample > 0, (sample_query,
-                                                                           measurement)
+    pairs = query_pairs(plan, check)
+    assert pairs, check.name
+    for query, sample_query in pairs:
+        measurement = await source.measure(query, sample_query)
+        assert measurement.error is None, (query, measurement)
+        assert measurement.value is not None, (query, measurement)
+        assert math.isfinite(measurement.value)
+        if sample_query is not None:
+            assert measurement.sample is not None and measurement.sample > 0, (
+                sample_query, measurement)
 
 
 async def test_a_cycles_queries_run_concurrently(source: PrometheusSource) -> None:
-    checks = PLAN.checks_for(PLAN.last_index) + PLAN.stages[1].checks
+    checks = DEMO_PLAN.checks_for(DEMO_PLAN.last_index) + DEMO_PLAN.stages[1].checks
+    pairs = [pair for check in checks for pair in query_pairs(DEMO_PLAN, check)]
     started = time.monotonic()
-    measurements = await asyncio.gather(*(
-        source.measure(DEMO_PLAN.render_query(c), DEMO_PLAN.render_sample_query(c))
-        for c in checks))
+    measurements = await asyncio.gather(*(source.measure(*pair) for pair in pairs))
     elapsed = time.monotonic() - started
     assert all(m.error is None and m.value is not None for m in measurements), measurements
     assert elapsed < FAST, elapsed
 
 
-def _check(name: str) -> CheckSpec:
-    return next(c for c in CHECKS if c.name == name)
+# The service's own PromQL, written out: this test is about strings becoming the right
+# floats, not about the plan's names.
+ERROR_RATE = ('sum(increase(ai_agent_queries_total{outcome="error"}[5s])) / '
+              "sum(increase(ai_agent_queries_total[5s]))")
+COST_PER_QUERY = ("sum(increase(ai_agent_upstream_cost_usd_total[5s])) / "
+                  "sum(increase(ai_agent_queries_total[5s]))")
+P95 = ("histogram_quantile(0.95, sum by (le) "
+       "(rate(ai_agent_query_duration_seconds_bucket[5s])))")
+MEMORY = "max(max_over_time(redis_memory_used_bytes[3s]) / (redis_memory_max_bytes > 0))"
 
 
-def _over(check: CheckSpec, window: str) -> tuple[str, str | None]:
-    sample = check.sample_query.replace("{window}", window) if check.sample_query else None
-    return check.query.replace("{window}", window), sample
+def _expected_p95(latency: float) -> float:
+    """histogram_quantile's linear interpolation inside the contract bucket holding every
+    answer of `latency` seconds."""
+    upper = next(bound for bound in QUERY_DURATION_BUCKETS if latency <= bound)
+    lower = max((bound for bound in QUERY_DURATION_BUCKETS if bound < upper), default=0.0)
+    return lower + 0.95 * (upper - lower)
 
 
 async def test_values_follow_the_scenario(stack: Stack, source: PrometheusSource) -> None:
@@ -125,13 +138,11 @@ async def test_values_follow_the_scenario(stack: Stack, source: PrometheusSource
         exporter.scenario.latency_off = Latency(0.3)
         exporter.scenario.latency_on = Latency(0.3)
         exporter.scenario.redis_memory_used_bytes = 192 * 1024 * 1024
-    error_rate = _over(_check("error_rate_guardrail"), "5s")
-    cost = _over(_check("baseline_cost_per_query_usd"), "5s")
-    p95 = _over(_check("p95_guardrail"), "5s")
-    memory = _over(_check("redis_memory_below_limit"), "3s")
+    p95 = _expected_p95(0.3)
 
     async def read() -> list[float | None]:
-        measured = [await source.measure(*pair) for pair in (error_rate, cost, p95, memory)]
+        measured = [await source.measure(query, None)
+                    for query in (ERROR_RATE, COST_PER_QUERY, P95, MEMORY)]
         assert all(m.error is None for m in measured), measured
         return [m.value for m in measured]
 
@@ -139,11 +150,10 @@ async def test_values_follow_the_scenario(stack: Stack, source: PrometheusSource
         rate, per_query, seconds, used = values
         return (rate is not None and abs(rate - 0.2) < 0.02
                 and per_query is not None and abs(per_query - 0.01) < 1e-4
-                # All in bucket (0.25, 0.5]: histogram_quantile interpolates 95 % into it.
-                and seconds is not None and abs(seconds - 0.4875) < 1e-9
+                and seconds is not None and abs(seconds - p95) < 1e-9
                 and used is not None and abs(used - 0.75) < 1e-9)
 
-    await eventually(read, close, timeout=20, what="error rate 0.2, $0.01/query, p95 0.4875 s, "
+    await eventually(read, close, timeout=20, what=f"error rate 0.2, $0.01/query, p95 {p95} s, "
                                                    "memory 75 %")
 
 
