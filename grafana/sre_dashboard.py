@@ -6,7 +6,20 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as dash
 
 from grafana import panels as p
-from grafana.rollout_dashboard import STAGE_NAMES, transitions_annotation
+from grafana.rollout_dashboard import (
+    COHORT_ERROR_GAP,
+    FINE_BUCKETS,
+    L1_AUDIT_FAILURES,
+    L1_AUDIT_FAILURES_IN_RANGE,
+    L1_AUDITS_IN_RANGE,
+    L2_MISMATCHES,
+    L2_MISMATCHES_IN_RANGE,
+    L2_VERIFICATIONS_IN_RANGE,
+    SLOW_SHARE,
+    SLOW_SHARE_BY_COHORT,
+    STAGE_NAMES,
+    transitions_annotation,
+)
 
 UID = "ai-cache-sre"
 TITLE = "AI cache (SRE)"
@@ -62,7 +75,7 @@ def build() -> dash.Dashboard:
             p.stat_panel(
                 3,
                 "p95 latency",
-                "AIAgentLatencyP95High fires above 2.5 s.",
+                "AIAgentLatencyP95High fires above 2.5 s. " + FINE_BUCKETS,
                 [
                     (
                         'max(job:ai_agent_query_duration_seconds:quantile_rate5m{quantile="0.95"})',
@@ -124,21 +137,25 @@ def build() -> dash.Dashboard:
             p.timeseries_panel(
                 11,
                 "Error ratio per L1 cohort",
-                "Dashed line: AIAgentHighErrorRate threshold.",
+                "Dashed line: AIAgentHighErrorRate threshold (5 %). on \u2212 off is the L1 "
+                "cohort's gap to its control: AIAgentL1CohortErrorRateAboveControl fires above "
+                "1 point, the controller's l1_cohort_error_guardrail margin.",
                 [
                     ("job_l1:ai_agent_queries_error_ratio:rate5m", "L1 {{l1}}"),
                     ("job:ai_agent_queries_error_ratio:rate5m", "all"),
+                    (COHORT_ERROR_GAP, "on \u2212 off"),
                 ],
                 unit="percentunit",
                 threshold=0.05,
                 width=8,
+                min_value=None,
             )
         )
         .with_panel(
             p.timeseries_panel(
                 12,
                 "Latency p50 / p95 / p99 per L1 cohort",
-                "Dashed line: the 2.5 s p95 target.",
+                "Dashed line: the 2.5 s p95 target. " + FINE_BUCKETS,
                 [
                     (
                         "job_l1:ai_agent_query_duration_seconds:quantile_rate5m",
@@ -149,6 +166,29 @@ def build() -> dash.Dashboard:
                 unit="s",
                 threshold=2.5,
                 width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                13,
+                "Slow answers (> 2.04 s) per L1 cohort",
+                "Share of answers slower than the le=2.04 bucket (the boundary nearest 2.0 s): "
+                "what the controller's slow_answers_guardrail and "
+                "l1_cohort_slow_share_vs_control count (margin 2 points).",
+                [(SLOW_SHARE_BY_COHORT, "L1 {{l1}}"), (SLOW_SHARE, "all")],
+                unit="percentunit",
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                14,
+                "Mean latency per L1 cohort",
+                "Sum over count of the histogram, 5 m window: the seed's average row.",
+                [
+                    ("job_l1:ai_agent_query_duration_seconds:mean_rate5m", "L1 {{l1}}"),
+                    ("job:ai_agent_query_duration_seconds:mean_rate5m", "all"),
+                ],
+                unit="s",
             )
         )
         .with_row(dash.Row("Caches").id(102))
@@ -233,13 +273,13 @@ def build() -> dash.Dashboard:
             p.timeseries_panel(
                 25,
                 "Stale or mismatched share",
-                "Dashed: AIAgentCacheStaleOrMismatch (0.1 %).",
+                "What AIAgentCacheStaleOrMismatch evaluates (dashed: 0.1 %): L1 audits found "
+                "stale or mismatched among L1 audits, L2 embeddings mismatched among embedding "
+                "verifications. The controller's integrity guardrails roll back once the "
+                "same counts prove more than 0.5 %.",
                 [
-                    (
-                        "job_cache_layer_result:ai_agent_cache_verifications:ratio_rate5m"
-                        '{result=~"stale|mismatch"}',
-                        "{{cache_layer}} {{result}}",
-                    )
+                    (L1_AUDIT_FAILURES, "L1 audits stale or mismatched"),
+                    (L2_MISMATCHES, "L2 embeddings mismatched"),
                 ],
                 unit="percentunit",
                 threshold=0.001,
@@ -271,6 +311,22 @@ def build() -> dash.Dashboard:
                 {0: ("closed", "green"), 1: ("open", "red")},
                 width=12,
                 height=8,
+            )
+        )
+        .with_panel(
+            p.stat_panel(
+                28,
+                "Audits and verifications in range",
+                "Over the dashboard's range: audited L1 answers and how many were stale or "
+                "mismatched; cached embeddings verified (shadow mode, L2 not serving) and how "
+                "many mismatched. A ratio on a handful of audits means little.",
+                [
+                    (L1_AUDITS_IN_RANGE, "L1 audits"),
+                    (L1_AUDIT_FAILURES_IN_RANGE, "L1 stale or mismatched"),
+                    (L2_VERIFICATIONS_IN_RANGE, "L2 verifications"),
+                    (L2_MISMATCHES_IN_RANGE, "L2 mismatched"),
+                ],
+                width=24,
             )
         )
         .with_row(dash.Row("Cost").id(103))

@@ -14,8 +14,11 @@ threshold series exist. The test waits for every series by polling Prometheus, n
 sleeping.
 
 Then it executes every expression of `alerts.queries.iter_promql(executable=True)` (rules and
-dashboards) and every query and sample query of the controller's default plan, and checks:
-no query errors; every expression has data unless it is on the commented allow-lists below;
+dashboards) and every query the controller's default plan makes it run (a threshold check's
+value and sample; a statistical check's events and trials, and its control cohort's, with the
+slow-answer boundary `{le}` placed as observe places it; a baseline check's counts), and
+checks: no query errors; every expression has data unless it is on the commented allow-lists
+below;
 every vector selector of every expression matches series (so a renamed metric or label
 value is caught even inside an alert whose condition is false); every recording rule
 produces a series; /api/v1/rules reports every rule loaded and healthy; and the controller
@@ -49,7 +52,8 @@ from devstack.services import prometheus as prom_svc
 from devstack.services import redis as redis_svc
 from devstack.services import redis_exporter as exporter_svc
 from devstack.services.prometheus import PrometheusService
-from rollout.core.plan import Plan
+from rollout.core.boundaries import render_counts, resolve_boundary
+from rollout.core.plan import BOUNDARY_PLACEHOLDER, WINDOW_PLACEHOLDER, Plan
 from rollout.core.plan_loader import load_default_plan
 from tests.support.observability import (
     BackgroundTraffic,
@@ -106,6 +110,8 @@ MAY_BE_EMPTY: dict[str, str] = {
                                     "the caches got",
     "alert:AIAgentHighErrorRate": "condition: error ratio > 5 %; the local provider fails "
                                   "nothing",
+    "alert:AIAgentL1CohortErrorRateAboveControl": "condition: L1 cohort error ratio 1 point "
+                                                  "above the control's; nothing fails",
     "alert:AIAgentLatencyP95High": "condition: p95 > 2.5 s; latencies are scaled down",
     "alert:AIAgentCacheErrors": "condition: > 0.1 Redis errors/s over 5 m; the test only "
                                 "stalls Redis writes briefly",
@@ -135,7 +141,8 @@ ABSENT_SELECTORS: dict[str, str] = {
 
 def short_source(source: str) -> str:
     """`alert:Name` / `record:name{labels}` for rules, `file panel N ref X` for dashboards,
-    `plan:check:query|sample_query` for the plan."""
+    `plan:check:query|sample_query|events|trials|control_events|control_trials|
+    counted_events|counted_trials` for the plan."""
     if source.startswith("plan:"):
         return source
     path, _, where = source.partition("#")
@@ -148,17 +155,44 @@ def short_source(source: str) -> str:
     return f"{file} {where}"
 
 
+# What stage `off` would have recorded, to place the boundary `{le}` of the checks whose
+# slow-answer threshold is relative to the baseline p95 (the seed's ~1.75 s an answer).
+PLAUSIBLE_BASELINE = {"baseline_p95_seconds": 1.78}
+
+
 def plan_queries(plan: Plan) -> list[tuple[str, str]]:
+    """Every query the controller runs for the plan's checks, rendered as rollout.observe
+    renders them: counts over a window since the evidence began (here the 5 m the test's
+    traffic spans), `{le}` resolved to the contract bucket the client labels."""
     queries: list[tuple[str, str]] = []
     seen: set[str] = set()
+    window = max(timedelta(minutes=5), plan.settings.min_window)
     for check in plan.all_checks():
-        if check.name in seen:  # stages share checks (l1-10 and l1-50, l1_stale_rate)
+        if check.name in seen:  # stages share checks (l1-10 and l1-50 gates, l1_stale_rate_*)
             continue
         seen.add(check.name)
-        queries.append((f"plan:{check.name}:query", plan.render_query(check)))
-        sample = plan.render_sample_query(check)
-        if sample is not None:
-            queries.append((f"plan:{check.name}:sample_query", sample))
+        if check.query:
+            queries.append((f"plan:{check.name}:query", plan.render_query(check)))
+            sample = plan.render_sample_query(check)
+            if sample is not None:
+                queries.append((f"plan:{check.name}:sample_query", sample))
+        if check.counts is not None:  # a baseline check's recorded counts
+            events, trials = render_counts(check.counts, window, None)
+            queries += [(f"plan:{check.name}:counted_events", events),
+                        (f"plan:{check.name}:counted_trials", trials)]
+        stat = check.stat
+        if stat is None:
+            continue
+        boundary = None
+        if stat.slower_than is not None:
+            boundary = resolve_boundary(stat.slower_than, PLAUSIBLE_BASELINE)
+            assert boundary is not None, f"{check.name}: cannot place its slow boundary"
+        events, trials = render_counts(stat.counts, window, boundary)
+        queries += [(f"plan:{check.name}:events", events), (f"plan:{check.name}:trials", trials)]
+        if stat.control is not None:
+            events, trials = render_counts(stat.control, window, boundary)
+            queries += [(f"plan:{check.name}:control_events", events),
+                        (f"plan:{check.name}:control_trials", trials)]
     return queries
 
 
@@ -385,6 +419,30 @@ def test_allow_lists_name_existing_expressions() -> None:
     assert not set(ABSENT_SELECTORS) - every_selector
 
 
+def test_plan_queries_cover_every_query_the_controller_runs() -> None:
+    """Threshold checks by value and sample, statistical ones by their counts (and the
+    control cohort's), baseline checks by the counts they record: none is left unproven."""
+    keys = {key for key, _ in PLAN_QUERIES}
+    for check in SCALED_PLAN.all_checks():
+        expected = set()
+        if check.query:
+            expected.add(f"plan:{check.name}:query")
+        if check.sample_query is not None:
+            expected.add(f"plan:{check.name}:sample_query")
+        if check.counts is not None:
+            expected |= {f"plan:{check.name}:counted_events", f"plan:{check.name}:counted_trials"}
+        if check.stat is not None:
+            expected |= {f"plan:{check.name}:events", f"plan:{check.name}:trials"}
+            if check.stat.control is not None:
+                expected |= {f"plan:{check.name}:control_events",
+                             f"plan:{check.name}:control_trials"}
+        assert expected, f"{check.name}: the controller runs no query for it?"
+        assert expected <= keys, f"{check.name}: missing {sorted(expected - keys)}"
+    unrendered = [expr for _, expr in PLAN_QUERIES
+                  if WINDOW_PLACEHOLDER in expr or BOUNDARY_PLACEHOLDER in expr]
+    assert not unrendered, unrendered
+
+
 def test_every_expression_runs_and_has_data(stack: Stack) -> None:
     errors: list[str] = []
     empty: list[str] = []
@@ -412,10 +470,10 @@ def test_every_expression_runs_and_has_data(stack: Stack) -> None:
         elif key in MAY_BE_EMPTY:
             may_have_data.append(key)
         # Every ratio and quantile is guarded: no NaN or ±Inf anywhere, and a plan's sample
-        # (the traffic behind a check) is positive.
+        # or trials (the traffic behind a check) is positive.
         values = [float(sample["value"][1]) for sample in result]
         if not all(math.isfinite(v) for v in values) or (
-                key.endswith(":sample_query") and not all(v > 0 for v in values)):
+                key.endswith(("sample_query", "trials")) and not all(v > 0 for v in values)):
             not_finite.append(f"{source}\n    {expr}\n    -> {values}")
     print(f"\nexecuted {sum(counts.values())} expressions: {counts}; "
           f"allow-listed but with data: {may_have_data}")
