@@ -9,15 +9,17 @@ from typing import Any
 
 from rollout.core.checks import format_value
 from rollout.core.decision import Decision
-from rollout.core.observations import Observation, Observations
+from rollout.core.observations import Evidence, Observation, Observations
 from rollout.core.plan import CheckSpec, Plan, Unit
 from rollout.core.state import RolloutState
+from rollout.formatting import estimate_text, target_text
 from rollout.metrics import transition_kind
 from rollout.ports import ReportedFlags
 from rollout.records import (
     CheckRecord,
     CommandRecord,
     EntryKind,
+    EvidenceRecord,
     FlagsRecord,
     IntentRecord,
     LogEntry,
@@ -79,7 +81,7 @@ def reported_record(reported: ReportedFlags) -> ReportedFlagsRecord:
 def check_record(plan: Plan, observation: Observation) -> CheckRecord:
     spec = _spec(plan, observation.check)
     unit = spec.unit if spec is not None else None
-    return CheckRecord(
+    record = CheckRecord(
         check=observation.check,
         label=spec.display_name if spec is not None else observation.check,
         kind=spec.kind.value if spec is not None else None,
@@ -94,6 +96,34 @@ def check_record(plan: Plan, observation: Observation) -> CheckRecord:
         dry_run=spec.dry_run if spec is not None else False,
         message=observation.message,
         error=observation.error,
+        unit=unit.value if unit is not None else None,
+        evidence=evidence_record(observation.evidence),
+    )
+    if record.evidence is None:
+        return record
+    # A statistical check's value is an estimate (a difference reads in pp, with its sign)
+    # and its limit what the bound must show: the same texts as its evidence.
+    return record.model_copy(update={"value_text": estimate_text(record),
+                                     "limit_text": target_text(record)})
+
+
+def evidence_record(evidence: Evidence | None) -> EvidenceRecord | None:
+    """The evidence as stored; None when there is none, or when a number in it is not finite
+    (JSON has no NaN/Inf, and the verdict and message still say what was seen)."""
+    if evidence is None:
+        return None
+    numbers = (evidence.estimate, evidence.lower, evidence.upper, evidence.limit,
+               evidence.alpha, evidence.alpha_fail, evidence.events, evidence.trials)
+    if not all(math.isfinite(number) for number in numbers):
+        return None
+    return EvidenceRecord(
+        test=evidence.test, comparison=evidence.comparison, estimate=evidence.estimate,
+        lower=evidence.lower, upper=evidence.upper, limit=evidence.limit,
+        higher_is_worse=evidence.higher_is_worse, alpha=evidence.alpha,
+        alpha_fail=evidence.alpha_fail, events=evidence.events, trials=evidence.trials,
+        control_events=_finite(evidence.control_events),
+        control_trials=_finite(evidence.control_trials),
+        needed_more=_finite(evidence.needed_more), seconds_more=_finite(evidence.seconds_more),
     )
 
 

@@ -1,5 +1,6 @@
 """What people are told about a cycle: the notifications (a transition, a pause, a hold too
-long, repaired drift, a failed flag write) and the log lines, in one wording."""
+long, repaired drift, a failed flag write) and the log lines, in one wording. A transition
+lists the evidence it rests on and the stage's objectives (DESIGN.md §7)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from rollout.core.decision import Action, Decision
+from rollout.formatting import transition_evidence
 from rollout.metrics import (
     KIND_ADVANCE,
     KIND_COMPLETE,
@@ -55,7 +57,9 @@ def notifications_for(report: CycleReport) -> list[Notification]:
         )
         title = _TITLES[kind].format(by=decision.by)
         found.append(_notice(report, decision, "transition", f"{title}: {_moved(decision)}",
-                             decision.reason, severity))
+                             decision.reason, severity,
+                             details=transition_evidence(report.entry.checks,
+                                                         decision.action)))
     elif decision.action is Action.PAUSE:
         found.append(_notice(report, decision, "pause",
                              f"Rollout paused by {decision.by} at {here}", decision.reason,
@@ -74,11 +78,11 @@ def notifications_for(report: CycleReport) -> list[Notification]:
 
 
 def _notice(report: CycleReport, decision: Decision, event: str, title: str, reason: str,
-            severity: Severity = "info") -> Notification:
+            severity: Severity = "info", *, details: tuple[str, ...] = ()) -> Notification:
     return Notification(
         event=event, title=title, reason=reason, stage=report.state_after.stage_name,
         at=report.at, by=decision.by, from_stage=decision.from_stage,
-        to_stage=decision.target_stage, severity=severity,
+        to_stage=decision.target_stage, severity=severity, details=details,
     )
 
 

@@ -271,6 +271,9 @@ class Notification:
     to_stage: str | None = None
     severity: Severity = "info"
     fields: Mapping[str, str] = field(default_factory=dict)
+    # Lines under the reason: a transition's evidence (each deciding check with its estimate,
+    # bound, margin or limit, n and verdict) and the stage's objectives with their intervals.
+    details: tuple[str, ...] = ()
 
 
 @runtime_checkable

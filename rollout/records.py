@@ -34,11 +34,44 @@ class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class EvidenceRecord(Record):
+    """What a statistical verdict rests on (rollout.core.observations.Evidence), as stored.
+
+    `estimate`, `lower` and `upper` are the rate (a limit test) or the difference stage minus
+    comparison (non-inferiority). With `higher_is_worse` the upper bound is at `alpha` and the
+    lower at `alpha_fail` (the other way round otherwise). `limit` is the absolute limit or the
+    margin. `needed_more` trials until a verdict, about `seconds_more` at the current traffic.
+    """
+
+    test: str
+    comparison: str = ""
+    estimate: float
+    lower: float
+    upper: float
+    limit: float
+    higher_is_worse: bool = True
+    alpha: float
+    alpha_fail: float
+    events: float
+    trials: float
+    control_events: float | None = None
+    control_trials: float | None = None
+    needed_more: float | None = None
+    seconds_more: float | None = None
+
+    @property
+    def is_difference(self) -> bool:
+        """Non-inferiority: the numbers are a difference of rates, not a rate."""
+        return self.test == "non_inferiority"
+
+
 class CheckRecord(Record):
-    """One check of one cycle as people read it: verdict, value and limit, in its unit."""
+    """One check of one cycle as people read it: verdict, value and limit, in its unit, and
+    for a statistical check the evidence behind the verdict."""
 
     check: str
     label: str
+    # The check's role: gate | guardrail | objective | baseline.
     kind: str | None = None
     verdict: str
     value: float | None = None
@@ -51,6 +84,13 @@ class CheckRecord(Record):
     dry_run: bool = False
     message: str = ""
     error: str | None = None
+    unit: str | None = None  # rollout.core.plan.Unit: how the values are shown
+    # Entries written before decisions had evidence (and threshold checks) have none.
+    evidence: EvidenceRecord | None = None
+
+    @property
+    def is_objective(self) -> bool:
+        return self.kind == "objective"
 
 
 class FlagsRecord(Record):

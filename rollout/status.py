@@ -94,6 +94,8 @@ class StatusView(View):
     completed_at: datetime | None = None
     last_rollback: RollbackView | None = None
     flags: FlagsView
+    # The last cycle's checks of this stage, objectives included, each statistical one with
+    # its evidence (estimate, bounds, margin or limit, n, and what more a verdict needs).
     checks: tuple[CheckRecord, ...] = ()
     last_decision: DecisionView | None = None
     last_evaluation_at: datetime | None = None
@@ -101,6 +103,17 @@ class StatusView(View):
     pending_intent: IntentView | None = None
     time_scale: float
     now: datetime
+
+    @property
+    def enforced_checks(self) -> tuple[CheckRecord, ...]:
+        """The gates, guardrails and baseline checks of the last cycle: what decides."""
+        return tuple(check for check in self.checks if not check.is_objective)
+
+    @property
+    def objectives(self) -> tuple[CheckRecord, ...]:
+        """The stage's objectives with their intervals (met / missed / inconclusive): reported
+        at every transition and, once the rollout is complete, its final word."""
+        return tuple(check for check in self.checks if check.is_objective)
 
     def headline(self) -> str:
         """The state in a few words, for a page title or a terminal's first line."""

@@ -1,7 +1,9 @@
 """The status page: a server-rendered HTML view of a `StatusView` and the last decisions.
 
 The page is for a person glancing at a wall screen: the stage timeline, each gate against
-its threshold in colour, and the last decisions with their reasons. It refreshes itself.
+its threshold in colour (a statistical one with its estimate, bound, margin or limit and n,
+and when inconclusive how much more it needs), the objectives with their intervals, and the
+last decisions with their reasons and evidence. It refreshes itself.
 """
 
 from __future__ import annotations
@@ -12,14 +14,29 @@ from datetime import timedelta
 from typing import Final
 
 from rollout.core.plan import human_duration
-from rollout.formatting import NOTHING, count, flags_text, short_time
-from rollout.records import LogEntry
+from rollout.formatting import (
+    BULLET,
+    NOTHING,
+    bound_text,
+    counts_text,
+    estimate_text,
+    flags_text,
+    interval_text,
+    more_text,
+    n_text,
+    short_time,
+    target_text,
+    transition_evidence,
+    verdict_word,
+)
+from rollout.records import CheckRecord, LogEntry
 from rollout.status import StageView, StatusView
 
 REFRESH_SECONDS: Final = 10
 _DOT: Final = " \u00b7 "
 
-_VERDICT_CLASS: Final = {"pass": "pass", "fail": "fail", "no_data": "nodata", "error": "error"}
+_VERDICT_CLASS: Final = {"pass": "pass", "fail": "fail", "no data": "nodata", "error": "error",
+                         "inconclusive": "inconclusive", "met": "pass", "missed": "missed"}
 
 _CSS: Final = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
@@ -47,6 +64,9 @@ th{font-size:12px;color:#5a6473;text-transform:uppercase}
 .verdict{font-weight:700;border-radius:4px;padding:1px 8px;font-size:13px;white-space:nowrap}
 .pass{background:#dff3e5;color:#1f7a3f}.fail{background:#fde2e1;color:#b42318}
 .nodata{background:#eceff3;color:#5a6473}.error{background:#fff1d6;color:#9a5b00}
+.inconclusive{background:#e8f0fe;color:#1c4fa8}.missed{background:#fde9d7;color:#9a4a00}
+.more{font-size:12px;color:#5a6473;margin-top:3px}
+.evidence{margin:4px 0 0;padding-left:18px;font-size:13px;color:#3a4352}
 .banner{padding:10px 14px;border-radius:6px;margin-bottom:12px;font-weight:600}
 .banner.warn{background:#fff1d6;color:#7a4a00}.banner.bad{background:#fde2e1;color:#8a1c12}
 .banner.ok{background:#dff3e5;color:#1f5f35}
@@ -70,6 +90,7 @@ def render_status_page(status: StatusView, history: Sequence[LogEntry]) -> str:
         _banners(status),
         _timeline(status),
         _checks(status),
+        _objectives(status),
         _details(status),
         _history(history),
         f'<p class="muted">Refreshes every {REFRESH_SECONDS} s. JSON: '
@@ -100,8 +121,11 @@ def _banners(status: StatusView) -> str:
                    f"{e(rollback.to_stage)} by {e(rollback.by)} at "
                    f"{e(short_time(rollback.at))}: {e(rollback.reason)}</div>")
     if status.completed_at:
+        results = "; ".join(f"{check.label} {verdict_word(check)}"
+                            for check in status.objectives)
         out.append(f'<div class="banner ok">Rollout complete since '
-                   f"{e(short_time(status.completed_at))}; guardrails still watched.</div>")
+                   f"{e(short_time(status.completed_at))}; guardrails still watched."
+                   + (f" Objectives: {e(results)}." if results else "") + "</div>")
     intent = status.pending_intent
     if intent:
         out.append(f'<div class="banner warn">Transition in flight: '
@@ -130,28 +154,35 @@ def _stage_cell(status: StatusView, stage: StageView) -> str:
 
 
 def _checks(status: StatusView) -> str:
-    if not status.checks:
+    checks = status.enforced_checks
+    if not checks:
         body = '<p class="muted">No evaluation of this stage yet.</p>'
     else:
+        with_evidence = any(check.evidence is not None for check in checks)
         rows = []
-        for check in status.checks:
+        for check in checks:
             tags = [t for t in (check.kind, "critical" if check.critical else None,
                                 "dry run" if check.dry_run else None) if t]
             failing = status.failure_streaks.get(check.check)
             if failing:
                 tags.append(f"{failing} failing cycles")
-            target = f"{check.comparator or ''} {check.limit_text}" if check.limit_text else NOTHING
-            css = _VERDICT_CLASS.get(check.verdict, "nodata")
+            if check.evidence is not None:
+                target = target_text(check) or NOTHING
+            else:
+                target = (f"{check.comparator or ''} {check.limit_text}" if check.limit_text
+                          else NOTHING)
+            bound = f"<td>{e(bound_text(check) or NOTHING)}</td>" if with_evidence else ""
             rows.append(
-                f"<tr><td><b>{e(check.label)}</b><br>"
+                f'<tr data-check="{e(check.check)}"><td><b>{e(check.label)}</b><br>'
                 f'<span class="muted">{e(_DOT.join(tags))}</span></td>'
-                f'<td><span class="verdict {css}">{e(check.verdict.replace("_", " "))}</span></td>'
-                f"<td>{e(check.value_text or NOTHING)}</td><td>{e(target)}</td>"
-                f"<td>{e(count(check.sample))}</td>"
-                f'<td class="muted">{e(check.message)}</td></tr>'
+                f"<td>{_verdict(check)}</td>"
+                f"<td>{e(check.value_text or NOTHING)}</td>{bound}<td>{e(target)}</td>"
+                f"<td>{e(n_text(check))}</td>"
+                f'<td class="muted">{e(_detail(check))}</td></tr>'
             )
-        body = ("<table><tr><th>check</th><th>verdict</th><th>value</th><th>must be</th>"
-                "<th>n</th><th>detail</th></tr>" + "".join(rows) + "</table>")
+        bound_head = "<th>bound</th>" if with_evidence else ""
+        body = (f"<table><tr><th>check</th><th>verdict</th><th>value</th>{bound_head}"
+                "<th>must be</th><th>n</th><th>detail</th></tr>" + "".join(rows) + "</table>")
     decision = status.last_decision
     summary = ""
     if decision is not None and decision.reason:
@@ -160,6 +191,41 @@ def _checks(status: StatusView) -> str:
     streak = (f'<p class="muted">{status.pass_streak}/{status.passes_to_advance} '
               "passing cycles</p>")
     return f"<section><h2>Gates and guardrails</h2>{summary}{body}{streak}</section>"
+
+
+def _detail(check: CheckRecord) -> str:
+    """The reason line of a threshold check; a statistical one's numbers are in the columns,
+    so its counts instead."""
+    return counts_text(check) or check.message
+
+
+def _verdict(check: CheckRecord) -> str:
+    """The verdict badge; an inconclusive check says how many more samples it needs."""
+    css = _VERDICT_CLASS.get(verdict_word(check), "nodata")
+    badge = f'<span class="verdict {css}">{e(verdict_word(check))}</span>'
+    more = more_text(check)
+    return f'{badge}<div class="more">{e(more)}</div>' if more else badge
+
+
+def _objectives(status: StatusView) -> str:
+    """The stage's objectives with their intervals; never blocking, reported at every
+    transition and, once the rollout is complete, its final word."""
+    checks = status.objectives
+    if not checks:
+        return ""
+    rows = "".join(
+        f'<tr data-check="{e(check.check)}"><td><b>{e(check.label)}</b></td>'
+        f"<td>{_verdict(check)}</td><td>{e(estimate_text(check) or NOTHING)}</td>"
+        f"<td>{e(interval_text(check) or NOTHING)}</td>"
+        f"<td>{e(target_text(check) or NOTHING)}</td><td>{e(n_text(check))}</td>"
+        f'<td class="muted">{e(_detail(check))}</td></tr>'
+        for check in checks
+    )
+    title = "Objectives at completion" if status.completed_at else "Objectives"
+    return (f'<section id="objectives"><h2>{title}</h2><p class="muted">Measured with an '
+            "interval and reported; they never block an advance nor roll back.</p>"
+            "<table><tr><th>objective</th><th>verdict</th><th>estimate</th><th>interval</th>"
+            "<th>must be</th><th>n</th><th>detail</th></tr>" + rows + "</table></section>")
 
 
 def _details(status: StatusView) -> str:
@@ -188,13 +254,31 @@ def _history(history: Sequence[LogEntry]) -> str:
             moved = f"{moved} \u2192 {entry.to_stage}"
         css = "fail" if action == "rollback" or entry.kind == "flag-write-failed" else (
             "pass" if action in ("advance", "complete") else "nodata")
-        reason = entry.reason or entry.note or ""
+        reason = e(entry.reason or entry.note or "")
+        if entry.moved or action == "complete":
+            reason += _evidence_html(transition_evidence(entry.checks, action))
         rows.append(f'<tr><td class="mono">{e(short_time(entry.at))}</td>'
                     f'<td><span class="verdict {css}">{e(action)}</span></td>'
                     f"<td>{e(moved)}</td><td>{e(entry.by or '')}</td>"
-                    f"<td>{e(reason)}</td></tr>")
+                    f"<td>{reason}</td></tr>")
     return ("<section><h2>Last decisions</h2><table><tr><th>at</th><th>action</th>"
             "<th>stage</th><th>by</th><th>reason</th></tr>" + "".join(rows) + "</table></section>")
+
+
+def _evidence_html(lines: Sequence[str]) -> str:
+    """A transition's evidence lines: each heading, then its checks as a list."""
+    out: list[str] = []
+    items: list[str] = []
+    for line in [*lines, ""]:
+        if line.startswith(BULLET):
+            items.append(f"<li>{e(line.removeprefix(BULLET).strip())}</li>")
+            continue
+        if items:
+            out.append(f'<ul class="evidence">{"".join(items)}</ul>')
+            items = []
+        if line:
+            out.append(f'<div class="muted">{e(line)}</div>')
+    return "".join(out)
 
 
 def _duration(seconds: float) -> str:

@@ -3,7 +3,8 @@
 The body is `{"text": ..., "blocks": [...]}`: `text` alone is a complete message (for
 Mattermost, Rocket.Chat, Teams connectors or a plain log sink), `blocks` make it readable in
 Slack. The reason line is the decision's own, e.g.
-`p95 212 ms > 180 ms (n=4 120): l1-50 → l1-10`.
+`p95 212 ms > 180 ms (n=4 120): l1-50 → l1-10`; a transition's evidence and objectives
+(`details`, one line each) follow it in sections of their own.
 
 Every text in the payload that Slack parses (the top-level `text` as much as the mrkdwn
 blocks: mobile notifications show `text`, and Slack reads `<!channel>`, `<@U…>` and links
@@ -56,16 +57,21 @@ def slack_payload(notification: Notification, *, source: str = "") -> dict[str, 
     context += [f"{slack_escape(key)}: {slack_escape(value)}"
                 for key, value in notification.fields.items()]
     plain_headline = f"{icon} {notification.title}".strip()
+    details = "\n".join(notification.details)
+    escaped_details = slack_escape(details)
     return {
-        "text": f"{headline}\n{reason}",
+        "text": f"{headline}\n{reason}" + (f"\n{escaped_details}" if details else ""),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_clip(headline)}*"}},
             {"type": "section", "text": {"type": "mrkdwn", "text": reason}},
+            *({"type": "section", "text": {"type": "mrkdwn", "text": chunk}}
+              for chunk in _sections(notification.details)),
             {"type": "context",
              "elements": [{"type": "mrkdwn", "text": _clip(" \u00b7 ".join(context))}]},
         ],
         # Not Slack's: the same message unescaped, for a receiver that shows text as it is.
-        "plain_text": f"{plain_headline}\n{_clip(notification.reason)}",
+        "plain_text": f"{plain_headline}\n{_clip(notification.reason)}"
+                      + (f"\n{details}" if details else ""),
         # Not Slack's; lets a generic receiver route without parsing text.
         "event": notification.event,
         "severity": notification.severity,
@@ -73,6 +79,21 @@ def slack_payload(notification: Notification, *, source: str = "") -> dict[str, 
         "from_stage": notification.from_stage,
         "to_stage": notification.to_stage,
     }
+
+
+def _sections(lines: tuple[str, ...]) -> list[str]:
+    """Escaped lines packed into as few sections as Slack's size limit allows (a long line
+    is clipped, never split)."""
+    sections: list[str] = []
+    current = ""
+    for line in (_clip(slack_escape(line)) for line in lines):
+        if current and len(current) + 1 + len(line) > _SECTION_LIMIT:
+            sections.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    if current:
+        sections.append(current)
+    return sections
 
 
 def _clip(text: str) -> str:

@@ -19,12 +19,26 @@ from rich.table import Table
 from rich.text import Text
 
 from rollout.core.plan import human_duration
-from rollout.formatting import count, flags_text, short_time
+from rollout.formatting import (
+    BULLET,
+    bound_text,
+    estimate_text,
+    flags_text,
+    interval_text,
+    more_text,
+    n_text,
+    objectives,
+    short_time,
+    target_text,
+    transition_evidence,
+    verdict_word,
+)
 from rollout.records import CheckRecord, CycleResult, LogEntry
 from rollout.status import StatusView
 
-VERDICT_STYLE: Final = {"pass": "bold green", "fail": "bold red", "no_data": "dim",
-                        "error": "bold yellow"}
+VERDICT_STYLE: Final = {"pass": "bold green", "fail": "bold red", "no data": "dim",
+                        "error": "bold yellow", "inconclusive": "bold blue", "met": "bold green",
+                        "missed": "bold magenta"}
 ACTION_STYLE: Final = {"advance": "green", "complete": "bold green", "rollback": "bold red",
                        "hold": "", "pause": "yellow", "resume": "cyan"}
 
@@ -64,8 +78,10 @@ def render_status(out: Console, status: StatusView) -> None:
     if decision:
         out.print(Text("Last decision ", style="bold") + action_text(
             str(decision.action), f" at {short_time(decision.at)}: {decision.reason}"))
-    if status.checks:
-        out.print(checks_table(status.checks, status.failure_streaks))
+    if status.enforced_checks:
+        out.print(checks_table(status.enforced_checks, status.failure_streaks))
+    if status.objectives:
+        out.print(objectives_table(status.objectives, completed=status.completed_at is not None))
     holder = status.leader.holder
     out.print(Text(f"Leader: {holder}" if holder else "Leader: nobody holds the lease",
                    style="dim" if holder else "yellow"))
@@ -109,8 +125,12 @@ def _state_lines(status: StatusView) -> list[Text]:
 
 
 def checks_table(checks: Sequence[CheckRecord], streaks: Mapping[str, int]) -> Table:
+    """Gates, guardrails and baseline checks; a statistical one with its estimate, bound,
+    margin or limit and n, and when inconclusive how many more samples (≈ how long)."""
+    with_evidence = any(check.evidence is not None for check in checks)
     table = Table(show_lines=False)
-    for column in ("check", "kind", "verdict", "value", "must be", "n"):
+    columns = ["check", "kind", "verdict", "value", "bound", "must be", "n"]
+    for column in columns if with_evidence else [c for c in columns if c != "bound"]:
         table.add_column(column, overflow="fold")
     for check in checks:
         kind = check.kind or ""
@@ -121,15 +141,41 @@ def checks_table(checks: Sequence[CheckRecord], streaks: Mapping[str, int]) -> T
         failing = streaks.get(check.check)
         if failing:
             kind += f" ({failing} failing)"
-        limit = check.limit_text
+        if check.evidence is not None:
+            target = target_text(check) or "-"
+        else:
+            limit = check.limit_text
+            target = f"{check.comparator or ''} {limit}".strip() if limit else "-"
+        bound = [Text(bound_text(check) or "-")] if with_evidence else []
         table.add_row(
-            Text(check.label or check.check), Text(kind),
-            Text(check.verdict, style=VERDICT_STYLE.get(check.verdict, "")),
-            Text(check.value_text or "-"),
-            Text(f"{check.comparator or ''} {limit}".strip() if limit else "-"),
-            Text(count(check.sample)),
+            Text(check.label or check.check), Text(kind), _verdict_cell(check),
+            Text(check.value_text or "-"), *bound, Text(target), Text(n_text(check)),
         )
     return table
+
+
+def objectives_table(checks: Sequence[CheckRecord], *, completed: bool = False) -> Table:
+    """The objectives with their intervals: met / missed / inconclusive, never blocking."""
+    table = Table(title="Objectives at completion" if completed else
+                  "Objectives (reported, never blocking)", show_lines=False)
+    for column in ("objective", "verdict", "estimate", "interval", "must be", "n"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        table.add_row(
+            Text(check.label or check.check), _verdict_cell(check),
+            Text(estimate_text(check) or "-"), Text(interval_text(check) or "-"),
+            Text(target_text(check) or "-"), Text(n_text(check)),
+        )
+    return table
+
+
+def _verdict_cell(check: CheckRecord) -> Text:
+    word = verdict_word(check)
+    cell = Text(word, style=VERDICT_STYLE.get(word, ""))
+    more = more_text(check)
+    if more:
+        cell.append(f"\n{more}", style="dim")
+    return cell
 
 
 def render_history(out: Console, entries: Sequence[LogEntry]) -> None:
@@ -146,8 +192,13 @@ def render_history(out: Console, entries: Sequence[LogEntry]) -> None:
         if entry.moved:
             stage = f"{stage} \u2192 {entry.to_stage}"
         style = "bold red" if entry.kind == "flag-write-failed" else ACTION_STYLE.get(action, "")
+        reason = Text(entry.reason or entry.note or "")
+        if entry.moved or action == "complete":
+            # A transition shows what it rests on: the deciding checks and the objectives.
+            for line in transition_evidence(entry.checks, action):
+                reason.append(f"\n{line}", style="dim" if not line.startswith(BULLET) else "")
         table.add_row(Text(short_time(entry.at)), Text(what, style=style), Text(stage),
-                      Text(entry.by or ""), Text(entry.reason or entry.note or ""))
+                      Text(entry.by or ""), reason)
     out.print(table)
 
 
@@ -158,9 +209,13 @@ def render_dry_run(out: Console, result: CycleResult) -> None:
     out.print(Text("Dry run (nothing applied or recorded): ", style="bold")
               + action_text(str(result.action), f" {moved}"))
     out.print(Text(str(result.reason)))
-    if result.checks:
+    enforced = [check for check in result.checks if not check.is_objective]
+    if enforced:
         streaks = (result.state or {}).get("failure_streaks", {})
-        out.print(checks_table(result.checks, streaks))
+        out.print(checks_table(enforced, streaks))
+    stage_objectives = objectives(result.checks)
+    if stage_objectives:
+        out.print(objectives_table(stage_objectives))
     flags = result.flags
     if flags is not None:
         out.print(Text(f"Flags: store holds {flags_text(flags.before)}; the decision wants "

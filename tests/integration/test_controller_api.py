@@ -4,8 +4,9 @@ Redis and the flags in the local flag store: status, history, metrics, page, com
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -17,11 +18,19 @@ from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.redis_lease import RedisLease
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
 from rollout.controller import Controller
+from rollout.core.plan import Plan
 from rollout.metrics import ControllerMetrics
 from rollout.runtime_types import CyclePorts
 from rollout.server import HistoryPage, create_app
 from rollout.status import StatusView
-from tests.unit.rollout_runtime.fakes import MID, FakeMetricsSource, RecordingNotifier, small_plan
+from tests.unit.rollout_runtime.evidence_fixtures import evidence_plan
+from tests.unit.rollout_runtime.fakes import (
+    MID,
+    T0,
+    FakeMetricsSource,
+    RecordingNotifier,
+    small_plan,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,21 +48,25 @@ class Api:
 
 
 async def make_api(redis_service: Service, *, token: str | None = TOKEN,
-                   leader: bool = True) -> tuple[Api, list[object]]:
+                   leader: bool = True, plan: Plan | None = None,
+                   values: dict[str, float | None] | None = None,
+                   clock: Callable[[], datetime] | None = None) -> tuple[Api, list[object]]:
     client = Redis.from_url(redis_service.url, decode_responses=True)
     keys = RolloutKeys(f"api-{uuid.uuid4().hex[:8]}")
     store = RedisStateStore(client, keys)
     flags = LocalFlagWriter.from_url(redis_service.url, key=f"{keys.namespace}:flags")
-    plan = small_plan()
+    plan = plan or small_plan()
     registry = CollectorRegistry()
     notifier = RecordingNotifier()
-    ports = CyclePorts(plan=plan, store=store, flags=flags, metrics_source=FakeMetricsSource(flags),
+    source = FakeMetricsSource(flags, values=dict(values or {}))
+    ports = CyclePorts(plan=plan, store=store, flags=flags, metrics_source=source,
                        notifier=notifier, metrics=ControllerMetrics(registry, plan),
                        instance_id="api-test")
     lease = RedisLease(client, keys, "api-test", ttl_seconds=30)
     if not leader:  # someone else holds the lease
         await client.set(keys.lease, "the-other-one", px=30_000)
-    controller = Controller(ports, lease)
+    controller = Controller(ports, lease) if clock is None else Controller(ports, lease,
+                                                                          clock=clock)
     await controller.refresh_lease()
     app = create_app(controller, registry=registry, api_token=token)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rollout")
@@ -124,6 +137,36 @@ async def test_status_page_for_people(api: Api) -> None:
     assert '<meta http-equiv="refresh"' in page
     assert "Stages" in page and "Gates and guardrails" in page and "Last decisions" in page
     assert "off" in page and "mid" in page
+
+
+async def test_status_history_and_page_show_the_evidence(redis_service: Service) -> None:
+    """Issue 10: a statistical gate's evidence and the objectives go through the log and the
+    last-cycle summary in Redis and come out of /api/status, /api/history and the page."""
+    now = [T0]
+    # 5 stale answers in 1 000 audits against a 1 % limit: inconclusive; cost 10 %: met.
+    made, cleanup = await make_api(redis_service, plan=evidence_plan(), clock=lambda: now[0],
+                                   values={"stale": 5, "cohort": 3, "control": 3, "cost": 100})
+    try:
+        for seconds in (0, 70, 80, 91):  # off → mid, the flags confirmed, then judged
+            now[0] = T0 + timedelta(seconds=seconds)
+            assert await made.controller.tick() is not None
+        status = (await made.http.get("/api/status")).json()
+        assert status["stage"] == "mid"
+        checks = {check["check"]: check for check in status["checks"]}
+        stale = checks["stale"]
+        assert stale["kind"] == "gate" and stale["verdict"] == "inconclusive"
+        assert stale["evidence"]["trials"] == 1000 and stale["evidence"]["needed_more"] > 0
+        assert stale["limit_text"] == "limit \u2264 1 %"
+        assert checks["cost"]["kind"] == "objective" and checks["cost"]["verdict"] == "pass"
+        assert checks["cost"]["evidence"]["lower"] < 0.1 < checks["cost"]["evidence"]["upper"]
+        [latest] = (await made.http.get("/api/history", params={"limit": 1})).json()["entries"]
+        assert {c["check"]: c["evidence"] for c in latest["checks"]}["stale"] == stale["evidence"]
+        page = (await made.http.get("/")).text
+        assert 'class="verdict inconclusive"' in page and "more (\u2248" in page
+        assert "limit \u2264 1 %" in page and "<h2>Objectives</h2>" in page
+        assert "met</span>" in page and " to " in page
+    finally:
+        await _cleanup(cleanup)
 
 
 @pytest.mark.parametrize("headers", [

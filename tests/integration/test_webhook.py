@@ -15,6 +15,7 @@ from rollout.adapters.webhook import WebhookNotifier, slack_payload
 from rollout.cycle import run_cycle
 from rollout.ports import Notification
 from rollout.runtime_types import CyclePorts
+from tests.unit.rollout_runtime.evidence_fixtures import evidence_plan
 from tests.unit.rollout_runtime.fakes import (
     T0,
     FakeFlagWriter,
@@ -162,3 +163,41 @@ async def test_slack_control_sequences_in_a_reason_are_escaped_not_sent(
     assert "mallory &lt;!subteam^S1&gt;" in context and "controller &lt;!here&gt;" in context
     assert "why: &lt;!channel&gt;" in context
     assert body["plain_text"].endswith(reason)
+
+
+async def test_a_rollback_on_evidence_sends_the_bound_and_the_objectives(
+    listener: WebhookSink,
+) -> None:
+    """Issue 10: the transition's message lists the deciding check's estimate, bound, margin,
+    n and verdict, and the objectives with their intervals — escaped where Slack parses text,
+    as written in `plain_text`."""
+    plan = evidence_plan()
+    flags = FakeFlagWriter()
+    source = FakeMetricsSource(flags, values={"stale": 0, "cohort": 3, "control": 3,
+                                              "cost": 100})
+    store = FakeStore()
+    notifier = WebhookNotifier(listener.url(HOOK))
+    ports = CyclePorts(plan=plan, store=store, flags=flags, metrics_source=source,
+                       notifier=notifier)
+    token = store.issue_token()
+    try:
+        for seconds in (0, 70, 80, 131):  # off → mid → top
+            await run_cycle(ports, now=T0 + timedelta(seconds=seconds), token=token)
+        listener.wait_for(2)
+        source.values["cohort"] = 300
+        for seconds in (140, 150):
+            await run_cycle(ports, now=T0 + timedelta(seconds=seconds), token=token)
+    finally:
+        await notifier.aclose()
+    listener.wait_for(3)
+    advance, rollback = listener.bodies()[1:]
+    assert "Decided by:\n\u2022 L1 stale rate 0 %, \u2264 " in advance["plain_text"]
+    assert rollback["severity"] == "critical" and rollback["to_stage"] == "mid"
+    breach = ("L1 cohort error rate +29.7 pp, \u2265 +20.9 pp (99.95 %); margin \u2264 +1 pp "
+              "vs control cohort (n=1 000 vs 1 000): fail")
+    assert breach in rollback["plain_text"] and breach in rollback["text"]
+    objective = "cost share 10 %, 7.03 % to 13.6 % (95 %); limit \u2264 20 % (n=1 000): met"
+    assert objective in rollback["plain_text"]
+    sections = [block["text"]["text"] for block in rollback["blocks"]
+                if block["type"] == "section"]
+    assert any(breach in text and objective in text for text in sections)

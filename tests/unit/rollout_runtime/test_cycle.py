@@ -1,4 +1,5 @@
-"""run_cycle with in-memory ports: apply-then-record, failed writes, drift, recovery."""
+"""run_cycle with in-memory ports: apply-then-record, failed writes, drift, recovery, and the
+notifications of transitions with their evidence and objectives."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from rollout.core.decision import Action
 from rollout.core.observations import Verdict
 from rollout.cycle import run_cycle
 from rollout.ports import FencedOut, PermanentFlagError, ReportedFlags, TemporaryFlagError
+from rollout.status import build_status
+from rollout.status_page import render_status_page
 from tests.unit.rollout_runtime.conftest import Harness
+from tests.unit.rollout_runtime.evidence_fixtures import evidence_plan
 from tests.unit.rollout_runtime.fakes import MID, OFF, TOP, RecordingNotifier, SimulatedCrash
 
 
@@ -305,3 +309,83 @@ async def test_an_unreadable_flag_store_blocks_recovery_and_keeps_the_intent(
     h.flags.fail_reads_with = None
     await h.cycle(timedelta(seconds=80))
     assert h.stage() == "mid" and h.store.intent is None
+
+
+# --- a transition's notice lists its evidence and the objectives (DESIGN.md §7) ---------------
+
+
+async def _walk_with_evidence() -> Harness:
+    """To `top` on the evidence plan: a clean stale-rate gate, a quiet cohort guardrail (too
+    few errors to decide), and a cost objective that is met."""
+    h = Harness(plan=evidence_plan())
+    h.source.values.update({"stale": 0, "cohort": 3, "control": 3, "cost": 100})
+    await h.walk_to_mid()
+    h.notifier.sent.clear()
+    await h.cycle(timedelta(seconds=80))  # the service reports mid's flags: evidence starts
+    report = await h.cycle(timedelta(seconds=131))
+    assert h.stage() == "top", report.entry.reason
+    return h
+
+
+async def test_an_advance_notice_lists_the_deciding_checks_and_the_objectives() -> None:
+    h = await _walk_with_evidence()
+    [sent] = h.notifier.sent
+    assert sent.event == "transition" and sent.title == "Rollout advanced: mid \u2192 top"
+    heading, gate, objectives, objective = sent.details
+    assert heading == "Decided by:"
+    assert gate.startswith("\u2022 L1 stale rate 0 %, \u2264 ")
+    assert gate.endswith(" (95 %); limit \u2264 1 % (n=1 000): pass")
+    # the guardrail was inconclusive (3 vs 3 errors in 1 000): it decided nothing
+    assert not any("cohort" in line for line in sent.details)
+    assert objectives == "Objectives (reported, never blocking):"
+    assert objective.startswith("\u2022 cost share 10 %, ") and " to " in objective
+    assert objective.endswith("; limit \u2264 20 % (n=1 000): met")
+    # the log entry behind it keeps the same evidence
+    entry = h.store.log[-1]
+    stale = next(c for c in entry.checks if c.check == "stale")
+    assert stale.evidence is not None and stale.evidence.trials == 1000
+
+
+async def test_a_rollback_notice_lists_the_breach_with_its_bound() -> None:
+    h = await _walk_with_evidence()
+    h.notifier.sent.clear()
+    h.source.values["cohort"] = 300  # 30 % errors in the cohort against 0.3 %
+    await h.cycle(timedelta(seconds=140))
+    report = await h.cycle(timedelta(seconds=150))
+    assert report.decision is not None and report.decision.action is Action.ROLLBACK
+    [sent] = h.notifier.sent
+    assert sent.severity == "critical"
+    assert sent.details[0] == "Decided by:"
+    [breach] = [line for line in sent.details if "cohort error" in line]
+    assert breach.startswith("\u2022 L1 cohort error rate +29.7 pp, \u2265 +")
+    assert breach.endswith("(99.95 %); margin \u2264 +1 pp vs control cohort "
+                           "(n=1 000 vs 1 000): fail")
+    assert not any("stale rate" in line for line in sent.details)  # passing gates: not why
+    assert any(line.endswith(": met") for line in sent.details)  # the objectives, as always
+
+
+async def test_the_completion_notice_and_status_report_the_objectives() -> None:
+    h = await _walk_with_evidence()
+    h.notifier.sent.clear()
+    h.source.values["cost"] = 400  # 40 % of the cap: the objective is missed, yet completes
+    await h.cycle(timedelta(seconds=140))
+    report = await h.cycle(timedelta(seconds=200))
+    assert report.decision is not None and report.decision.action is Action.COMPLETE
+    [sent] = h.notifier.sent
+    assert sent.title == "Rollout complete: top"
+    assert "Objectives (reported, never blocking):" in sent.details
+    assert sent.details[-1].startswith("\u2022 cost share 40 %, ")
+    assert sent.details[-1].endswith(": missed")
+    status = build_status(h.plan, h.store.stored_state(), h.store.last, h.now)
+    assert status.completed_at is not None
+    [objective] = status.objectives
+    assert objective.verdict == "fail" and objective.evidence is not None
+    assert objective.evidence.lower > 0.2  # the interval lies above the 20 % limit
+    page = render_status_page(status, await h.store.history())
+    assert "Objectives at completion" in page and "Objectives: cost share missed." in page
+
+
+async def test_a_manual_transition_lists_no_evidence(h: Harness) -> None:
+    await h.command("promote")
+    [sent] = h.notifier.sent
+    assert sent.event == "transition" and sent.details == ()

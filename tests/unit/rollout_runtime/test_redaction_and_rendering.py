@@ -1,5 +1,6 @@
 """Controller hygiene (issue 11, point 9): credentials masked wherever the controller shows
-or logs a URL, reasons printed as text (never as rich markup), Slack text escaped."""
+or logs a URL, reasons printed as text (never as rich markup), Slack text escaped; and the
+evidence of each verdict in the terminal and in Slack (issue 10)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,24 @@ from rollout.adapters.prometheus import PrometheusSource, QueryError
 from rollout.adapters.unleash_admin import UnleashAdmin
 from rollout.adapters.webhook import slack_escape, slack_payload
 from rollout.cli.errors import CliError
-from rollout.cli.render import render_dry_run, render_history, render_status
+from rollout.cli.render import checks_table, render_dry_run, render_history, render_status
 from rollout.composition import MaskingFormatter
 from rollout.core.state import PauseInfo, RolloutState
 from rollout.ports import Notification, PermanentFlagError, StoreError
 from rollout.records import CheckRecord, CycleResult, CycleSummary, FlagsRecord, LogEntry
 from rollout.redaction import MASK, masked, masked_model
 from rollout.status import build_status
+from tests.unit.rollout_runtime.evidence_fixtures import (
+    GATE_INCONCLUSIVE,
+    GATE_PASSES,
+    GUARD_BREACH,
+    GUARD_HEALTHY,
+    OBJECTIVE_MET,
+    OBJECTIVE_MISSED,
+    OBJECTIVE_OPEN,
+    record,
+)
+from tests.unit.rollout_runtime.evidence_fixtures import PLAN as EVIDENCE_PLAN
 from tests.unit.rollout_runtime.fakes import T0, small_plan
 
 SECRET = "hunter2-S3cret"
@@ -215,3 +227,110 @@ def test_slack_payload_escapes_every_mrkdwn_text_and_keeps_a_plain_copy() -> Non
     assert "&lt;!channel&gt; &amp; &lt;@U123&gt; hi" in payload["blocks"][1]["text"]["text"]
     assert "&lt;!here&gt;" in payload["blocks"][2]["elements"][0]["text"]
     assert payload["plain_text"].endswith("<!channel> & <@U123> hi")
+
+
+# --- the evidence, in the terminal and in Slack ----------------------------------------------
+
+
+def _evidence_state(stage: str, *, completed: bool = False) -> RolloutState:
+    state = replace(RolloutState.initial("off", T0), stage_index=EVIDENCE_PLAN.index_of(stage),
+                    stage_name=stage)
+    return state.completed(T0) if completed else state
+
+
+def test_status_prints_estimate_bound_limit_n_and_how_much_more() -> None:
+    checks = tuple(record(o) for o in (GUARD_HEALTHY, GATE_INCONCLUSIVE, OBJECTIVE_OPEN))
+    cycle = CycleSummary(kind="cycle", at=T0, action="hold", from_stage="mid", to_stage="mid",
+                         reason="holding", checks=checks)
+    out, buffer = _console()
+    render_status(out, build_status(EVIDENCE_PLAN, _evidence_state("mid"), cycle, T0))
+    text = buffer.getvalue()
+    for shown in ("bound", "inconclusive", "0.667 %", "\u2264 4.36 % (95 %)",
+                  "limit \u2264 1 %", "~8 771 more", "\u2264 +0.327 pp (95 %)",
+                  "margin \u2264 +1 pp vs control cohort", "5 000 vs 25 000",
+                  "Objectives (reported, never blocking)", "8.11 % to 32 % (95 %)",
+                  "~5 363 more"):
+        assert shown in text, (shown, text)
+
+
+def test_status_at_completion_prints_the_objectives_with_their_intervals() -> None:
+    checks = tuple(record(o) for o in (GATE_PASSES, OBJECTIVE_MET))
+    cycle = CycleSummary(kind="cycle", at=T0, action="complete", from_stage="top",
+                         to_stage="top", reason="complete", checks=checks)
+    out, buffer = _console()
+    render_status(out, build_status(EVIDENCE_PLAN, _evidence_state("top", completed=True),
+                                    cycle, T0))
+    text = buffer.getvalue()
+    assert "Rollout complete since" in text and "Objectives at completion" in text
+    assert "8.5 % to 11.6 % (95 %)" in text and " met " in text
+
+
+def test_a_check_without_evidence_prints_as_before() -> None:
+    old = CheckRecord(check="p95", label="p95 latency", kind="gate", verdict="pass",
+                      value_text="212 ms", limit_text="1 s", comparator="<=", sample=4120)
+    table_text = _printed(checks_table([old], {}))
+    assert "bound" not in table_text and "<= 1 s" in table_text and "4 120" in table_text
+
+
+@pytest.mark.parametrize("markup", MARKUP)
+def test_history_lists_a_transitions_evidence_literally(markup: str) -> None:
+    breach = record(GUARD_BREACH).model_copy(update={"label": f"cohort {markup}"})
+    entry = LogEntry(kind="cycle", at=T0, action="rollback", from_stage="top", to_stage="mid",
+                     by="controller", reason="breach",
+                     checks=(breach, record(GATE_PASSES), record(OBJECTIVE_MISSED)))
+    out, buffer = _console()
+    render_history(out, [entry])
+    text = " ".join(buffer.getvalue().split())  # the table folds long lines
+    assert "Decided by:" in text
+    assert (f"cohort {markup} +2 pp, \u2265 +1.2 pp (99.95 %); margin \u2264 +1 pp vs control "
+            "cohort (n=10 000 vs 50 000): fail") in text
+    assert "L1 stale rate" not in text
+    assert "cost share 40 %, 37.4 % to 42.7 % (95 %); limit \u2264 20 % (n=5 000): missed" in text
+
+
+def test_dry_run_prints_the_evidence_and_the_objectives() -> None:
+    out, buffer = _console()
+    render_dry_run(out, CycleResult(
+        kind="dry-run", at=T0, action="hold", from_stage="mid", to_stage="mid", reason="hold",
+        checks=(record(GATE_INCONCLUSIVE), record(OBJECTIVE_OPEN))))
+    text = buffer.getvalue()
+    assert "~8 771 more" in text and "Objectives" in text and "8.11 % to 32 %" in text
+
+
+def test_slack_details_are_escaped_and_the_plain_copy_is_not() -> None:
+    note = Notification(
+        event="transition", title="Rollout advanced: mid \u2192 top", reason="passed",
+        stage="top", at=T0, details=("Decided by:",
+                                     "\u2022 gate <!channel> 0 %, \u2264 0.1 % (95 %): pass",
+                                     "\u2022 p95 & cost > 1: met"),
+    )
+    payload = slack_payload(note)
+    sections = [b["text"]["text"] for b in payload["blocks"] if b["type"] == "section"]
+    assert sections[2] == ("Decided by:\n\u2022 gate &lt;!channel&gt; 0 %, \u2264 0.1 % (95 %): "
+                           "pass\n\u2022 p95 &amp; cost &gt; 1: met")
+    assert payload["blocks"][-1]["type"] == "context"
+    assert payload["text"].endswith(sections[2])
+    assert "<" not in payload["text"] and ">" not in payload["text"]
+    assert payload["plain_text"].endswith("\u2022 gate <!channel> 0 %, \u2264 0.1 % (95 %): pass"
+                                          "\n\u2022 p95 & cost > 1: met")
+    # many lines: packed into sections Slack accepts, none lost
+    many = replace(note, details=tuple(f"\u2022 check {i} " + "x" * 200 for i in range(40)))
+    blocks = [b["text"]["text"] for b in slack_payload(many)["blocks"] if b["type"] == "section"]
+    assert all(len(text) <= 3000 for text in blocks) and len(blocks) > 3
+    assert sum(text.count("\u2022 check") for text in blocks) == 40
+
+
+def test_status_masks_what_a_check_says_and_keeps_its_evidence() -> None:
+    check = record(GATE_INCONCLUSIVE).model_copy(
+        update={"message": f"see http://u:{SECRET}@prom:9090"})
+    cycle = CycleSummary(kind="cycle", at=T0, action="hold", from_stage="mid", to_stage="mid",
+                         checks=(check,))
+    status = build_status(EVIDENCE_PLAN, _evidence_state("mid"), cycle, T0)
+    assert SECRET not in status.model_dump_json()
+    assert status.checks[0].evidence == check.evidence
+
+
+def _printed(table: object) -> str:
+    out, buffer = _console()
+    out.print(table)
+    return buffer.getvalue()
