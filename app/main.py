@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -15,11 +16,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from app import contract
+from app.api.auth import AUDIT_LOGGER, Authenticate
 from app.api.deps import ServiceContainer
 from app.api.errors import install_error_handlers
 from app.api.fast_query import QueryFastPath
 from app.api.limits import BodyLimit
 from app.api.routes import router
+from app.auth.jwks import JwksError, JwksKeys, file_loader, url_loader
+from app.auth.verifier import TokenVerifier
 from app.cache.breaker import BreakerState, CircuitBreaker
 from app.cache.codec import Envelope
 from app.cache.keys import KeyBuilder
@@ -101,6 +105,57 @@ async def build_flag_source(settings: Settings, redis: Redis) -> FlagSource:
     return source
 
 
+def _where(url: str) -> str:
+    """A URL without credentials or query, to name it in logs."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
+
+
+async def build_verifier(settings: Settings, stack: AsyncExitStack) -> TokenVerifier:
+    """The bearer token verifier of DESIGN.md §4, its JWKS read once before serving."""
+    jwks: JwksKeys | None = None
+    if settings.auth_jwks_file is not None or settings.auth_jwks_url is not None:
+        if settings.auth_jwks_file is not None:
+            source, load = str(settings.auth_jwks_file), file_loader(settings.auth_jwks_file)
+        else:
+            assert settings.auth_jwks_url is not None
+            client = httpx.AsyncClient(timeout=settings.auth_jwks_timeout_seconds)
+            stack.push_async_callback(client.aclose)
+            source = _where(settings.auth_jwks_url)
+            load = url_loader(client, settings.auth_jwks_url)
+        jwks = JwksKeys(load, source=source, refresh_seconds=settings.auth_jwks_refresh_seconds,
+                        min_refetch_seconds=settings.auth_jwks_min_refetch_seconds)
+        stack.push_async_callback(jwks.aclose)
+        try:
+            await jwks.start()
+        except (JwksError, OSError, httpx.HTTPError) as exc:
+            if settings.auth_jwks_file is not None:  # a file is ours to get right: fail now
+                raise ConfigurationError(f"AUTH_JWKS_FILE {source}: {exc}") from exc
+            # An identity provider down at start must not keep the service down: the keys
+            # are fetched again (rate-limited) when a token needs them.
+            log.error("could not read the JWKS from %s (%s: %s); RS256/ES256 tokens are "
+                      "refused until it can be read", source, type(exc).__name__, exc)
+    secret = settings.auth_jwt_secret
+    static = settings.service_api_token
+    verifier = TokenVerifier(
+        audience=settings.auth_audience,
+        hs256_secret=secret.get_secret_value().encode() if secret else None,
+        jwks=jwks,
+        static_token=static.get_secret_value() if static else None,
+        issuer=settings.auth_issuer,
+        leeway_seconds=settings.auth_leeway_seconds,
+        cache_seconds=settings.auth_token_cache_seconds,
+    )
+    if static is not None:
+        log.warning("SERVICE_API_TOKEN is set: that one static token reaches every workspace "
+                    "as role service (meant for local runs and demos)")
+    if not verifier.configured:
+        log.warning("none of AUTH_JWT_SECRET, AUTH_JWKS_FILE, AUTH_JWKS_URL, SERVICE_API_TOKEN "
+                    "is set: every /v1 request is refused (401)")
+    return verifier
+
+
 class _FlagGauge:
     """Exports what this instance applies, refreshed whenever the snapshot is read."""
 
@@ -141,10 +196,13 @@ def create_app(
     envelope = build_envelope(settings)  # fail at construction, not at the first request
     if settings.cache_key_secret.get_secret_value() == DEV_KEY_SECRET:
         log.warning("CACHE_KEY_SECRET is the development default; set a secret in production")
+    # The audit log speaks at INFO whatever LOG_LEVEL says (it is not diagnostics).
+    logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            verifier = await build_verifier(settings, stack)
             redis = build_redis(settings)
             stack.push_async_callback(redis.aclose)
             engine = make_engine(settings.database_url)
@@ -181,6 +239,7 @@ def create_app(
             app.state.container = ServiceContainer(
                 settings=settings, metrics=metrics, queries=queries, sessions=sessions,
                 invalidator=invalidator, cache=cache, notes=notes, flags=flags,
+                verifier=verifier,
             )
             log.info("service ready: provider=%s flags=%s l2_scope=%s encryption=%s",
                      metered.name, flags.state, settings.l2_scope,
@@ -200,6 +259,9 @@ def create_app(
         # JSON-escaped query may take 6 bytes a character; a longer body is FastAPI's to judge.
         app.add_middleware(QueryFastPath, max_body_bytes=settings.max_query_chars * 6 + 1024,
                            exception_handlers=app.exception_handlers)
-    # Outermost of ours (added last): no body past the limit reaches the fast path or a route.
+    # No body past the limit reaches the fast path or a route.
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
+    # Outermost of ours (added last): a request without a valid token reaches nothing else,
+    # not even the body limit (its body is never read).
+    app.add_middleware(Authenticate)
     return app

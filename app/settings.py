@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -75,8 +76,26 @@ class Settings(BaseSettings):
     unleash_refresh_seconds: int = Field(default=2, ge=1)
     unleash_cache_dir: str = ".run/unleash-cache"
 
-    # Writes (session notes, operator invalidation) need `Authorization: Bearer <token>`.
-    # Unset means writes are refused: state never changes without a token.
+    # Authorization (DESIGN.md §4): every /v1 request carries `Authorization: Bearer <JWT>`,
+    # verified against an HS256 secret (a laptop, the demo) and/or the RS256/ES256 keys of a
+    # JWKS (a file, or a URL fetched asynchronously and cached). None configured: every /v1
+    # request is refused.
+    auth_jwt_secret: SecretStr | None = None
+    auth_jwks_file: Path | None = None
+    auth_jwks_url: str | None = None
+    auth_audience: str = Field(default="ai-cache", min_length=1)
+    auth_issuer: str | None = None  # when set, tokens must carry exactly this `iss`
+    auth_leeway_seconds: float = Field(default=30.0, ge=0.0, le=300.0)  # clock skew on exp
+    # A JWKS is re-read this often (and at most every AUTH_JWKS_MIN_REFETCH_SECONDS when a
+    # token names a key it does not hold: a rotation). A failed read keeps the last keys.
+    auth_jwks_refresh_seconds: float = Field(default=300.0, ge=1.0)
+    auth_jwks_min_refetch_seconds: float = Field(default=10.0, ge=0.0)
+    auth_jwks_timeout_seconds: float = Field(default=5.0, gt=0.0)
+    # A verified token is remembered (by its exact text) this long, capped by its `exp`, so
+    # an L1 hit does not pay a signature check each time; 0 verifies every request.
+    auth_token_cache_seconds: float = Field(default=60.0, ge=0.0, le=600.0)
+    # Explicit opt-in for local runs and demos: this one static bearer token is accepted as
+    # role `service` in every workspace. Unset (the default) in production.
     service_api_token: SecretStr | None = None
 
     # Process
@@ -90,3 +109,32 @@ class Settings(BaseSettings):
         if value and not value.rstrip("/").endswith("/api"):
             raise ValueError("UNLEASH_URL must be the API URL ending in /api")
         return value.rstrip("/") if value else value
+
+    @field_validator("auth_jwt_secret")
+    @classmethod
+    def _secret_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value().encode()) < 32:
+            raise ValueError("AUTH_JWT_SECRET must be at least 32 bytes (HS256 key length)")
+        return value
+
+    @field_validator("service_api_token")
+    @classmethod
+    def _static_token_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("SERVICE_API_TOKEN must be at least 16 characters")
+        return value
+
+    @field_validator("auth_jwks_url", "auth_issuer", "auth_jwks_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_jwks_source(self) -> Settings:
+        if self.auth_jwks_file is not None and self.auth_jwks_url is not None:
+            raise ValueError("set AUTH_JWKS_FILE or AUTH_JWKS_URL, not both")
+        return self

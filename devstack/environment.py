@@ -25,7 +25,9 @@ SCRUBBED_PREFIXES: tuple[str, ...] = (
                       # webhook, instance id; any of them turns a test's controller into another
     "UNLEASH_",       # the flag source: a set UNLEASH_URL switches the service and controller
                       # from the local store to somebody's Unleash
-    "SERVICE_",       # SERVICE_API_TOKEN: the write token the test or demo hands out itself
+    "SERVICE_",       # SERVICE_API_TOKEN: the static-token opt-in, only where a test sets it
+    "AUTH_",          # AUTH_JWT_SECRET / _JWKS_FILE / _JWKS_URL / _AUDIENCE: which tokens the
+                      # child trusts; a developer's identity provider must not be one of them
     "INSTANCE_",      # INSTANCE_NAME: the replica label the metrics are told apart by
     "AI_",            # AI_PROVIDER, AI_LATENCY_SCALE (the service's provider and its speed)
     "LOCAL_",         # the local provider's latencies, error rate and embedding size

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 
+from app.auth.verifier import TokenVerifier
 from app.cache.store import RedisCache
 from app.db.repository import NotesRepository
 from app.flags.base import FlagSource
@@ -31,6 +30,7 @@ class ServiceContainer:
     cache: RedisCache
     notes: NotesRepository
     flags: FlagSource
+    verifier: TokenVerifier
 
 
 # `async def` on purpose: FastAPI runs plain `def` dependencies in a worker thread, a
@@ -41,23 +41,3 @@ async def _container(request: Request) -> ServiceContainer:
 
 
 Container = Annotated[ServiceContainer, Depends(_container)]
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-async def _require_token(
-    container: Container,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    expected = container.settings.service_api_token
-    if expected is None or not expected.get_secret_value():
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                            "writes are disabled: SERVICE_API_TOKEN is not configured")
-    if credentials is None or not hmac.compare_digest(
-        credentials.credentials.encode(), expected.get_secret_value().encode()
-    ):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-
-WriteAccess = Annotated[None, Depends(_require_token)]

@@ -63,8 +63,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": [_safe_error(e) for e in exc.errors()]},
-                            status_code=422)
+        # A path parameter that a route and its authorization dependency both declare
+        # (workspace_id) is reported by each: say it once.
+        errors: list[dict[str, Any]] = []
+        for error in map(_safe_error, exc.errors()):
+            if error not in errors:
+                errors.append(error)
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:

@@ -6,8 +6,10 @@ dependency solving, response classes) cost about as much CPU again. This middlew
 everything else — any other route, a malformed UUID or body, an oversized query — to the
 FastAPI app, with the body replayed, so every error is still FastAPI's own answer (and the
 route stays in the OpenAPI document). Exceptions from answering go to the app's exception
-handlers, as they would from the route. The route in routes.py stays the reference: the
-tests run the same requests through both and compare.
+handlers, as they would from the route. It sits inside `Authenticate` (the token is verified
+already) and answers only callers that `refusal` lets query this workspace: a refusal is
+the route's to answer (404/403), in the route's words. The route in routes.py stays the
+reference: the tests run the same requests through both and compare.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.auth import audit_record, refusal
 from app.api.schemas import QueryRequest, render_query_response
+from app.auth.principal import Action
 
 # Only the canonical hyphenated form: other spellings a UUID parser might accept (braces,
 # urn:uuid:, no hyphens) are the FastAPI route's to accept or refuse.
@@ -56,6 +60,14 @@ class QueryFastPath:
             await self.app(scope, _replay(body, receive, complete), send)
             return
         workspace_id, parsed = request
+        audit = audit_record(scope)
+        principal = audit.principal if audit is not None else None
+        if audit is None or principal is None or refusal(principal, workspace_id, Action.QUERY):
+            await self.app(scope, _replay(body, receive, complete), send)
+            return
+        audit.action = Action.QUERY
+        audit.workspace = workspace_id
+        audit.client = parsed.client_id
         try:
             result = await container.queries.answer(workspace_id, parsed.client_id,
                                                     parsed.query)
@@ -68,6 +80,7 @@ class QueryFastPath:
                 response = await response
             await response(scope, receive, send)
             return
+        audit.sources = tuple(source for source, _ in result.sources)
         payload = render_query_response(result)
         await send({
             "type": "http.response.start",

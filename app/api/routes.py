@@ -10,7 +10,15 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from app.api.deps import Container, ServiceContainer, WriteAccess
+from app.api.auth import (
+    CreateAccess,
+    DeleteAccess,
+    InvalidateAccess,
+    QueryAccess,
+    ReadAccess,
+    UpdateAccess,
+)
+from app.api.deps import Container, ServiceContainer
 from app.api.schemas import (
     InvalidateRequest,
     InvalidateResponse,
@@ -27,8 +35,11 @@ from app.db.repository import NoteFields, NoteRecord
 router = APIRouter()
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem},
-    503: {"model": Problem},
+    401: {"model": Problem, "description": "No bearer token, or one that is not valid"},
+    403: {"model": Problem, "description": "The token's role may not do this"},
+    404: {"model": Problem,
+          "description": "Not found (also: a workspace the token does not name)"},
+    409: {"model": Problem}, 503: {"model": Problem},
 }
 
 
@@ -51,7 +62,7 @@ def _session_out(record: NoteRecord) -> SessionOut:
         "content": {"application/json": {"schema": QueryRequest.model_json_schema()}},
     }},
 )
-async def query(workspace_id: uuid.UUID, request: Request) -> Response:
+async def query(workspace_id: uuid.UUID, request: Request, audit: QueryAccess) -> Response:
     # The hot path parses its body itself (pydantic straight from the bytes) and reads the
     # container from the app state: FastAPI's generic body and dependency machinery is a
     # large share of an L1 hit's CPU. The rules are the same as a declared body's.
@@ -66,7 +77,9 @@ async def query(workspace_id: uuid.UUID, request: Request) -> Response:
             f"query is {len(body.query)} characters; the limit is "
             f"{container.settings.max_query_chars}",
         )
+    audit.client = body.client_id
     result = await container.queries.answer(workspace_id, body.client_id, body.query)
+    audit.sources = tuple(source for source, _ in result.sources)
     return Response(render_query_response(result), media_type="application/json",
                     headers={"Cache-Status": result.cache_status})
 
@@ -74,35 +87,44 @@ async def query(workspace_id: uuid.UUID, request: Request) -> Response:
 @router.post("/v1/workspaces/{workspace_id}/sessions", status_code=201,
              response_model=SessionOut, responses=_ERRORS, tags=["sessions"])
 async def create_session(
-    workspace_id: uuid.UUID, body: SessionCreate, container: Container, _: WriteAccess
+    workspace_id: uuid.UUID, body: SessionCreate, container: Container, audit: CreateAccess
 ) -> SessionOut:
+    audit.client = body.client_id
     fields = NoteFields(body.subjective, body.objective, body.assessment, body.plan)
-    return _session_out(await container.sessions.create(workspace_id, body.client_id, fields))
+    record = await container.sessions.create(workspace_id, body.client_id, fields)
+    audit.session = record.id
+    return _session_out(record)
 
 
 @router.get("/v1/workspaces/{workspace_id}/sessions/{session_id}", response_model=SessionOut,
             responses=_ERRORS, tags=["sessions"])
 async def get_session(
-    workspace_id: uuid.UUID, session_id: uuid.UUID, container: Container
+    workspace_id: uuid.UUID, session_id: uuid.UUID, container: Container, audit: ReadAccess
 ) -> SessionOut:
-    return _session_out(await container.sessions.get(workspace_id, session_id))
+    audit.session = session_id
+    record = await container.sessions.get(workspace_id, session_id)
+    audit.client = record.client_id
+    return _session_out(record)
 
 
 @router.patch("/v1/workspaces/{workspace_id}/sessions/{session_id}",
               response_model=SessionOut, responses=_ERRORS, tags=["sessions"])
 async def update_session(
     workspace_id: uuid.UUID, session_id: uuid.UUID, body: SessionPatch, container: Container,
-    _: WriteAccess,
+    audit: UpdateAccess,
 ) -> SessionOut:
+    audit.session = session_id
     record = await container.sessions.update(workspace_id, session_id, body.changes())
+    audit.client = record.client_id
     return _session_out(record)
 
 
 @router.delete("/v1/workspaces/{workspace_id}/sessions/{session_id}", status_code=204,
                responses=_ERRORS, tags=["sessions"])
 async def delete_session(
-    workspace_id: uuid.UUID, session_id: uuid.UUID, container: Container, _: WriteAccess
+    workspace_id: uuid.UUID, session_id: uuid.UUID, container: Container, audit: DeleteAccess
 ) -> Response:
+    audit.session = session_id
     await container.sessions.delete(workspace_id, session_id)
     return Response(status_code=204)
 
@@ -110,10 +132,11 @@ async def delete_session(
 @router.post("/v1/workspaces/{workspace_id}/cache/invalidate",
              response_model=InvalidateResponse, responses=_ERRORS, tags=["operations"])
 async def invalidate(
-    workspace_id: uuid.UUID, container: Container, _: WriteAccess,
+    workspace_id: uuid.UUID, container: Container, audit: InvalidateAccess,
     body: InvalidateRequest | None = None,
 ) -> InvalidateResponse:
     client_id = body.client_id if body else None
+    audit.client = client_id
     if client_id is None:
         applied = await container.invalidator.workspace(workspace_id, "manual")
         return InvalidateResponse(scope="workspace", applied=applied)
@@ -143,5 +166,8 @@ async def readyz(container: Container) -> JSONResponse:
         "redis": "ok" if redis_ok else "unavailable",
         "flags": container.flags.state,
         "l1_invalidations_pending": container.invalidator.pending,
+        # Whether bearer tokens can be verified: "keys-unavailable" (a JWKS never read) or
+        # "not-configured" means every /v1 request is answered 401.
+        "auth": container.verifier.state,
     }
     return JSONResponse(body, status_code=200 if database else 503)

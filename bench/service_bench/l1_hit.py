@@ -38,13 +38,13 @@ def part1_l1_hit(rig: Rig) -> tuple[list[Row], dict[str, Any]]:
         raise BenchError(f"the warmed L1 entry {entry} is not in Redis")
     filler = (hit.json()["answer"] + " ") * (entry_bytes // 10 + 1)
     rig.sync_redis.set(CEILING_KEY, filler[:entry_bytes].encode())
-    ceiling_response = rig.http.post(f"{rig.ceiling.url}{rig.query_path}",
+    ceiling_response = rig.http.post(f"{rig.ceiling.url}{rig.query_path}", headers=rig.auth,
                                      json={"query": QUESTION, "client_id": str(rig.client)})
     say(f"    L1 entry {entry_bytes} B in Redis; response bodies: service "
         f"{len(hit.content)} B, ceiling {len(ceiling_response.content)} B")
 
     body = json.dumps({"query": QUESTION, "client_id": str(rig.client)})
-    env = {"BENCH_BODY": body}
+    env = {"BENCH_BODY": body, "BENCH_AUTH": rig.auth["Authorization"]}
     script = BENCH / "post_query.lua"
     servers = {"service": rig.service, "no-audit": rig.no_audit, "ceiling": rig.ceiling}
     services = ("service", "no-audit")

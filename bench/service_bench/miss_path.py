@@ -46,7 +46,8 @@ def part4_miss_overhead(rig: Rig) -> tuple[list[Row], dict[str, Any]]:
         rig.wait_for_cache_status(probe, expected, f"flags {name}")
 
     def wrk_env(tag: str) -> dict[str, str]:
-        return {"BENCH_RUN": f"{tag}-{uuid.uuid4().hex[:12]}", "BENCH_CLIENT": str(rig.client)}
+        return {"BENCH_RUN": f"{tag}-{uuid.uuid4().hex[:12]}", "BENCH_CLIENT": str(rig.client),
+                "BENCH_AUTH": rig.auth["Authorization"]}
 
     runs: dict[str, list[WrkResult]] = {"on": [], "off": []}
     hit_checks: list[float] = []

@@ -29,6 +29,7 @@ from bench.service_bench.plan import (
 )
 from bench.service_bench.report import say
 from bench.service_bench.servers import Server, start_redis, start_server
+from devstack.auth import LocalIssuer
 from devstack.network import free_port
 from devstack.services.common import Service
 
@@ -46,10 +47,16 @@ class Rig:
     no_audit: Server  # the same service with L1_AUDIT_SAMPLE_RATE=0 (diagnosis only)
     ceiling: Server
     http: httpx.Client
-    token: str
+    issuer: LocalIssuer  # the services' AUTH_JWT_SECRET
     key_secret: str
     workspace: uuid.UUID = field(default_factory=uuid.uuid4)
     client: uuid.UUID = field(default_factory=uuid.uuid4)
+    # A clinician's bearer JWT for the bench's workspace, the same for every request (the
+    # service verifies it once, then remembers it, as it does for any client).
+    auth: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.auth = self.issuer.headers([self.workspace], role="clinician", sub="bench")
 
     @property
     def query_path(self) -> str:
@@ -63,7 +70,7 @@ class Rig:
         })
 
     def ask(self, base: str, query: str) -> httpx.Response:
-        response = self.http.post(f"{base}{self.query_path}",
+        response = self.http.post(f"{base}{self.query_path}", headers=self.auth,
                                   json={"query": query, "client_id": str(self.client)})
         if response.status_code != 200:
             raise BenchError(f"query answered {response.status_code}: {response.text}")
@@ -109,10 +116,9 @@ def counter_delta(before: dict[tuple[str, str, str], float],
 
 
 def seed_notes(rig: Rig) -> None:
-    headers = {"Authorization": f"Bearer {rig.token}"}
     for text in NOTES:
         response = rig.http.post(
-            f"{rig.service.url}/v1/workspaces/{rig.workspace}/sessions", headers=headers,
+            f"{rig.service.url}/v1/workspaces/{rig.workspace}/sessions", headers=rig.auth,
             json={"client_id": str(rig.client), "subjective": text, "objective": "Calm, alert.",
                   "assessment": "Improving.", "plan": "Continue sertraline 50 mg."},
         )
@@ -124,7 +130,7 @@ def start_rig(stack: ExitStack, plan: Plan) -> Rig:
     tmp = Path(tempfile.mkdtemp(prefix="aicache-bench-"))
     stack.callback(shutil.rmtree, tmp, ignore_errors=True)
     redis = start_redis(stack, "bench-redis")
-    token, key_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    issuer, key_secret = LocalIssuer.generate(), secrets.token_urlsafe(32)
     base_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", str(tmp)),
@@ -139,7 +145,7 @@ def start_rig(stack: ExitStack, plan: Plan) -> Rig:
         "AI_PROVIDER": "local",
         "AI_LATENCY_SCALE": "0",
         "LOCAL_EMBEDDING_DIMENSIONS": "1024",
-        "SERVICE_API_TOKEN": token,
+        **issuer.env(),
         "CACHE_KEY_SECRET": key_secret,
         "FLAG_CACHE_SECONDS": "1.0",
         "REDIS_TIMEOUT_SECONDS": str(REDIS_TIMEOUT_SECONDS),
@@ -164,7 +170,7 @@ def start_rig(stack: ExitStack, plan: Plan) -> Rig:
     http = httpx.Client(timeout=10.0)
     stack.callback(http.close)
     rig = Rig(plan=plan, redis=redis, sync_redis=sync_redis, service=service, no_audit=no_audit,
-              ceiling=ceiling, http=http, token=token, key_secret=key_secret)
+              ceiling=ceiling, http=http, issuer=issuer, key_secret=key_secret)
     seed_notes(rig)
     say(f"started: redis {redis.url} (pid {redis.pid}), service {service.url} (pid "
         f"{service.pid}), the same with L1_AUDIT_SAMPLE_RATE=0 {no_audit.url} (pid "

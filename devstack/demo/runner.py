@@ -64,7 +64,7 @@ class Runner:
         self._entries: dict[str, LogEntry] = {}
         self.stop_traffic = asyncio.Event()
         self.generator = TrafficGenerator(
-            demo.replicas, demo.token,
+            demo.replicas, demo.issuer,
             TrafficShape(workspaces=demo.args.workspaces), seed=demo.args.seed,
             observers=[self.traffic])
         self.alerts_seen = 0
@@ -244,7 +244,8 @@ class Runner:
         for ws in fault.workspaces:
             response = await client.post(
                 f"{self.demo.replicas[0]}/v1/workspaces/{ws}/cache/invalidate", json={},
-                headers={"Authorization": f"Bearer {self.demo.token}"}, timeout=10)
+                headers=self.demo.issuer.headers([ws], role="operator", sub="demo-on-call"),
+                timeout=10)
             response.raise_for_status()
         fault.invalidated_at = time.time()
         self.model.event(f"on-call (scripted, runbook step 2): invalidated the cached answers "

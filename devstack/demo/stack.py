@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from devstack.auth import LocalIssuer
 from devstack.demo.plan import write_demo_plan
 from devstack.demo.profiles import DAY, DEMO_DIR, RULE_FILES, DemoFailed, Profile
 from devstack.environment import child_env
@@ -59,7 +60,7 @@ class Demo:
         self.profile = profile
         self.stack = ExitStack()
         self.started = Started()
-        self.token = secrets.token_urlsafe(16)
+        self.issuer = LocalIssuer.generate()  # the replicas trust its HS256 JWTs
         self.api_token = secrets.token_urlsafe(16)
         self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.time_scale = args.time_scale or profile.day_seconds / DAY
@@ -144,7 +145,7 @@ class Demo:
             "DATABASE_URL": self.database_url,
             "AI_PROVIDER": "local",
             "AI_LATENCY_SCALE": f"{self.args.latency_scale:g}",
-            "SERVICE_API_TOKEN": self.token,
+            **self.issuer.env(),
             "CACHE_KEY_SECRET": self.key_secret,
             # Audit a fifth of the served L1 hits (default 1 %, at most 5 a second), with no
             # cap: at l1-100 nothing else verifies answers, and the stale-rate gate needs 50

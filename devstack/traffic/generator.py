@@ -5,12 +5,16 @@ few questions repeat often — exactly repeated, never paraphrased, as cache hit
 a steady rate of session writes that cause invalidations. Open loop at a fixed rate, so a
 slow service shows up as latency, not as less load.
 
-    python -m scripts.traffic --url http://127.0.0.1:8000 --token T --rate 20 --duration 60
+    python -m scripts.traffic --url http://127.0.0.1:8000 --jwt-secret S --rate 20 --duration 60
 
-Several `--url`s (replicas) share the load round-robin. Library use: `TrafficGenerator(urls,
-token, shape, seed)`, `await seed_notes(client)`, then `await run(client, rate=…,
-duration=…)` or, open-ended, `run(client, rate=…, stop=event)`; observers get one
-`RequestRecord` per request as it completes (the demo attributes them to rollout stages).
+Several `--url`s (replicas) share the load round-robin. Every request carries a bearer
+token: a given one (`--token`: a JWT naming the generator's workspaces, or the service's
+static SERVICE_API_TOKEN), or, from a `LocalIssuer` (`--jwt-secret`, the service's
+AUTH_JWT_SECRET), an HS256 JWT for the generator's own workspaces with role clinician.
+Library use: `TrafficGenerator(urls, token_or_issuer, shape, seed)`, `await
+seed_notes(client)`, then `await run(client, rate=…, duration=…)` or, open-ended,
+`run(client, rate=…, stop=event)`; observers get one `RequestRecord` per request as it
+completes (the demo attributes them to rollout stages).
 Pass a client from `transport.load_client()`: httpx's own connection pool costs O(requests
 in flight) per request, which at ~100 in flight makes the generator, not the service, slow.
 """
@@ -29,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
+
+from devstack.auth import LocalIssuer
 
 QUESTION_TEMPLATES = [
     "How has the client's sleep changed over the last sessions?",
@@ -111,7 +117,7 @@ def zipf_weights(n: int, s: float) -> list[float]:
 
 
 class TrafficGenerator:
-    def __init__(self, base_url: str | Sequence[str], token: str,
+    def __init__(self, base_url: str | Sequence[str], token: str | LocalIssuer,
                  shape: TrafficShape | None = None, seed: int = 7, *,
                  observers: Sequence[Observer] = ()) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
@@ -122,7 +128,6 @@ class TrafficGenerator:
         # Round-robin like the simplest load balancer: every replica sees the same mix.
         self._turn = itertools.cycle(self.base_urls)
         self.observers: list[Observer] = list(observers)
-        self.token = token
         self.shape = shape or TrafficShape()
         self.rng = random.Random(seed)
         self.stats = TrafficStats()
@@ -134,6 +139,9 @@ class TrafficGenerator:
         self.notes: dict[uuid.UUID, list[str]] = {ws: [] for ws in self.workspaces}
         self._weights = zipf_weights(len(QUESTION_TEMPLATES), self.shape.zipf_s)
         self._workspace_weights = zipf_weights(len(self.workspaces), 0.8)
+        self.token = (token if isinstance(token, str) else
+                      token.token(self.workspaces, role="clinician", sub="traffic-generator"))
+        self._auth = {"Authorization": f"Bearer {self.token}"}
 
     def _url(self) -> str:
         return next(self._turn)
@@ -151,10 +159,6 @@ class TrafficGenerator:
     def _note(self) -> dict[str, str]:
         n = self.rng.randint(3, 9)
         return {k: self.rng.choice(v).format(n=n) for k, v in NOTE_FRAGMENTS.items()}
-
-    @property
-    def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
     async def seed_notes(self, client: httpx.AsyncClient) -> None:
         """Create the initial notes (concurrently, a few at a time)."""
@@ -198,7 +202,8 @@ class TrafficGenerator:
             self.stats.queries += 1
             response = await client.post(
                 f"{self._url()}/v1/workspaces/{ws}/query",
-                json={"query": question, "client_id": str(client_id) if client_id else None})
+                json={"query": question, "client_id": str(client_id) if client_id else None},
+                headers=self._auth)
             status = response.status_code
             if status != 200:
                 self.stats.errors += 1

@@ -22,9 +22,10 @@ from app.db.repository import ConcurrentUpdate, NoteFields, NotesRepository
 from app.providers.base import EmbedInput, Vector
 from app.providers.local import LocalProvider
 from tests.integration import test_sessions_api
-from tests.support.service import AUTH
+from tests.support.auth import auth
 
 WS = uuid.UUID("00000000-0000-4000-8000-0000000000d1")
+AUTH = auth(WS)
 CLIENT = uuid.UUID("00000000-0000-4000-8000-0000000000d2")
 NOTE = {"client_id": str(CLIENT), "subjective": "Sleeps badly.", "objective": "Tired.",
         "assessment": "Insomnia.", "plan": "Sleep hygiene."}

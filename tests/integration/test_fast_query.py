@@ -21,10 +21,12 @@ import pytest
 from redis.asyncio import Redis
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.auth import AuditRecord
 from app.api.fast_query import QueryFastPath
+from app.auth.principal import Action, Principal, Role
 from app.service.query import LayerOutcome, QueryResult
 from devstack.services.common import Service
-from tests.integration.test_query_api import CLIENT, QUESTION, WS, add_note
+from tests.integration.test_query_api import AUTH, CLIENT, QUESTION, WS, add_note
 from tests.support.service import make_settings, running_service, set_flags
 
 pytestmark = pytest.mark.integration
@@ -62,7 +64,7 @@ async def twice_from_cold(redis: Redis, client: httpx.AsyncClient, path: str,
                           content: bytes) -> list[tuple[int, Any, str | None, str | None]]:
     await redis.flushall()
     await set_flags(redis, shadow=False, l2=True, l1_percent=100)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **AUTH}
     return [seen(await client.post(path, content=content, headers=headers))
             for _ in range(2)]
 
@@ -138,7 +140,7 @@ async def test_a_provider_failure_is_the_routes_503(redis: Redis, redis_service:
         async with running_service(settings) as (client, _):
             await set_flags(redis, shadow=False, l2=True, l1_percent=100)
             response = await client.post(f"/v1/workspaces/{WS}/query",
-                                         json={"query": QUESTION})
+                                         json={"query": QUESTION}, headers=AUTH)
             answers.append((seen(response), response.headers.get("retry-after")))
     assert answers[0] == answers[1]
     assert answers[0][0][0] == 503 and answers[0][1] == "1"
@@ -175,12 +177,18 @@ class Answers:
         return QueryResult(answer="ok", sources=[], l1=LayerOutcome("ai-l1", "hit"))
 
 
+CLINICIAN = Principal(sub="someone", role=Role.CLINICIAN, workspaces=frozenset({WS}), via="jwt")
+
+
 async def call(app: QueryFastPath, path: str, chunks: list[bytes],
-               answers: Answers, method: str = "POST") -> list[Message]:
+               answers: Answers, method: str = "POST",
+               principal: Principal = CLINICIAN) -> list[Message]:
+    """`app` given the request as `Authenticate` hands it on: verified, `principal` noted."""
     state = SimpleNamespace(container=SimpleNamespace(
         settings=SimpleNamespace(max_query_chars=MAX_CHARS), queries=answers))
+    audit = AuditRecord(method, path, principal=principal)
     scope: Scope = {"type": "http", "method": method, "path": path, "headers": [],
-                    "app": SimpleNamespace(state=state)}
+                    "app": SimpleNamespace(state=state), "state": {"audit": audit}}
     pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
                for i, c in enumerate(chunks)]
     sent: list[Message] = []
@@ -206,6 +214,44 @@ async def test_a_body_in_chunks_is_answered_by_the_fast_path() -> None:
     assert dict(sent[0]["headers"])[b"cache-status"] == b"ai-l2; fwd=bypass, ai-l1; hit"
     assert json.loads(sent[1]["body"]) == {"answer": "ok", "sources": [],
                                            "cache": {"l1": "hit", "l2": "bypass"}}
+
+
+@pytest.mark.parametrize("principal", [
+    Principal(sub="elsewhere", role=Role.CLINICIAN, workspaces=frozenset({CLIENT}), via="jwt"),
+    Principal(sub="a viewer", role="viewer", workspaces=frozenset({WS}), via="jwt"),
+], ids=["other-workspace", "unknown-role"])
+async def test_a_caller_who_may_not_query_here_is_left_to_the_route(
+    principal: Principal,
+) -> None:
+    inner, answers = Inner(), Answers()
+    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
+    body = json.dumps({"query": QUESTION}).encode()
+    sent = await call(app, f"/v1/workspaces/{WS}/query", [body], answers, principal=principal)
+    assert inner.bodies == [body] and answers.asked == []  # the route answers 404 / 403
+    assert sent[0]["status"] == 418
+
+
+async def test_the_fast_path_notes_what_it_answered_for_the_audit_log() -> None:
+    inner, answers = Inner(), Answers()
+    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
+    body = json.dumps({"query": QUESTION, "client_id": str(CLIENT)}).encode()
+    state = SimpleNamespace(container=SimpleNamespace(
+        settings=SimpleNamespace(max_query_chars=MAX_CHARS), queries=answers))
+    audit = AuditRecord("POST", "/q", principal=CLINICIAN)
+    scope: Scope = {"type": "http", "method": "POST", "path": f"/v1/workspaces/{WS}/query",
+                    "headers": [], "app": SimpleNamespace(state=state),
+                    "state": {"audit": audit}}
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Message:
+        return pending.pop(0)
+
+    async def send(message: Message) -> None:
+        pass
+
+    await app(scope, receive, send)
+    assert (audit.action, audit.workspace, audit.client, audit.sources) == (
+        Action.QUERY, WS, CLIENT, ())
 
 
 @pytest.mark.parametrize("chunks", [

@@ -20,9 +20,11 @@ from redis.asyncio import Redis
 from app.providers.base import EmbedInput, RetrievedNote, Vector
 from app.providers.local import LocalProvider
 from tests.integration.test_query_api import add_note
-from tests.support.service import AUTH, set_flags
+from tests.support.auth import auth
+from tests.support.service import set_flags
 
 WS = uuid.UUID("00000000-0000-4000-8000-00000000aaaa")
+AUTH = auth(WS)
 CLIENT = uuid.UUID("00000000-0000-4000-8000-00000000cccc")
 CITATION = re.compile(r"\[session ([0-9a-f-]{36}), v(\d+)\]")
 
@@ -60,6 +62,7 @@ async def query(client: httpx.AsyncClient, client_id: uuid.UUID | None) -> httpx
         f"/v1/workspaces/{WS}/query",
         json={"query": "How is the patient sleeping?",
               "client_id": str(client_id) if client_id else None},
+        headers=AUTH,
     )
     assert response.status_code == 200, response.text
     return response

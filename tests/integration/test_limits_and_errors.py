@@ -36,10 +36,9 @@ from devstack.paths import REPO_ROOT
 from devstack.readiness import wait_until
 from devstack.services import postgres as pg
 from devstack.services.common import Service
-from tests.integration.test_query_api import CLIENT, QUESTION, WS, add_note, ask
+from tests.integration.test_query_api import AUTH, CLIENT, QUESTION, WS, add_note, ask
+from tests.support.auth import SECRET, auth
 from tests.support.service import (
-    AUTH,
-    TOKEN,
     make_settings,
     metric_value,
     running_service,
@@ -60,7 +59,7 @@ JSON = {"content-type": "application/json"}
 @pytest.fixture
 def server(redis_service: Service, redis: Redis, tmp_path: Path) -> Iterator[int]:
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_service.url, "SERVICE_API_TOKEN": TOKEN,
+    env = {**os.environ, "REDIS_URL": redis_service.url, "AUTH_JWT_SECRET": SECRET,
            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}",
            "AI_LATENCY_SCALE": "0", "LOG_FORMAT": "json"}
     proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=REPO_ROOT,
@@ -108,7 +107,8 @@ def test_a_huge_declared_body_is_refused_at_once_unread(server: int, path: str) 
     with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
         # Claims 500 MB, sends a 64 KiB prefix and then nothing: only an answer that does
         # not wait for the body can arrive.
-        sock.sendall(_head(path, "Content-Length: 524288000", f"Authorization: Bearer {TOKEN}"))
+        sock.sendall(_head(path, "Content-Length: 524288000",
+                           f"Authorization: {AUTH['Authorization']}"))
         sock.sendall(b'{"query": "' + b"x" * 65_536)
         response = _read_response(sock, time.monotonic() + 5)
     elapsed = time.monotonic() - started
@@ -123,7 +123,8 @@ def test_a_chunked_body_is_cut_off_at_the_limit(server: int, path: str) -> None:
     chunk = b"x" * 65_536
     sent = 0
     with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
-        sock.sendall(_head(path, "Transfer-Encoding: chunked", f"Authorization: Bearer {TOKEN}"))
+        sock.sendall(_head(path, "Transfer-Encoding: chunked",
+                           f"Authorization: {AUTH['Authorization']}"))
         try:
             while sent < 8 * LIMIT:  # a stream that would go on to 8 MiB
                 sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -209,7 +210,7 @@ async def test_a_small_limit_applies_on_the_fast_path_read_too(service: Any,
         async with service(query_fast_path=fast, max_body_bytes=1024) as (http, _):
             body = json.dumps({"query": "x" * 1500}).encode()
             stream = Stream(body[:100], chunk=body[100:], total=len(body))
-            response = await http.post(QUERY, content=stream, headers=JSON)
+            response = await http.post(QUERY, content=stream, headers={**JSON, **AUTH})
             answers.append((response.status_code, response.json()))
     assert answers[0] == answers[1] == (
         413, {"detail": "request body is larger than the limit of 1024 bytes"})
@@ -251,7 +252,7 @@ async def test_a_422_echoes_only_a_short_excerpt(client: httpx.AsyncClient, path
 
 
 async def test_an_excerpt_says_how_long_the_input_was(client: httpx.AsyncClient) -> None:
-    response = await client.post(QUERY, json={"query": "x" * 150_000})
+    response = await client.post(QUERY, json={"query": "x" * 150_000}, headers=AUTH)
     (error,) = response.json()["detail"]
     assert error["type"] == "string_too_long" and error["loc"] == ["query"]
     assert error["input"] == "x" * 80 + "… (150000 characters)"
@@ -265,7 +266,7 @@ async def _same_on_both_paths(service: Any, redis: Redis, body: bytes) -> httpx.
     for fast in (True, False):
         async with service(query_fast_path=fast) as (http, _):
             await set_flags(redis, l2=True, l1_percent=100)
-            responses.append(await http.post(QUERY, content=body, headers=JSON))
+            responses.append(await http.post(QUERY, content=body, headers={**JSON, **AUTH}))
     fast_path, route = responses
     assert (fast_path.status_code, fast_path.json()) == (route.status_code, route.json())
     return route
@@ -313,15 +314,15 @@ async def test_bad_text_in_a_note_is_a_422_and_writes_nothing(
         note = await add_note(http, ws, CLIENT, "Sleeping 6 hours.")
         base = f"/v1/workspaces/{ws}/sessions"
         created = await http.post(base, content=template % str(CLIENT).encode(),
-                                  headers={**JSON, **AUTH})
+                                  headers={**JSON, **auth(ws)})
         patch_body = template.replace(b'"client_id": "%s", ', b"")
         patched = await http.patch(f"{base}/{note['id']}", content=patch_body,
-                                   headers={**JSON, **AUTH})
+                                   headers={**JSON, **auth(ws)})
         for response in (created, patched):
             assert response.status_code == 422, response.text
             (error,) = response.json()["detail"]
             assert error["msg"].startswith(message), error
-        after = (await http.get(f"{base}/{note['id']}")).json()
+        after = (await http.get(f"{base}/{note['id']}", headers=auth(ws))).json()
         assert after["version"] == 1 and after["plan"] == note["plan"]
 
 
@@ -360,8 +361,9 @@ async def test_postgres_stopped_means_503_and_l1_hits_keep_serving(
         async def one(i: int) -> httpx.Response:
             if i % 2:  # a cached answer
                 return await http.post(QUERY, json={"query": QUESTION,
-                                                     "client_id": str(CLIENT)})
-            return await http.post(QUERY, json={"query": f"question {i}?"})  # a miss
+                                                     "client_id": str(CLIENT)}, headers=AUTH)
+            return await http.post(QUERY, json={"query": f"question {i}?"},  # a miss
+                                   headers=AUTH)
 
         responses = await asyncio.gather(*(one(i) for i in range(50)))
         for i, response in enumerate(responses):
@@ -374,7 +376,7 @@ async def test_postgres_stopped_means_503_and_l1_hits_keep_serving(
                 assert response.json() == {
                     "detail": "the notes database is unavailable; try again"}
         for response in (
-            await http.get(f"{SESSIONS}/{note['id']}"),
+            await http.get(f"{SESSIONS}/{note['id']}", headers=AUTH),
             await http.post(SESSIONS, json={"client_id": str(CLIENT), "plan": "x"},
                             headers=AUTH),
             await http.patch(f"{SESSIONS}/{note['id']}", json={"plan": "y"}, headers=AUTH),
@@ -406,4 +408,4 @@ async def test_an_oserror_from_elsewhere_is_not_reported_as_the_database(
     provider = _BrokenDisk(dimensions=256, embed_latency_seconds=0, chat_latency_seconds=0)
     async with service(provider=provider, query_fast_path=fast) as (http, _):
         with pytest.raises(FileNotFoundError):  # the in-process client re-raises a 500's cause
-            await http.post(QUERY, json={"query": QUESTION})
+            await http.post(QUERY, json={"query": QUESTION}, headers=AUTH)

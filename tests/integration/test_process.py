@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,11 +17,11 @@ from devstack.network import free_port
 from devstack.paths import REPO_ROOT
 from devstack.readiness import wait_until
 from devstack.services.common import Service
-from tests.support.service import AUTH, TOKEN
+from tests.support.auth import SECRET, auth
 
 
 def _env(redis_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": redis_url, "SERVICE_API_TOKEN": TOKEN,
+    return {**os.environ, "REDIS_URL": redis_url, "AUTH_JWT_SECRET": SECRET,
             "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}",
             "AI_LATENCY_SCALE": "0", "LOG_FORMAT": "json", **extra}
 
@@ -40,10 +41,11 @@ def test_the_service_process_serves_exports_and_stops_cleanly(
         wait_until(lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200,
                    timeout=30, what="the service to be ready")
         ws, client_id = uuid.uuid4(), uuid.uuid4()
-        created = httpx.post(f"{base}/v1/workspaces/{ws}/sessions", headers=AUTH, json={
+        headers = auth(ws, sub="dr-process")
+        created = httpx.post(f"{base}/v1/workspaces/{ws}/sessions", headers=headers, json={
             "client_id": str(client_id), "subjective": "Sleeping poorly; anxious."})
         assert created.status_code == 201
-        answer = httpx.post(f"{base}/v1/workspaces/{ws}/query",
+        answer = httpx.post(f"{base}/v1/workspaces/{ws}/query", headers=headers,
                             json={"query": "How is the client sleeping?",
                                   "client_id": str(client_id)})
         assert answer.status_code == 200 and "Cache-Status" in answer.headers
@@ -61,6 +63,11 @@ def test_the_service_process_serves_exports_and_stops_cleanly(
     # Structured JSON logs, and no clinical text in them.
     assert '"level": "warning"' in output and "CACHE_KEY_SECRET" in output
     assert "anxious" not in output.lower() and "sleeping" not in output.lower()
+    # One audit line per clinical request, JSON, naming who and where, at the default level.
+    audit = [json.loads(line) for line in output.splitlines()
+             if line.startswith("{") and '"logger": "app.audit"' in line]
+    assert [(a["action"], a["status"], a["who"], a["workspace"]) for a in audit] == [
+        ("session.create", 201, "dr-process", str(ws)), ("query", 200, "dr-process", str(ws))]
 
 
 def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:

@@ -9,13 +9,15 @@ import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from tests.support.service import AUTH, metric_value, set_flags
+from tests.support.auth import auth
+from tests.support.service import metric_value, set_flags
 
 WS = uuid.UUID("00000000-0000-4000-8000-000000000001")
 WS_OTHER = uuid.UUID("00000000-0000-4000-8000-000000000002")
 CLIENT = uuid.UUID("00000000-0000-4000-8000-0000000000c1")
 CLIENT_OTHER = uuid.UUID("00000000-0000-4000-8000-0000000000c2")
 QUESTION = "How has the patient's sleep changed since starting sertraline?"
+AUTH = auth(WS)
 
 
 async def add_note(client: httpx.AsyncClient, ws: uuid.UUID, client_id: uuid.UUID,
@@ -24,7 +26,7 @@ async def add_note(client: httpx.AsyncClient, ws: uuid.UUID, client_id: uuid.UUI
         f"/v1/workspaces/{ws}/sessions",
         json={"client_id": str(client_id), "subjective": text, "objective": "Calm, alert.",
               "assessment": "Improving.", "plan": "Continue sertraline 50 mg."},
-        headers=AUTH,
+        headers=auth(ws),
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
@@ -36,6 +38,7 @@ async def ask(client: httpx.AsyncClient, ws: uuid.UUID, client_id: uuid.UUID | N
     response = await client.post(
         f"/v1/workspaces/{ws}/query",
         json={"query": question, "client_id": str(client_id) if client_id else None},
+        headers=auth(ws),
     )
     assert response.status_code == 200, response.text
     return response
@@ -198,7 +201,8 @@ async def test_operator_invalidation_needs_a_token_and_drops_workspace_answers(
         url = f"/v1/workspaces/{WS}/cache/invalidate"
         assert (await client.post(url)).status_code == 401
         assert (await client.post(url, headers={"Authorization": "Bearer nope"})).status_code == 401
-        done = await client.post(url, headers=AUTH)
+        assert (await client.post(url, headers=AUTH)).status_code == 403  # a clinician
+        done = await client.post(url, headers=auth(WS, role="operator"))
         assert done.status_code == 200 and done.json() == {"scope": "workspace", "applied": True}
         assert (await ask(client, WS, CLIENT)).json()["cache"]["l1"] == "stale"
     assert metric_value(app, "ai_agent_cache_invalidations_total", workspace_id=str(WS),

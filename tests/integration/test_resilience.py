@@ -12,9 +12,8 @@ from redis.asyncio import Redis
 
 from devstack.services import redis as redis_svc
 from devstack.services.common import Service
-from tests.integration.test_query_api import CLIENT, WS, add_note, ask
+from tests.integration.test_query_api import AUTH, CLIENT, WS, add_note, ask
 from tests.support.service import (
-    AUTH,
     make_settings,
     metric_value,
     running_service,

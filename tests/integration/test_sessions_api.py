@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.support.service import AUTH
+from tests.support.auth import auth
 
 WS = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
 CLIENT = uuid.UUID("00000000-0000-4000-8000-0000000000b1")
 NOTE = {"client_id": str(CLIENT), "subjective": "Sleeps badly.", "objective": "Tired.",
         "assessment": "Insomnia.", "plan": "Sleep hygiene."}
+AUTH = auth(WS)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -31,7 +32,7 @@ async def test_crud_round_trip(service: Any, redis: Redis, database_url: str) ->
         assert created.status_code == 201, created.text
         note = created.json()
         assert note["version"] == 1 and note["workspace_id"] == str(WS)
-        fetched = await client.get(f"{base}/{note['id']}")
+        fetched = await client.get(f"{base}/{note['id']}", headers=AUTH)
         assert fetched.status_code == 200 and fetched.json()["plan"] == "Sleep hygiene."
         patched = await client.patch(f"{base}/{note['id']}", json={"plan": "CBT-I referral."},
                                      headers=AUTH)
@@ -39,7 +40,7 @@ async def test_crud_round_trip(service: Any, redis: Redis, database_url: str) ->
         assert patched.json()["plan"] == "CBT-I referral." and patched.json()["version"] == 2
         assert patched.json()["subjective"] == "Sleeps badly."
         assert (await client.delete(f"{base}/{note['id']}", headers=AUTH)).status_code == 204
-        assert (await client.get(f"{base}/{note['id']}")).status_code == 404
+        assert (await client.get(f"{base}/{note['id']}", headers=AUTH)).status_code == 404
         assert (await client.delete(f"{base}/{note['id']}", headers=AUTH)).status_code == 404
 
 
@@ -48,12 +49,15 @@ async def test_a_session_is_invisible_from_another_workspace(service: Any, redis
     async with service(database_url=database_url) as (client, _):
         note = (await client.post(f"/v1/workspaces/{WS}/sessions", json=NOTE,
                                   headers=AUTH)).json()
-        other = f"/v1/workspaces/{uuid.uuid4()}/sessions/{note['id']}"
-        assert (await client.get(other)).status_code == 404
-        assert (await client.patch(other, json={"plan": "x"}, headers=AUTH)).status_code == 404
-        assert (await client.delete(other, headers=AUTH)).status_code == 404
-        assert (await client.get(f"/v1/workspaces/{WS}/sessions/{note['id']}")).json()[
-            "plan"] == "Sleep hygiene."
+        # A workspace the caller may reach, that does not hold this note.
+        other_ws = uuid.uuid4()
+        both = auth(WS, other_ws)
+        other = f"/v1/workspaces/{other_ws}/sessions/{note['id']}"
+        assert (await client.get(other, headers=both)).status_code == 404
+        assert (await client.patch(other, json={"plan": "x"}, headers=both)).status_code == 404
+        assert (await client.delete(other, headers=both)).status_code == 404
+        assert (await client.get(f"/v1/workspaces/{WS}/sessions/{note['id']}",
+                                 headers=AUTH)).json()["plan"] == "Sleep hygiene."
 
 
 BAD_REQUESTS = [
@@ -83,23 +87,28 @@ async def test_bad_input_gets_a_clear_4xx_and_writes_nothing(
     service: Any, redis: Redis, method: str, url: str, body: Any, status: int
 ) -> None:
     async with service() as (client, app):
-        response = await client.request(method, url, json=body, headers=AUTH)
+        # An operator: the invalidation row must reach its body's validation.
+        response = await client.request(method, url, json=body,
+                                        headers=auth(WS, role="operator"))
         assert response.status_code == status, response.text
         assert response.json()["detail"]
         notes = await app.state.container.notes.for_retrieval(WS, None)
         assert notes == []
 
 
-async def test_writes_need_the_token(service: Any, redis: Redis) -> None:
+async def test_writes_need_a_token(service: Any, redis: Redis) -> None:
+    base = f"/v1/workspaces/{WS}/sessions"
     async with service() as (client, app):
-        base = f"/v1/workspaces/{WS}/sessions"
         assert (await client.post(base, json=NOTE)).status_code == 401
         wrong = {"Authorization": "Bearer wrong"}
         assert (await client.post(base, json=NOTE, headers=wrong)).status_code == 401
         assert await app.state.container.notes.for_retrieval(WS, None) == []
-    async with service(service_api_token=None) as (client, _):
+    # No key configured at all: every token is refused (deny by default).
+    async with service(auth_jwt_secret=None) as (client, app):
         refused = await client.post(base, json=NOTE, headers=AUTH)
-        assert refused.status_code == 401 and "SERVICE_API_TOKEN" in refused.json()["detail"]
+        assert refused.status_code == 401
+        assert (await client.get("/readyz")).json()["auth"] == "not-configured"
+        assert await app.state.container.notes.for_retrieval(WS, None) == []
 
 
 async def test_provider_failure_on_write_is_a_503_and_stores_nothing(service: Any,
@@ -108,7 +117,8 @@ async def test_provider_failure_on_write_is_a_503_and_stores_nothing(service: An
         response = await client.post(f"/v1/workspaces/{WS}/sessions", json=NOTE, headers=AUTH)
         assert response.status_code == 503 and response.headers["Retry-After"] == "1"
         assert await app.state.container.notes.for_retrieval(WS, None) == []
-        failed = await client.post(f"/v1/workspaces/{WS}/query", json={"query": "q"})
+        failed = await client.post(f"/v1/workspaces/{WS}/query", json={"query": "q"},
+                                   headers=AUTH)
         assert failed.status_code == 503
 
 

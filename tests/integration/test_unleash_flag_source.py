@@ -18,6 +18,7 @@ from app.settings import Settings
 from devstack.services import unleash as unleash_svc
 from devstack.services.unleash import UnleashService
 from rollout.core.flags import FlagSettings
+from tests.support.auth import auth
 from tests.support.service import make_settings, metric_value, running_service, wait_for
 from tests.support.unleash import admin_for, short_lived_unleash
 
@@ -83,13 +84,17 @@ async def test_a_flag_write_reaches_a_running_service_within_bounded_time(
         await admin.apply(FlagSettings(shadow=False, l2=False, l1_percent=0))
         async with running_service(settings) as (client, app):
             assert (await client.get("/readyz")).json()["flags"] == "unleash"
-            await client.post(f"/v1/workspaces/{uuid.uuid4()}/query", json={"query": "warm"})
+            ws = uuid.uuid4()
+            await client.post(f"/v1/workspaces/{ws}/query", json={"query": "warm"},
+                              headers=auth(ws))
             written = time.monotonic()
             await admin.apply(FlagSettings(shadow=True, l2=True, l1_percent=50))
 
             async def seen() -> bool:
                 # Every query refreshes the snapshot; the gauge is what operators watch.
-                await client.post(f"/v1/workspaces/{uuid.uuid4()}/query", json={"query": "q"})
+                other = uuid.uuid4()
+                await client.post(f"/v1/workspaces/{other}/query", json={"query": "q"},
+                                  headers=auth(other))
                 return metric_value(app, "ai_agent_flag_state",
                                     flag=contract.FLAG_L1_QUERY_RESULTS) == 50
 

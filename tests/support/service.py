@@ -17,9 +17,7 @@ from app import contract
 from app.main import create_app
 from app.providers.base import Provider
 from app.settings import Settings
-
-TOKEN = "test-write-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from tests.support.auth import SECRET
 
 
 async def set_flags(redis: Redis, *, shadow: bool = False, l2: bool = False,
@@ -38,7 +36,9 @@ def make_settings(redis_url: str, database_url: str, **overrides: Any) -> Settin
         "ai_provider": "local",
         "ai_latency_scale": 0.0,
         "local_embedding_dimensions": 256,
-        "service_api_token": TOKEN,
+        # JWTs from tests.support.auth; no static token unless a test opts in.
+        "auth_jwt_secret": SECRET,
+        "service_api_token": None,
         "redis_timeout_seconds": 1.0,
         "flag_cache_seconds": 0.0,
         "l1_audit_sample_rate": 0.0,

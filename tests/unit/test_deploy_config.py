@@ -105,6 +105,22 @@ def test_published_ports_are_unique() -> None:
     assert not duplicates, f"host ports published twice: {duplicates}"
 
 
+def test_published_ports_listen_on_loopback_unless_the_operator_says_otherwise() -> None:
+    # Compose publishes "HOST:CONTAINER" on every interface; "ADDRESS:HOST:CONTAINER" on one.
+    for name, service in services().items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${PUBLISH_ADDRESS:-127.0.0.1}:"), (name, port)
+
+
+def test_the_service_replicas_get_the_authorization_settings() -> None:
+    for name, service in services().items():
+        if "app" not in service.get("command", []):
+            continue
+        env = service["environment"]
+        assert {"AUTH_JWKS_URL", "AUTH_JWT_SECRET", "AUTH_AUDIENCE", "AUTH_ISSUER"} <= set(env)
+        assert "SERVICE_API_TOKEN" not in env, f"{name}: the static token is for local runs"
+
+
 def test_depends_on_and_named_volumes_exist() -> None:
     document = compose()
     names = set(document["services"])

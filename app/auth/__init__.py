@@ -1,0 +1,1 @@
+"""Bearer tokens: verification (PyJWT, a JWKS) and the roles they carry."""
