@@ -19,6 +19,8 @@ from rich.text import Text
 from rollout.cli import commands
 from rollout.cli.errors import EXIT_BAD_INPUT, CliError
 from rollout.cli.flags import cmd_flags_set, cmd_flags_show
+from rollout.cli.plan_check import add_parser as add_plan_check
+from rollout.cli.plan_check import cmd_plan_check
 from rollout.settings import RolloutSettings
 
 Handler = Callable[[argparse.Namespace, RolloutSettings, Console], int]
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_sub = plan.add_subparsers(dest="plan_command", required=True, parser_class=_Parser)
     validate = plan_sub.add_parser("validate", parents=[as_json], help="check a plan file")
     validate.add_argument("file")
+    add_plan_check(plan_sub, as_json)
 
     flags = sub.add_parser("flags", help="the three rollout flags in the configured store")
     flags_sub = flags.add_subparsers(dest="flags_command", required=True, parser_class=_Parser)
@@ -111,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         key = _command_key(args)
         # Checking a plan file needs no environment: a broken .env must not get in the way.
-        settings = RolloutSettings.model_construct() if key == "plan validate" else _settings()
+        settings = RolloutSettings.model_construct() if key in _NO_SETTINGS else _settings()
         return HANDLERS[key](args, settings, out)
     except CliError as exc:
         # soft_wrap: an error line stays one line for whoever greps it.
@@ -143,6 +146,7 @@ def _command_key(args: argparse.Namespace) -> str:
     return str(args.command)
 
 
+_NO_SETTINGS: Final = frozenset({"plan validate", "plan check"})
 HANDLERS: Final[dict[str, Handler]] = {
     "run": commands.cmd_run,
     "status": commands.cmd_status,
@@ -153,6 +157,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     "rollback": commands.cmd_steer,
     "evaluate": commands.cmd_evaluate,
     "plan validate": commands.cmd_plan_validate,
+    "plan check": cmd_plan_check,
     "flags show": cmd_flags_show,
     "flags set": cmd_flags_set,
 }

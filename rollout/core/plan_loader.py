@@ -6,14 +6,14 @@ reported at once, so that `rollout plan validate FILE` is a single round trip fo
 edits the plan.
 
 `plan_schema` declares the file's shape (pydantic) and `plan_problems` words its errors.
-This module parses the YAML, adds the rules that span fields or entries — what a check's
-kind asks of its other fields, references by name, which check may go in which stage —
-and builds the `Plan`.
+This module parses the YAML, adds the rules that span fields or entries — which check may
+go in which stage, references to checks and stages, with `plan_stat_rules` for what a
+check's kind and test ask of its fields and the baselines and stages they name — and
+builds the `Plan`.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,20 +23,25 @@ from typing import Any, Final
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from rollout.core.flags import FlagSettings
-from rollout.core.plan import CheckKind, CheckSpec, Plan, PlanSettings, Stage, Threshold
+from rollout.core.plan import CheckKind, Plan
+from rollout.core.plan_build import build_plan
 from rollout.core.plan_problems import shape_problems
 from rollout.core.plan_schema import (
     CheckModel,
     CheckName,
-    InlineCheck,
     PlanDocument,
-    RelativeThreshold,
     StageName,
     did_you_mean,
     field_adapters,
-    missing,
     parse_duration,
+)
+from rollout.core.plan_stat_rules import (
+    INVALID,
+    Definition,
+    Fields,
+    References,
+    check_rules,
+    reference_rules,
 )
 from rollout.plans import default_plan_path
 
@@ -100,21 +105,17 @@ def plan_from_mapping(data: object, source: str = "<plan>") -> Plan:
     problems += _CrossCheck(_outline(data)).run()
     if problems or document is None:
         raise PlanError(source, problems or ["the plan is empty"])
-    return _build(document)
+    return build_plan(document)
 
 
 # --- what the cross-checks look at -----------------------------------------------------------
-_INVALID: Final = object()  # a field given with a value the schema rejects (and reported)
-_Fields = Mapping[str, object]  # a check definition's fields as given: valid value or _INVALID
-
-
 @dataclass(frozen=True, slots=True)
 class _Entry:
     """One item of a stage's or the guardrails' check list: a name, or an inline check."""
 
     path: str
     name: str
-    inline: _Fields | None = None  # None: a reference to a library check
+    inline: Fields | None = None  # None: a reference to a library check
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ class _StageOutline:
 
 @dataclass(frozen=True, slots=True)
 class _Outline:
-    library: Mapping[str, _Fields]
+    library: Mapping[str, Fields]
     guardrails: tuple[_Entry, ...]
     stages: tuple[_StageOutline, ...]
 
@@ -137,7 +138,7 @@ def _outline(data: object) -> _Outline:
     library = {
         name: _fields(body)
         for name, body in (checks.items() if isinstance(checks, Mapping) else ())
-        if _valid(_CHECK_NAME, name) is not _INVALID
+        if _valid(_CHECK_NAME, name) is not INVALID
     }
     raw_stages = raw.get("stages")
     stages = tuple(
@@ -153,7 +154,7 @@ def _valid(adapter: TypeAdapter[Any], value: object) -> object:
     try:
         return adapter.validate_python(value)
     except ValidationError:
-        return _INVALID
+        return INVALID
 
 
 def _name(value: object) -> str | None:
@@ -161,7 +162,7 @@ def _name(value: object) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _fields(raw: object) -> _Fields:
+def _fields(raw: object) -> Fields:
     if not isinstance(raw, Mapping):
         return {}
     return {name: _valid(adapter, raw[name]) for name, adapter in _FIELDS.items() if name in raw}
@@ -184,73 +185,76 @@ class _CrossCheck:
         self.outline = outline
         self.problems: list[str] = []
         # Every definition, by the path it was defined at; inline ones join as they are met.
-        self.definitions = [(f"checks.{name}", fields)
+        self.definitions = [Definition(f"checks.{name}", name, fields)
                             for name, fields in outline.library.items()]
-        self.baselines: set[str] = set()  # baseline checks of the first stage
+        self.baselines: dict[str, Fields] = {}  # baseline checks of the first stage
         self.unknown_in_first: set[str] = set()  # first-stage checks of unknown kind
+        self.uses: dict[str, list[int]] = {}  # check name -> indices of the stages using it
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
 
     def run(self) -> list[str]:
-        for path, fields in self.definitions:
-            self.rules(path, fields)
+        for definition in self.definitions:
+            self.rules(definition.path, definition.fields)
         guardrails = self.guardrails()
         for stage in self.outline.stages:
             self.stage(stage, guardrails)
-        self.baseline_references()
+        for name in guardrails:  # a guardrail applies in every stage after the first
+            self.uses[name] = [s.index for s in self.outline.stages if s.index > 0]
+        first = next((s for s in self.outline.stages if s.index == 0), None)
+        if first is None:
+            return self.problems  # no first stage, no baselines: its own problem says why
+        names: dict[int, str | None] = {s.index: s.name for s in self.outline.stages}
+        reference_rules(References(
+            definitions=self.definitions,
+            stages=[names.get(index) for index in range(max(names) + 1)],
+            first_stage=repr(first.name) if first.name is not None else "stages[0]",
+            baselines=self.baselines, unknown_in_first=self.unknown_in_first, uses=self.uses,
+        ), self.problem)
         return self.problems
 
-    def rules(self, path: str, fields: _Fields) -> None:
+    def rules(self, path: str, fields: Fields) -> None:
         """What a check's kind asks of its other fields."""
         kind = fields.get("kind")
         if not isinstance(kind, CheckKind):
             return  # missing or invalid: the schema said so, and the rules depend on it
+        check_rules(path, kind, fields, self.problem)
         if kind is CheckKind.BASELINE:
-            for field_name in ("op", "threshold"):
-                if field_name in fields:
-                    self.problem(f"{path}.{field_name}", "a baseline check only measures; "
-                                                         "it has no op or threshold")
             if fields.get("critical") is True or fields.get("dry_run") is True:
                 self.problem(path, "a baseline check cannot be critical or dry_run")
-        else:
-            for field_name in ("op", "threshold"):
-                if fields.get(field_name) is None:  # absent or null
-                    self.problem(f"{path}.{field_name}",
-                                 missing(CheckModel.model_fields[field_name]))
-            if fields.get("critical") is True and kind is not CheckKind.GUARDRAIL:
-                self.problem(f"{path}.critical", "only a guardrail can be critical "
-                                                 "(critical means: roll back after 1 cycle)")
+        elif fields.get("critical") is True and kind is not CheckKind.GUARDRAIL:
+            self.problem(f"{path}.critical", "only a guardrail can be critical "
+                                             "(critical means: roll back after 1 cycle)")
         self.rollback_target(path, kind, fields.get("rollback_to"))
         min_sample = fields.get("min_sample")
         if isinstance(min_sample, float) and min_sample > 0 and "sample_query" not in fields:
             self.problem(f"{path}.min_sample", "needs a sample_query to count the traffic")
 
     def rollback_target(self, path: str, kind: CheckKind, target: object) -> None:
-        if target is None or target is _INVALID:
+        if target is None or target is INVALID:
             return
         if kind is not CheckKind.GUARDRAIL:
             self.problem(f"{path}.rollback_to", "only a guardrail rolls back")
             return
         names = [s.name for s in self.outline.stages if s.name is not None]
         if target not in names:
-            close = difflib.get_close_matches(str(target), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.problem(f"{path}.rollback_to",
-                         f"unknown stage {target!r}{hint}; stages: {', '.join(names)}")
+            self.problem(f"{path}.rollback_to", f"unknown stage {target!r}"
+                         f"{did_you_mean(str(target), names)}; stages: {', '.join(names)}")
         elif target == names[-1]:
             self.problem(f"{path}.rollback_to", f"{target!r} is the last stage: a rollback "
                                                 "must go to an earlier one")
 
-    def resolve(self, entry: _Entry) -> CheckKind | None:
-        """The kind of check an entry names (None: unknown), reporting bad references."""
+    def resolve(self, entry: _Entry) -> tuple[CheckKind, Fields] | None:
+        """The kind and fields of the check an entry names (None: unknown), reporting bad
+        references."""
         library = self.outline.library
         if entry.inline is not None:
             if entry.name in library:
                 self.problem(f"{entry.path}.name", f"check {entry.name!r} is already defined "
                                                    f"at checks.{entry.name}; refer to it by name")
                 return None
-            self.definitions.append((entry.path, entry.inline))
+            self.definitions.append(Definition(entry.path, entry.name, entry.inline))
             self.rules(entry.path, entry.inline)
             fields = entry.inline
         elif entry.name in library:
@@ -262,16 +266,18 @@ class _CrossCheck:
             self.problem(entry.path, f"unknown check {entry.name!r}{hint}")
             return None
         kind = fields.get("kind")
-        return kind if isinstance(kind, CheckKind) else None
+        return (kind, fields) if isinstance(kind, CheckKind) else None
 
     def guardrails(self) -> set[str]:
         names: set[str] = set()
         for entry in self.outline.guardrails:
-            kind = self.resolve(entry)
-            if kind is None:
+            resolved = self.resolve(entry)
+            if resolved is None:
                 continue
+            kind = resolved[0]
             if kind is not CheckKind.GUARDRAIL:
-                self.problem(entry.path, f"check {entry.name!r} is a {kind}; "
+                article = "an" if kind is CheckKind.OBJECTIVE else "a"
+                self.problem(entry.path, f"check {entry.name!r} is {article} {kind}; "
                                          "only guardrails belong here")
             elif entry.name in names:
                 self.problem(entry.path, f"guardrail {entry.name!r} is listed twice")
@@ -288,11 +294,13 @@ class _CrossCheck:
                                          f"(also stages[{earlier}])")
         seen: set[str] = set()
         for entry in stage.entries:
-            kind = self.resolve(entry)
-            if kind is None:
+            resolved = self.resolve(entry)
+            if resolved is None:
                 if stage.index == 0:
                     self.unknown_in_first.add(entry.name)
                 continue
+            kind, fields = resolved
+            self.uses.setdefault(entry.name, []).append(stage.index)
             if entry.name in seen:
                 self.problem(entry.path, f"check {entry.name!r} is listed twice in this stage")
             elif entry.name in guardrails:
@@ -305,80 +313,5 @@ class _CrossCheck:
                 self.problem(entry.path, f"guardrail {entry.name!r} cannot apply in the first "
                                          "stage: there is nothing to roll back to")
             elif kind is CheckKind.BASELINE:
-                self.baselines.add(entry.name)
+                self.baselines[entry.name] = fields
             seen.add(entry.name)
-
-    def baseline_references(self) -> None:
-        first = next((s for s in self.outline.stages if s.index == 0), None)
-        if first is None:
-            return  # no first stage, no baselines to refer to: its own problem says why
-        stage = repr(first.name) if first.name is not None else "stages[0]"
-        known = ", ".join(sorted(self.baselines)) or "none"
-        for path, fields in self.definitions:
-            threshold = fields.get("threshold")
-            if not isinstance(threshold, RelativeThreshold):
-                continue
-            # A first-stage check of unknown kind may be the baseline meant here.
-            if threshold.baseline in self.baselines | self.unknown_in_first:
-                continue
-            self.problem(f"{path}.threshold.baseline", f"unknown baseline "
-                         f"{threshold.baseline!r} (baseline checks of stage {stage}: {known})")
-
-
-# --- the frozen plan ---------------------------------------------------------------------------
-def _build(document: PlanDocument) -> Plan:
-    library = {name: _spec(name, check) for name, check in document.checks.items()}
-
-    def resolve(item: str | InlineCheck) -> CheckSpec:
-        return library[item] if isinstance(item, str) else _spec(item.name, item)
-
-    settings = document.settings
-    return Plan(
-        stages=tuple(
-            Stage(
-                name=stage.name,
-                flags=FlagSettings(shadow=stage.flags.shadow, l2=stage.flags.l2,
-                                   l1_percent=stage.flags.l1_percent),
-                bake=stage.bake,
-                checks=tuple(resolve(item) for item in stage.checks),
-            )
-            for stage in document.stages
-        ),
-        guardrails=tuple(resolve(item) for item in document.guardrails),
-        settings=PlanSettings(
-            passes_to_advance=settings.passes_to_advance,
-            failures_to_rollback=settings.failures_to_rollback,
-            cooldown=settings.cooldown,
-            auto_resume_after_rollback=settings.auto_resume_after_rollback,
-            time_scale=settings.time_scale,
-            min_window=settings.min_window,
-            evaluation_interval=settings.evaluation_interval,
-            hold_too_long=settings.hold_too_long,
-        ),
-    )
-
-
-def _spec(name: str, check: CheckModel) -> CheckSpec:
-    threshold: Threshold | None = None
-    if isinstance(check.threshold, RelativeThreshold):
-        relative = check.threshold
-        threshold = Threshold(baseline=relative.baseline, factor=relative.factor,
-                              margin=relative.margin)
-    elif check.threshold is not None:
-        threshold = Threshold(absolute=check.threshold)
-    return CheckSpec(
-        name=name,
-        kind=check.kind,
-        query=check.query,
-        window=check.window,
-        comparator=check.op,
-        threshold=threshold,
-        sample_query=check.sample_query,
-        min_sample=check.min_sample,
-        critical=check.critical,
-        dry_run=check.dry_run,
-        unit=check.unit,
-        label=check.label,
-        description=check.description,
-        rollback_to=check.rollback_to,
-    )

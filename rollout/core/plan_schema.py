@@ -7,17 +7,25 @@ kind may go where) and builds the frozen `plan` dataclasses from the validated m
     version: 1                       # optional
     settings: {passes_to_advance, failures_to_rollback, cooldown,
                auto_resume_after_rollback, time_scale, min_window,
-               evaluation_interval, hold_too_long}
+               evaluation_interval, hold_too_long,
+               gate_alpha, guardrail_alpha_fail, objective_alpha}
     checks:                          # reusable definitions, by name
-      NAME: {kind, query, window, op, threshold, sample_query, min_sample,
-             critical, dry_run, unit, label, description}
+      NAME: {kind, label, unit, description, critical, dry_run, rollback_to,
+             # a threshold check (and a baseline check's value):
+             query, window, op, threshold, sample_query, min_sample,
+             # a statistical check (DESIGN.md §7), judged from counts:
+             test, events, trials, control: {events, trials}, baseline, margin, limit,
+             higher_is_worse, alpha, alpha_fail, since, slower_than}
     guardrails: [NAME | inline check, ...]   # apply in every stage after the first
     stages:
       - {name, flags: {shadow, l2, l1_percent}, bake, checks: [NAME | inline check, ...]}
 
 A threshold is a number, or `{baseline: NAME, factor: F, margin: M}` meaning
 `baseline[NAME] * F + M`, where NAME is a `kind: baseline` check of the first stage.
+A statistical check's `limit` and `slower_than` take the same two forms.
 Durations are `30s`, `10m`, `1h30m`, `7d`, `500ms`, or a number of seconds.
+Which keys go together (a statistical check takes no op/threshold, a non-inferiority test
+needs a control or a baseline, ...) is checked by `plan_stat_rules` and `plan_loader`.
 
 A field's `description` is what it expects, phrased to complete `missing (...)`;
 a model's `title` names it in `... must be a mapping` (see `plan_problems`, which turns
@@ -35,6 +43,7 @@ from enum import Enum
 from typing import Annotated, Any, Final
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -47,7 +56,14 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from rollout.core.plan import WINDOW_PLACEHOLDER, CheckKind, Comparator, PlanSettings, Unit
+from rollout.core.plan import (
+    WINDOW_PLACEHOLDER,
+    CheckKind,
+    Comparator,
+    PlanSettings,
+    StatTest,
+    Unit,
+)
 
 SUPPORTED_VERSION: Final = 1
 CHECK_NAME: Final = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -156,6 +172,17 @@ PromQL = Annotated[str, PlainValidator(_promql), Field(description="a PromQL exp
 # Optional, yet an explicit null is a mistake (a query lost in editing), not "no query".
 OptionalPromQL = Annotated[str | None, PlainValidator(_promql)]
 CheckName = Annotated[str, PlainValidator(_check_name)]
+
+
+def _alpha(value: float) -> float:
+    if not 0 < value < 0.5:
+        raise _problem(f"must lie between 0 and 0.5 (exclusive), got {value:g}")
+    return value
+
+
+# An error level of a statistical test: the chance of ever deciding wrongly on that side.
+Alpha = Annotated[float, AfterValidator(_alpha),
+                  Field(description="a probability between 0 and 0.5")]
 StageName = Annotated[str, PlainValidator(_stage_name), Field(description="a non-empty string")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True)]
 
@@ -199,16 +226,26 @@ ThresholdValue = Annotated[
 ]
 
 
+class CountsModel(_Shape):
+    """The events and trials of a concurrent control cohort."""
+
+    model_config = ConfigDict(title="control")
+
+    events: PromQL = Field(description="a PromQL template counting the control's events")
+    trials: PromQL = Field(description="a PromQL template counting the control's trials")
+
+
 class CheckModel(_Shape):
-    # `op` and `threshold` are optional here because a baseline check has neither; which
-    # kind needs what is a rule across fields, checked by the loader.
+    # Everything but `kind` is optional here: which kind and which test need what is a rule
+    # across fields, checked by the loader (plan_loader, plan_stat_rules).
     model_config = ConfigDict(title="a check definition")
 
     # Enums are matched by value (strict=False): strict mode wants enum instances, which
     # YAML never produces.
     kind: CheckKind = Field(description=f"one of {options(CheckKind)}", strict=False)
-    query: PromQL
-    window: PositiveDuration
+    # A threshold check (and a baseline check's recorded value).
+    query: OptionalPromQL = Field(default=None, description="a PromQL expression")
+    window: PositiveDuration | None = Field(default=None, description=_DURATION_HINT)
     op: Comparator | None = Field(
         default=None, description=f"one of {options(Comparator)}", strict=False
     )
@@ -217,6 +254,33 @@ class CheckModel(_Shape):
     )
     sample_query: OptionalPromQL = None
     min_sample: float = Field(default=0.0, ge=0)
+    # A statistical check: counts since the evidence began, an anytime-valid test.
+    test: StatTest | None = Field(
+        default=None, description=f"one of {options(StatTest)}", strict=False
+    )
+    events: OptionalPromQL = Field(
+        default=None, description="a PromQL template counting the events (errors, slow "
+                                  "answers, stale audits, ...) over {window}")
+    trials: OptionalPromQL = Field(
+        default=None, description="a PromQL template counting the trials the events are "
+                                  "among (queries, audits, ...) over {window}")
+    control: CountsModel | None = Field(
+        default=None, description="{events, trials} of a concurrent control cohort")
+    baseline: str | None = Field(
+        default=None, min_length=1,
+        description="the name of a baseline check that records events and trials")
+    margin: float | None = Field(
+        default=None, ge=0,
+        description="the harm tolerated, in rate units: 0.005 = 0.5 percentage points")
+    limit: ThresholdValue | None = Field(
+        default=None, description="a rate between 0 and 1, or {baseline: NAME, factor, margin}")
+    higher_is_worse: bool = True
+    alpha: Alpha | None = None
+    alpha_fail: Alpha | None = None
+    since: StageName | None = Field(
+        default=None, description="the name of the stage whose confirmation starts the evidence")
+    slower_than: ThresholdValue | None = Field(
+        default=None, description="seconds, or {baseline: NAME, factor, margin}")
     critical: bool = False
     dry_run: bool = False
     unit: Unit = Field(default=Unit.NUMBER, strict=False)
@@ -274,6 +338,9 @@ class SettingsModel(_Shape):
     min_window: PositiveDuration = _SETTINGS.min_window
     evaluation_interval: PositiveDuration = _SETTINGS.evaluation_interval
     hold_too_long: Duration | None = _SETTINGS.hold_too_long  # null: never notify
+    gate_alpha: Alpha = _SETTINGS.gate_alpha
+    guardrail_alpha_fail: Alpha = _SETTINGS.guardrail_alpha_fail
+    objective_alpha: Alpha = _SETTINGS.objective_alpha
 
 
 class PlanDocument(_Shape):

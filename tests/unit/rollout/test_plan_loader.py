@@ -12,7 +12,15 @@ import pytest
 
 from app import contract
 from rollout.core.flags import FlagSettings
-from rollout.core.plan import CheckKind, CheckSpec, Comparator, Plan, Threshold
+from rollout.core.plan import (
+    CheckKind,
+    CheckSpec,
+    Counts,
+    Plan,
+    StatSpec,
+    StatTest,
+    Threshold,
+)
 from rollout.core.plan_loader import (
     PlanError,
     load_default_plan,
@@ -31,10 +39,6 @@ def default_plan() -> Plan:
     return load_default_plan()
 
 
-def enforced(checks: tuple[CheckSpec, ...]) -> dict[str, CheckSpec]:
-    return {c.name: c for c in checks if not c.dry_run}
-
-
 # --- the default plan ---------------------------------------------------------------------------
 def test_default_plan_has_the_stages_flags_and_bakes_of_the_design(default_plan: Plan) -> None:
     assert default_plan.stage_names == contract.STAGES
@@ -51,86 +55,162 @@ def test_default_plan_has_the_stages_flags_and_bakes_of_the_design(default_plan:
 
 def test_default_plan_records_the_baseline_in_off(default_plan: Plan) -> None:
     off = default_plan.stages[0]
-    assert {c.name for c in off.checks} == {
-        "baseline_error_rate", "baseline_p95_seconds", "baseline_cost_per_query_usd"
-    }
+    assert [c.name for c in off.checks] == [
+        "baseline_error_rate", "baseline_p95_seconds", "baseline_slow_share",
+        "baseline_cost_per_query_usd",
+    ]
     assert all(c.kind is CheckKind.BASELINE and c.window == DAY for c in off.checks)
     assert default_plan.checks_for(0) == off.checks  # no guardrail in the baseline stage
+    recorded = {c.name: c.counts for c in off.checks}
+    # The counts the comparisons before L1 use: errors, slow answers, cost shares.
+    assert recorded["baseline_p95_seconds"] is None
+    error, slow, cost = (recorded[n] for n in ("baseline_error_rate", "baseline_slow_share",
+                                               "baseline_cost_per_query_usd"))
+    assert error is not None and 'outcome="error"' in error.events
+    # slower_than 2.0 is placed when the plan loads: the 2.04 s bucket, in value and counts.
+    assert slow is not None and 'le="2.04"' in slow.events
+    assert 'le="2.04"' in off.checks[2].query
+    assert cost is not None and cost.events.endswith("/ 0.05")  # a share of the $0.05 cap
 
 
-def rule(check: CheckSpec) -> tuple[Comparator | None, Threshold | None]:
-    return check.comparator, check.threshold
+def stat_of(check: CheckSpec) -> StatSpec:
+    assert check.stat is not None, check.name
+    return check.stat
 
 
-def test_default_plan_gates_match_the_design(default_plan: Plan) -> None:
-    _, dark, l2, l1_10, l1_50, l1_100 = (enforced(s.checks) for s in default_plan.stages)
-    le, gt, lt = Comparator.LE, Comparator.GT, Comparator.LT
+def roles(checks: tuple[CheckSpec, ...]) -> dict[str, tuple[CheckKind, StatTest | None]]:
+    return {c.name: (c.kind, c.stat.test if c.stat else None) for c in checks}
 
-    # dark-launch: error rate not above baseline; L2 would-be hit rate > 30 %; Redis healthy
-    assert rule(dark["error_rate_not_above_baseline"]) == (
-        le, Threshold(baseline="baseline_error_rate"))
-    assert rule(dark["l2_shadow_hit_rate"]) == (gt, Threshold(absolute=0.30))
-    assert 'mode="shadow"' in dark["l2_shadow_hit_rate"].query
-    assert rule(dark["redis_no_oom_rejections"]) == (le, Threshold(absolute=0))
-    assert rule(dark["redis_memory_below_limit"])[0] is lt
-    assert set(dark) == {"error_rate_not_above_baseline", "l2_shadow_hit_rate",
-                         "redis_no_oom_rejections", "redis_memory_below_limit"}
 
-    # l2: p95 and cost per query at least 20 % below baseline; no verification mismatch
-    assert rule(l2["p95_20pct_below_baseline"]) == (
-        le, Threshold(baseline="baseline_p95_seconds", factor=0.8))
-    assert rule(l2["cost_20pct_below_baseline"]) == (
-        le, Threshold(baseline="baseline_cost_per_query_usd", factor=0.8))
-    assert rule(l2["no_verification_mismatches"]) == (le, Threshold(absolute=0))
-    assert set(l2) == {"p95_20pct_below_baseline", "cost_20pct_below_baseline",
-                       "no_verification_mismatches"}
+GATE, GUARD, OBJ = CheckKind.GATE, CheckKind.GUARDRAIL, CheckKind.OBJECTIVE
+NI, LIMIT = StatTest.NON_INFERIORITY, StatTest.LIMIT
 
-    # l1-10 and l1-50: the same cohort-vs-control gates, and the stale rate
-    assert l1_10 == l1_50
-    assert set(l1_10) == {"l1_cohort_error_rate_vs_control", "l1_cohort_p95_vs_control",
-                          "l1_stale_rate"}
-    for name in ("l1_cohort_error_rate_vs_control", "l1_cohort_p95_vs_control"):
-        query = l1_10[name].query
-        assert 'l1="on"' in query and 'l1="off"' in query
 
-    # l1-100: p95 ≥ 40 % below, cost ≥ 50 % below, stale rate below limit
-    assert rule(l1_100["p95_40pct_below_baseline"]) == (
-        le, Threshold(baseline="baseline_p95_seconds", factor=0.6))
-    assert rule(l1_100["cost_50pct_below_baseline"]) == (
-        le, Threshold(baseline="baseline_cost_per_query_usd", factor=0.5))
-    assert set(l1_100) == {"p95_40pct_below_baseline", "cost_50pct_below_baseline",
-                           "l1_stale_rate"}
+def test_default_plan_stages_have_the_roles_and_tests_of_the_design(default_plan: Plan) -> None:
+    _, dark, l2, l1_10, l1_50, l1_100 = (roles(s.checks) for s in default_plan.stages)
+    assert dark == {"error_rate_vs_baseline": (GATE, NI), "l2_shadow_hit_rate": (GATE, LIMIT),
+                    "redis_no_oom_rejections": (GATE, None),
+                    "redis_memory_below_limit": (GATE, None)}
+    assert l2 == {"error_rate_vs_baseline": (GATE, NI),
+                  "verification_mismatch_rate": (GATE, LIMIT),
+                  "l2_served_hit_rate": (GATE, LIMIT),
+                  "p95_20pct_below_baseline": (OBJ, LIMIT),
+                  "cost_20pct_below_baseline": (OBJ, LIMIT)}
+    assert l1_10 == {"l1_cohort_error_rate_vs_control": (GATE, NI),
+                     "l1_cohort_slow_share_vs_control": (GATE, NI),
+                     "l1_stale_rate_1pct": (GATE, LIMIT)}
+    assert l1_50 == {"l1_cohort_error_rate_vs_control": (GATE, NI),
+                     "l1_cohort_slow_share_vs_control": (GATE, NI),
+                     "l1_stale_rate_0_3pct": (GATE, LIMIT)}
+    assert l1_100 == {"error_rate_vs_baseline": (GATE, NI),
+                      "l1_stale_rate_0_1pct": (GATE, LIMIT),
+                      "p95_40pct_below_baseline": (OBJ, LIMIT),
+                      "cost_50pct_below_baseline": (OBJ, LIMIT)}
+    dry_runs = {c.name for c in default_plan.all_checks() if c.dry_run}
+    assert dry_runs == {"l2_served_hit_rate", "redis_evictions_guardrail"}
+
+
+def test_default_plan_gates_compare_as_the_design_says(default_plan: Plan) -> None:
+    checks = {c.name: c for c in default_plan.all_checks()}
+    error = stat_of(checks["error_rate_vs_baseline"])
+    assert (error.baseline, error.control, error.margin) == ("baseline_error_rate", None, 0.005)
+    hit = stat_of(checks["l2_shadow_hit_rate"])
+    assert hit.limit == Threshold(absolute=0.30) and not hit.higher_is_worse
+    assert 'mode="shadow"' in hit.counts.events
+    served = stat_of(checks["l2_served_hit_rate"])
+    assert served.limit == Threshold(absolute=0.30) and not served.higher_is_worse
+    assert stat_of(checks["verification_mismatch_rate"]).limit == Threshold(absolute=0.01)
+    for name, margin in (("l1_cohort_error_rate_vs_control", 0.01),
+                         ("l1_cohort_slow_share_vs_control", 0.02)):
+        cohort = stat_of(checks[name])
+        assert cohort.control is not None and cohort.baseline is None and cohort.margin == margin
+        assert 'l1="on"' in cohort.counts.trials and 'l1="off"' in cohort.control.trials
+    assert stat_of(checks["l1_cohort_slow_share_vs_control"]).slower_than == Threshold(
+        absolute=2.0)
+    # Integrity evidence accumulates across the L1 stages, each stage a tighter limit.
+    for name, limit in (("l1_stale_rate_1pct", 0.01), ("l1_stale_rate_0_3pct", 0.003),
+                        ("l1_stale_rate_0_1pct", 0.001)):
+        stale = stat_of(checks[name])
+        assert (stale.since, stale.limit) == ("l1-10", Threshold(absolute=limit))
+        assert "stale|mismatch" in stale.counts.events
+        assert 'cache_layer="query_result"' in stale.counts.trials
+
+
+def test_default_plan_objectives_are_the_seed_targets(default_plan: Plan) -> None:
+    checks = {c.name: c for c in default_plan.all_checks()}
+    for name, factor in (("p95_20pct_below_baseline", 0.8), ("p95_40pct_below_baseline", 0.6)):
+        p95 = stat_of(checks[name])
+        assert p95.slower_than == Threshold(baseline="baseline_p95_seconds", factor=factor)
+        assert p95.limit == Threshold(absolute=0.05) and "{le}" in p95.counts.events
+    for name, factor in (("cost_20pct_below_baseline", 0.8), ("cost_50pct_below_baseline", 0.5)):
+        cost = stat_of(checks[name])
+        assert cost.limit == Threshold(baseline="baseline_cost_per_query_usd", factor=factor)
+    assert all(not c.is_enforced for c in checks.values() if c.kind is CheckKind.OBJECTIVE)
 
 
 def test_default_plan_guardrails_match_the_design(default_plan: Plan) -> None:
-    guardrails = enforced(default_plan.guardrails)
-    assert set(guardrails) == {"error_rate_guardrail", "p95_guardrail", "redis_oom_guardrail",
-                               "cache_integrity_guardrail"}
-    error = guardrails["error_rate_guardrail"].threshold
-    assert error is not None and error.baseline == "baseline_error_rate" and error.margin > 0
-    p95 = guardrails["p95_guardrail"].threshold
-    assert p95 is not None and p95.baseline == "baseline_p95_seconds"
-    assert guardrails["redis_oom_guardrail"].critical
-    assert 'err="OOM"' in guardrails["redis_oom_guardrail"].query
+    guardrails = {c.name: c for c in default_plan.guardrails}
+    assert list(guardrails) == [
+        "error_rate_guardrail", "l1_cohort_error_guardrail", "slow_answers_guardrail",
+        "redis_oom_guardrail", "cache_integrity_guardrail", "l2_integrity_guardrail",
+        "redis_evictions_guardrail",
+    ]
+    error = stat_of(guardrails["error_rate_guardrail"])
+    assert (error.test, error.baseline, error.margin) == (NI, "baseline_error_rate", 0.01)
+    cohort = stat_of(guardrails["l1_cohort_error_guardrail"])
+    assert (cohort.test, cohort.margin) == (NI, 0.01) and cohort.control is not None
+    slow = stat_of(guardrails["slow_answers_guardrail"])
+    assert (slow.test, slow.baseline, slow.margin) == (NI, "baseline_slow_share", 0.02)
+    assert slow.slower_than == Threshold(absolute=2.0)
+    oom = guardrails["redis_oom_guardrail"]
+    assert oom.stat is None and oom.critical and 'err="OOM"' in oom.query
+    # DESIGN.md §7: a stale L1 answer goes to the last stage that serves none, an L2
+    # mismatch to dark-launch; the others step back one stage.
     integrity = guardrails["cache_integrity_guardrail"]
-    assert "stale|mismatch" in integrity.query and 'cache_layer="query_result"' in integrity.query
-    # DESIGN.md §7: a stale L1 answer goes to the last stage that serves none.
+    assert (stat_of(integrity).test, stat_of(integrity).limit) == (LIMIT, Threshold(absolute=0.005))
+    assert "stale|mismatch" in stat_of(integrity).counts.events
     assert integrity.critical and integrity.rollback_to == "l2"
+    l2 = guardrails["l2_integrity_guardrail"]
+    assert (stat_of(l2).test, stat_of(l2).limit) == (LIMIT, Threshold(absolute=0.005))
+    assert 'cache_layer="embedding"' in stat_of(l2).counts.events
+    assert l2.critical and l2.rollback_to == "dark-launch"
+    targets = {name: c.rollback_to for name, c in guardrails.items()}
+    assert {n for n, t in targets.items() if t is None} == {
+        "error_rate_guardrail", "l1_cohort_error_guardrail", "slow_answers_guardrail",
+        "redis_oom_guardrail", "redis_evictions_guardrail"}
+    assert guardrails["redis_evictions_guardrail"].dry_run
     for stage_index in range(1, len(default_plan.stages)):
         assert set(guardrails) <= {c.name for c in default_plan.checks_for(stage_index)}
 
 
 def test_default_plan_settings(default_plan: Plan) -> None:
     settings = default_plan.settings
-    assert settings.passes_to_advance >= 1 and settings.failures_to_rollback >= 1
+    assert (settings.passes_to_advance, settings.failures_to_rollback) == (2, 3)
     assert settings.time_scale == 1
     assert not settings.auto_resume_after_rollback
     assert settings.cooldown > timedelta(0)
+    assert (settings.gate_alpha, settings.guardrail_alpha_fail, settings.objective_alpha) == (
+        0.05, 0.0005, 0.05)
+    # DESIGN.md §7: a healthy rollout rolls back with probability <= 1 %, by a union bound
+    # over the statistical guardrail sequences of a healthy ascent (19, see the plan).
+    statistical = [c for c in default_plan.guardrails if c.stat is not None]
+    stages = len(default_plan.stages) - 1
+    assert len(statistical) * stages * settings.guardrail_alpha_fail <= 0.0125
+    assert 19 * settings.guardrail_alpha_fail <= 0.01
 
 
 def test_every_check_counts_its_traffic(default_plan: Plan) -> None:
     for check in default_plan.all_checks():
-        assert check.sample_query is not None and check.min_sample > 0, check.name
+        if check.stat is None:
+            assert check.sample_query is not None and check.min_sample > 0, check.name
+        else:  # judged from counts: the trials are the traffic
+            assert check.sample_query is None and check.stat.counts.trials, check.name
+
+
+def test_statistical_checks_without_a_query_have_the_minimum_window(default_plan: Plan) -> None:
+    for check in default_plan.all_checks():
+        if check.stat is not None:
+            assert check.query == "" and check.window == default_plan.settings.min_window
 
 
 def test_default_plan_queries_use_only_contract_metric_names(default_plan: Plan) -> None:
@@ -145,8 +225,13 @@ def test_default_plan_queries_use_only_contract_metric_names(default_plan: Plan)
                            "redis_evicted_keys_total", "redis_errors_total"}
     allowed = contract_metrics | histogram_series | redis_exporter_1_45
     for check in default_plan.all_checks():
-        text = f"{check.query} {check.sample_query}"
-        used = set(re.findall(r"\b(ai_agent_\w+|redis_\w+)", text))
+        texts = [check.query, check.sample_query or ""]
+        counted = [check.counts] if check.counts else []
+        if check.stat is not None:
+            counted += [check.stat.counts] + ([check.stat.control] if check.stat.control else [])
+        texts += [t for counts in counted for t in (counts.events, counts.trials)]
+        used = set(re.findall(r"\b(ai_agent_\w+|redis_\w+)", " ".join(texts)))
+        assert used, check.name
         assert used <= allowed, (check.name, used - allowed)
 
 
@@ -386,6 +471,299 @@ def test_bad_plan_names_the_field(change: Callable[[dict[str, Any]], object],
         plan_from_mapping(edit(change), source="plan.yaml")
     assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
     assert str(raised.value).startswith("plan.yaml: invalid rollout plan")
+
+
+# --- statistical checks ---------------------------------------------------------------------
+EV = "sum(increase(e[{window}]))"
+TR = "sum(increase(t[{window}]))"
+SLOW = 'sum(increase(t[{window}])) - sum(increase(b{le="{le}"}[{window}]))'
+
+
+def stat_valid() -> dict[str, Any]:
+    """A plan with every kind of statistical check (DESIGN.md §7) and the baselines they use."""
+    flags = {"shadow": True, "l2": True}
+    return {
+        "settings": {"gate_alpha": 0.1, "guardrail_alpha_fail": 0.001,
+                     "objective_alpha": 0.2, "min_window": "1m"},
+        "checks": {
+            "base_rate": {"kind": "baseline", "query": "sum(rate(m[{window}]))", "window": "1d",
+                          "events": EV, "trials": TR},
+            "base_p95": {"kind": "baseline", "query": "sum(rate(p[{window}]))", "window": "1d"},
+            "base_slow": {"kind": "baseline", "query": 'sum(increase(b{le="{le}"}[{window}]))',
+                          "window": "1d", "slower_than": 2.0, "events": SLOW, "trials": TR},
+            "errors_vs_base": {"kind": "guardrail", "test": "non_inferiority", "events": EV,
+                               "trials": TR, "baseline": "base_rate", "margin": 0.01},
+            "slow_vs_base": {"kind": "guardrail", "test": "non_inferiority", "events": SLOW,
+                             "trials": TR, "baseline": "base_slow", "slower_than": 2.0,
+                             "margin": 0.02, "alpha_fail": 0.0001},
+            "cohort_errors": {"kind": "gate", "test": "non_inferiority", "events": EV,
+                              "trials": TR, "control": {"events": EV, "trials": TR},
+                              "margin": 0.01},
+            "stale": {"kind": "gate", "test": "limit", "events": EV, "trials": TR,
+                      "limit": 0.01, "since": "l1-10"},
+            "faster": {"kind": "objective", "test": "limit", "events": SLOW, "trials": TR,
+                       "slower_than": {"baseline": "base_p95", "factor": 0.8}, "limit": 0.05},
+            "cheaper": {"kind": "objective", "test": "limit", "events": EV, "trials": TR,
+                        "limit": {"baseline": "base_rate", "factor": 0.8}},
+            "redis": {"kind": "gate", "query": "max(r[{window}])", "window": "1h", "op": "<",
+                      "threshold": 0.9},
+        },
+        "guardrails": ["errors_vs_base", "slow_vs_base"],
+        "stages": [
+            {"name": "off", "flags": {"shadow": False, "l2": False, "l1_percent": 0},
+             "bake": "1d", "checks": ["base_rate", "base_p95", "base_slow"]},
+            {"name": "l2", "flags": {**flags, "l1_percent": 0}, "bake": "7d",
+             "checks": ["redis", "faster", "cheaper"]},
+            {"name": "l1-10", "flags": {**flags, "l1_percent": 10}, "bake": "4d",
+             "checks": ["cohort_errors", "stale"]},
+            {"name": "l1-50", "flags": {**flags, "l1_percent": 50}, "bake": "5d",
+             "checks": ["cohort_errors", "stale"]},
+        ],
+    }
+
+
+def test_the_statistical_fixture_loads_into_stat_specs() -> None:
+    plan = plan_from_mapping(stat_valid())
+    checks = {c.name: c for c in plan.all_checks()}
+    assert checks["errors_vs_base"].stat == StatSpec(
+        test=StatTest.NON_INFERIORITY, counts=Counts(EV, TR), baseline="base_rate", margin=0.01)
+    assert checks["cohort_errors"].stat == StatSpec(
+        test=StatTest.NON_INFERIORITY, counts=Counts(EV, TR), control=Counts(EV, TR),
+        margin=0.01)
+    assert checks["stale"].stat == StatSpec(
+        test=StatTest.LIMIT, counts=Counts(EV, TR), limit=Threshold(absolute=0.01),
+        since="l1-10")
+    faster = stat_of(checks["faster"])
+    assert faster.slower_than == Threshold(baseline="base_p95", factor=0.8)
+    assert faster.counts.events == SLOW  # `{le}` stays: placed each cycle, once recorded
+    assert stat_of(checks["cheaper"]).limit == Threshold(baseline="base_rate", factor=0.8)
+    slow = checks["slow_vs_base"]
+    assert stat_of(slow).slower_than == Threshold(absolute=2.0)
+    assert plan.alphas(slow) == (0.1, 0.0001)  # its own alpha_fail, the gate alpha
+    assert plan.alphas(checks["errors_vs_base"]) == (0.1, 0.001)
+    assert plan.alphas(checks["faster"]) == (0.2, 0.2)
+    assert plan.alphas(checks["stale"]) == (0.1, 0.1)
+    # No query, no window given: the point estimate is empty, the window the minimum.
+    assert (checks["stale"].query, checks["stale"].window) == ("", timedelta(minutes=1))
+    # A baseline's counts, and its value query, with the absolute boundary placed.
+    base_slow = checks["base_slow"]
+    assert base_slow.stat is None and base_slow.counts is not None
+    assert 'le="2.04"' in base_slow.counts.events and 'le="2.04"' in base_slow.query
+    assert checks["base_rate"].counts == Counts(EV, TR) and checks["base_p95"].counts is None
+
+
+def stat_edit(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    data = stat_valid()
+    change(data)
+    return data
+
+
+def check(data: dict[str, Any], name: str) -> dict[str, Any]:
+    result: dict[str, Any] = data["checks"][name]
+    return result
+
+
+STAT_BAD_PLANS = [
+    # what a test needs
+    pytest.param(lambda d: check(d, "stale").pop("events"), "checks.stale.events: missing (a "
+                 "PromQL template counting the events", id="test-without-events"),
+    pytest.param(lambda d: check(d, "cohort_errors").pop("trials"),
+                 "checks.cohort_errors.trials: missing", id="test-without-trials"),
+    pytest.param(lambda d: check(d, "stale").update(test="t_test"),
+                 "checks.stale.test: must be one of non_inferiority, limit, got 't_test'",
+                 id="unknown-test"),
+    pytest.param(lambda d: check(d, "cohort_errors").update(baseline="base_rate"),
+                 "checks.cohort_errors.baseline: a non_inferiority test compares with a "
+                 "control cohort or a baseline, not both", id="control-and-baseline"),
+    pytest.param(lambda d: check(d, "cohort_errors").pop("control"),
+                 "checks.cohort_errors: a non_inferiority test needs control",
+                 id="neither-control-nor-baseline"),
+    pytest.param(lambda d: check(d, "cohort_errors").pop("margin"),
+                 "checks.cohort_errors.margin: missing (the harm tolerated", id="no-margin"),
+    pytest.param(lambda d: check(d, "cohort_errors").update(margin=-0.01),
+                 "checks.cohort_errors.margin: must not be negative", id="negative-margin"),
+    pytest.param(lambda d: check(d, "cohort_errors").update(limit=0.1),
+                 "checks.cohort_errors.limit: a non_inferiority test has a margin, not a limit",
+                 id="non-inferiority-with-limit"),
+    pytest.param(lambda d: check(d, "stale").pop("limit"), "checks.stale.limit: missing",
+                 id="limit-test-without-limit"),
+    pytest.param(lambda d: check(d, "stale").update(control={"events": EV, "trials": TR}),
+                 "checks.stale.control: a limit test compares the rate with its limit; it "
+                 "takes no control", id="limit-test-with-control"),
+    pytest.param(lambda d: check(d, "stale").update(baseline="base_rate"),
+                 "checks.stale.baseline: a limit test compares the rate with its limit",
+                 id="limit-test-with-baseline"),
+    pytest.param(lambda d: check(d, "stale").update(limit=5),
+                 "checks.stale.limit: must be a rate strictly between 0 and 1 (0.001 = 0.1 %), "
+                 "got 5", id="limit-not-a-rate"),
+    pytest.param(lambda d: check(d, "cohort_errors")["control"].pop("trials"),
+                 "checks.cohort_errors.control.trials: missing", id="control-without-trials"),
+    pytest.param(lambda d: check(d, "cohort_errors")["control"].update(event=EV),
+                 "checks.cohort_errors.control.event: unknown field (did you mean 'events'?)",
+                 id="control-unknown-field"),
+    pytest.param(lambda d: check(d, "stale").update(events="sum(e)"),
+                 "checks.stale.events: must use the {window} placeholder", id="events-fixed"),
+    pytest.param(lambda d: check(d, "stale").update(higher_is_worse="yes"),
+                 "checks.stale.higher_is_worse: must be true or false", id="direction-text"),
+    # which keys go with which kind of check
+    pytest.param(lambda d: check(d, "stale").update(op="<"),
+                 "checks.stale.op: a statistical check takes no op", id="stat-with-op"),
+    pytest.param(lambda d: check(d, "stale").update(threshold=0.01),
+                 "checks.stale.threshold: a statistical check takes no threshold",
+                 id="stat-with-threshold"),
+    pytest.param(lambda d: check(d, "stale").update(sample_query=TR, min_sample=10),
+                 "checks.stale.min_sample: a statistical check takes no min_sample",
+                 id="stat-with-min-sample"),
+    pytest.param(lambda d: check(d, "redis").update(margin=0.1),
+                 "checks.redis.margin: only a statistical check (with test) has margin",
+                 id="threshold-with-stat-key"),
+    pytest.param(lambda d: check(d, "stale").pop("test"),
+                 "checks.stale.test: missing (one of non_inferiority, limit): events, trials, "
+                 "limit, since belong to a statistical check", id="stat-keys-without-test"),
+    pytest.param(lambda d: check(d, "faster").pop("test"),
+                 "checks.faster.test: missing (one of non_inferiority, limit): an objective is "
+                 "measured with a statistical test", id="objective-without-test"),
+    pytest.param(lambda d: check(d, "redis").pop("query"),
+                 "checks.redis.query: missing (a PromQL expression)", id="threshold-no-query"),
+    pytest.param(lambda d: check(d, "base_rate").update(test="limit"),
+                 "checks.base_rate.test: a baseline check records a value (and its events and "
+                 "trials); it takes no test", id="baseline-with-test"),
+    pytest.param(lambda d: check(d, "base_rate").pop("trials"),
+                 "checks.base_rate.trials: missing: a baseline check records events and trials "
+                 "together", id="baseline-events-without-trials"),
+    pytest.param(lambda d: check(d, "base_rate").pop("window"),
+                 "checks.base_rate.window: missing", id="baseline-without-window"),
+    pytest.param(lambda d: check(d, "base_slow").update(slower_than={"baseline": "base_p95"}),
+                 "checks.base_slow.slower_than: a baseline check's slower_than is a number of "
+                 "seconds", id="baseline-relative-slower-than"),
+    # the error levels
+    pytest.param(lambda d: check(d, "stale").update(alpha=0.5),
+                 "checks.stale.alpha: must lie between 0 and 0.5 (exclusive), got 0.5",
+                 id="alpha-half"),
+    pytest.param(lambda d: check(d, "stale").update(alpha_fail=0),
+                 "checks.stale.alpha_fail: must lie between 0 and 0.5 (exclusive), got 0",
+                 id="alpha-fail-zero"),
+    pytest.param(lambda d: check(d, "stale").update(alpha="5%"),
+                 "checks.stale.alpha: must be a number", id="alpha-text"),
+    pytest.param(lambda d: d["settings"].update(gate_alpha=0.7),
+                 "settings.gate_alpha: must lie between 0 and 0.5 (exclusive), got 0.7",
+                 id="settings-gate-alpha"),
+    pytest.param(lambda d: d["settings"].update(guardrail_alpha_fail=-1),
+                 "settings.guardrail_alpha_fail: must lie between 0 and 0.5", id="settings-fail"),
+    pytest.param(lambda d: d["settings"].update(objective_alpha=None),
+                 "settings.objective_alpha: must be a number", id="settings-objective-null"),
+    # names the checks refer to
+    pytest.param(lambda d: check(d, "errors_vs_base").update(baseline="base_rte"),
+                 "checks.errors_vs_base.baseline: unknown baseline 'base_rte' (did you mean "
+                 "'base_rate'?) (baseline checks of stage 'off' that record events and trials: "
+                 "base_rate, base_slow)", id="unknown-counts-baseline"),
+    pytest.param(lambda d: check(d, "errors_vs_base").update(baseline="base_p95"),
+                 "checks.errors_vs_base.baseline: baseline 'base_p95' records no counts: give "
+                 "it events and trials", id="baseline-without-counts"),
+    pytest.param(lambda d: check(d, "errors_vs_base").update(baseline="redis"),
+                 "checks.errors_vs_base.baseline: unknown baseline 'redis'",
+                 id="baseline-names-a-gate"),
+    pytest.param(lambda d: check(d, "cheaper").update(limit={"baseline": "base_p95"}),
+                 "checks.cheaper.limit.baseline: baseline 'base_p95' records no counts",
+                 id="relative-limit-without-counts"),
+    pytest.param(lambda d: check(d, "cheaper").update(limit={"baseline": "bse_rate"}),
+                 "checks.cheaper.limit.baseline: unknown baseline 'bse_rate' (did you mean "
+                 "'base_rate'?)", id="relative-limit-unknown"),
+    pytest.param(lambda d: check(d, "faster").update(slower_than={"baseline": "base_p59"}),
+                 "checks.faster.slower_than.baseline: unknown baseline 'base_p59' (did you mean "
+                 "'base_p95'?) (baseline checks of stage 'off': base_p95, base_rate, base_slow)",
+                 id="slower-than-unknown-baseline"),
+    pytest.param(lambda d: check(d, "stale").update(since="l1-1O"),
+                 "checks.stale.since: unknown stage 'l1-1O' (did you mean 'l1-10'?); stages: "
+                 "off, l2, l1-10, l1-50", id="since-unknown-stage"),
+    pytest.param(lambda d: check(d, "stale").update(since="l1-50"),
+                 "checks.stale.since: stage 'l1-50' comes after 'l1-10', where the check is "
+                 "used", id="since-after-a-use"),
+    pytest.param(lambda d: check(d, "errors_vs_base").update(since="l1-10"),
+                 "checks.errors_vs_base.since: stage 'l1-10' comes after 'l2'",
+                 id="guardrail-since-after-its-first-stage"),
+    # the slow-answer boundary
+    pytest.param(lambda d: check(d, "cohort_errors").update(events=SLOW),
+                 "checks.cohort_errors.events: uses {le}, but the check has no slower_than",
+                 id="boundary-without-slower-than"),
+    pytest.param(lambda d: check(d, "faster").update(events=EV),
+                 "checks.faster.events: must count answers slower than {le}: slower_than is "
+                 "set, but none of events, trials uses it", id="slower-than-without-boundary"),
+    pytest.param(lambda d: check(d, "cohort_errors").update(
+                     slower_than=2.0, events=SLOW, control={"events": EV, "trials": TR}),
+                 "checks.cohort_errors.control.events: must count answers slower than {le}",
+                 id="control-without-boundary"),
+    pytest.param(lambda d: check(d, "faster").update(query='b{le="{le}"}[{window}]'),
+                 "checks.faster.query: cannot use {le}: the boundary depends on baseline "
+                 "'base_p95'", id="relative-boundary-in-query"),
+    pytest.param(lambda d: check(d, "base_rate").update(query='b{le="{le}"}[{window}]'),
+                 "checks.base_rate.query: uses {le}, but the check has no slower_than",
+                 id="baseline-boundary-without-slower-than"),
+    pytest.param(lambda d: check(d, "slow_vs_base").update(slower_than=-1),
+                 "checks.slow_vs_base.slower_than: must be a number of seconds above 0, got -1",
+                 id="negative-slower-than"),
+    pytest.param(lambda d: check(d, "slow_vs_base").update(slower_than=1.5),
+                 "checks.slow_vs_base.slower_than: places the boundary at 1.55 s, baseline "
+                 "'base_slow' at 2.04 s: compare like with like", id="boundaries-differ"),
+    pytest.param(lambda d: check(d, "slow_vs_base").update(
+                     slower_than={"baseline": "base_p95"}),
+                 "checks.slow_vs_base.slower_than: must be a number of seconds: compared with "
+                 "baseline 'base_slow'", id="relative-boundary-vs-baseline-counts"),
+    pytest.param(lambda d: check(d, "slow_vs_base").update(baseline="base_rate"),
+                 "checks.slow_vs_base.baseline: baseline 'base_rate' counts no slow answers",
+                 id="slow-answers-vs-errors"),
+    pytest.param(lambda d: check(d, "errors_vs_base").update(baseline="base_slow"),
+                 "checks.errors_vs_base.slower_than: missing: baseline 'base_slow' counts "
+                 "answers slower than 2 s", id="errors-vs-slow-answers"),
+    # where a check may go
+    pytest.param(lambda d: d["guardrails"].append("faster"),
+                 "guardrails[2]: check 'faster' is an objective; only guardrails belong here",
+                 id="objective-as-guardrail"),
+    pytest.param(lambda d: check(d, "faster").update(rollback_to="off"),
+                 "checks.faster.rollback_to: only a guardrail rolls back",
+                 id="objective-rollback-to"),
+    pytest.param(lambda d: check(d, "faster").update(critical=True),
+                 "checks.faster.critical: only a guardrail can be critical",
+                 id="critical-objective"),
+]
+
+
+@pytest.mark.parametrize(("change", "problem"), STAT_BAD_PLANS)
+def test_bad_statistical_check_names_the_field(change: Callable[[dict[str, Any]], object],
+                                               problem: str) -> None:
+    with pytest.raises(PlanError) as raised:
+        plan_from_mapping(stat_edit(change), source="plan.yaml")
+    assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
+
+
+def test_statistical_problems_all_come_back_at_once() -> None:
+    def break_five(d: dict[str, Any]) -> None:
+        check(d, "stale").update(op="<", since="l1-1O")
+        check(d, "cohort_errors").pop("margin")
+        check(d, "errors_vs_base").update(baseline="base_p95")
+        d["settings"].update(gate_alpha=1)
+
+    with pytest.raises(PlanError) as raised:
+        plan_from_mapping(stat_edit(break_five))
+    assert sorted(p.split(":")[0] for p in raised.value.problems) == [
+        "checks.cohort_errors.margin", "checks.errors_vs_base.baseline", "checks.stale.op",
+        "checks.stale.since", "settings.gate_alpha",
+    ]
+
+
+def test_an_inline_statistical_check_is_checked_like_a_library_one() -> None:
+    def inline(d: dict[str, Any]) -> None:
+        stage(d, 2)["checks"].append({"name": "inline_stale", "kind": "gate", "test": "limit",
+                                      "events": EV, "trials": TR, "since": "l1-50"})
+
+    with pytest.raises(PlanError) as raised:
+        plan_from_mapping(stat_edit(inline))
+    assert set(raised.value.problems) == {
+        "stages[2].checks[2].limit: missing (a rate between 0 and 1, or {baseline: NAME, "
+        "factor, margin})",
+        "stages[2].checks[2].since: stage 'l1-50' comes after 'l1-10', where the check is "
+        "used: the evidence must start at or before every stage that uses it",
+    }
 
 
 def test_all_problems_are_reported_at_once() -> None:
