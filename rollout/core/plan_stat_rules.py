@@ -125,7 +125,9 @@ def _statistical(path: str, fields: Fields, problem: Problem) -> None:
         _limit_test(path, fields, problem)
     slower = fields.get("slower_than")
     _slower_than_value(path, slower, problem)
-    if given(fields, "query") and _LE in str(fields["query"]) \
+    if not given(fields, "slower_than"):
+        _boundary_use(path, fields, ("query",), problem)
+    elif usable(fields, "query") and _LE in str(fields["query"]) \
             and isinstance(slower, RelativeThreshold):
         problem(f"{path}.query", f"cannot use {_LE}: the boundary depends on baseline "
                                  f"{slower.baseline!r}, which is known only once recorded")

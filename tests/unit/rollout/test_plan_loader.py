@@ -552,6 +552,14 @@ def test_the_statistical_fixture_loads_into_stat_specs() -> None:
     assert checks["base_rate"].counts == Counts(EV, TR) and checks["base_p95"].counts is None
 
 
+def test_an_absolute_boundary_is_placed_in_a_statistical_point_estimate() -> None:
+    data = stat_valid()
+    check(data, "slow_vs_base")["query"] = 'sum(rate(b{le="{le}"}[{window}]))'
+    slow = next(c for c in plan_from_mapping(data).guardrails if c.name == "slow_vs_base")
+    assert slow.query == 'sum(rate(b{le="2.04"}[{window}]))'
+    assert stat_of(slow).counts.events == SLOW  # placed each cycle, like a relative one
+
+
 def stat_edit(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
     data = stat_valid()
     change(data)
@@ -696,6 +704,9 @@ STAT_BAD_PLANS = [
     pytest.param(lambda d: check(d, "faster").update(query='b{le="{le}"}[{window}]'),
                  "checks.faster.query: cannot use {le}: the boundary depends on baseline "
                  "'base_p95'", id="relative-boundary-in-query"),
+    pytest.param(lambda d: check(d, "stale").update(query='b{le="{le}"}[{window}]'),
+                 "checks.stale.query: uses {le}, but the check has no slower_than",
+                 id="stat-query-boundary-without-slower-than"),
     pytest.param(lambda d: check(d, "base_rate").update(query='b{le="{le}"}[{window}]'),
                  "checks.base_rate.query: uses {le}, but the check has no slower_than",
                  id="baseline-boundary-without-slower-than"),
