@@ -2,6 +2,7 @@
 
     FlagWriter     the flag store (Unleash Admin API, or the local Redis hash)
     MetricsSource  where checks are measured (Prometheus)
+    RecordedMetricsSource  the same, as of a past moment (rollout replay)
     StateStore     the state, the decision log and the transition intent (Redis)
     Lease          leadership with a fencing token (Redis)
     Notifier       messages for people (a Slack-compatible webhook)
@@ -128,6 +129,17 @@ class MetricsSource(Protocol):
     async def measure(self, query: str, sample_query: str | None) -> Measurement: ...
 
     async def reported_flags(self) -> ReportedFlags: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class RecordedMetricsSource(Protocol):
+    """Metrics as they were (`rollout replay`): `as_of(t)` is a MetricsSource whose queries
+    are evaluated at the past moment `t` instead of now — the same queries, the same
+    judgement, only the time differs. `t` is timezone-aware."""
+
+    def as_of(self, moment: datetime) -> MetricsSource: ...
 
     async def aclose(self) -> None: ...
 

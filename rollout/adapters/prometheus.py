@@ -16,6 +16,9 @@ Behaviour (every method returns, never raises):
   is not the Prometheus API is `Measurement(error=...)` carrying Prometheus' own message;
   an error of the sample query is prefixed `sample query:`.
 * The library is synchronous: each call runs in a worker thread (`asyncio.to_thread`).
+* `as_of(moment)` is the same source with every instant query evaluated at `moment`
+  (Prometheus' `time=` parameter) instead of now: `rollout replay` re-runs the controller's
+  cycles over recorded data through it (rollout.ports.RecordedMetricsSource).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -44,7 +48,7 @@ from app.contract import (
 )
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Measurement
-from rollout.ports import ReportedFlags
+from rollout.ports import MetricsSource, ReportedFlags
 from rollout.redaction import masked
 
 DEFAULT_TIMEOUT_SECONDS: Final = 2.0
@@ -112,6 +116,13 @@ class PrometheusSource:
     async def reported_flags(self) -> ReportedFlags:
         return await asyncio.to_thread(self._reported_flags)
 
+    # --- RecordedMetricsSource ----------------------------------------------------------------
+    def as_of(self, moment: datetime) -> MetricsSource:
+        """This source with every query evaluated at `moment` (timezone-aware)."""
+        if moment.tzinfo is None:
+            raise ValueError("as_of needs a timezone-aware moment")
+        return _AsOf(self, moment)
+
     async def aclose(self) -> None:
         self._client.close()
 
@@ -123,11 +134,15 @@ class PrometheusSource:
         await self.aclose()
 
     # --- one query --------------------------------------------------------------------------
-    def query_series(self, query: str) -> list[Series]:
-        """Run one instant query; raise QueryError with a readable message on any failure."""
+    def query_series(self, query: str, at: datetime | None = None) -> list[Series]:
+        """Run one instant query (at `at`, else now); raise QueryError with a readable
+        message on any failure."""
+        params = {"timeout": f"{self._timeout:g}"}
+        if at is not None:
+            params["time"] = f"{at.timestamp():.3f}"
         try:
             raw = self._client.custom_query(
-                query, params={"timeout": f"{self._timeout:g}"},
+                query, params=params,
                 timeout=self._timeout,  # type: ignore[arg-type]  # see __init__
             )
         except requests.Timeout as exc:
@@ -146,10 +161,10 @@ class PrometheusSource:
             raise QueryError(f"request to Prometheus at {self._url} failed: {exc}") from exc
         return _parse_result(raw)
 
-    def query_value(self, query: str) -> float | None:
-        """The single value of `query`: None for no series, NaN or ±Inf; QueryError for more
-        than one series or a failed query."""
-        series = self.query_series(query)
+    def query_value(self, query: str, at: datetime | None = None) -> float | None:
+        """The single value of `query` (at `at`, else now): None for no series, NaN or ±Inf;
+        QueryError for more than one series or a failed query."""
+        series = self.query_series(query, at)
         if not series:
             return None
         if len(series) > 1:
@@ -159,9 +174,10 @@ class PrometheusSource:
                              f"it, e.g. with sum()): {listed}{more}")
         return series[0].value
 
-    def _measure(self, query: str, sample_query: str | None) -> Measurement:
+    def _measure(self, query: str, sample_query: str | None,
+                 at: datetime | None = None) -> Measurement:
         try:
-            value = self.query_value(query)
+            value = self.query_value(query, at)
         except QueryError as exc:
             return Measurement(value=None, error=str(exc))
         except Exception as exc:  # the port promises never to raise
@@ -169,7 +185,7 @@ class PrometheusSource:
         if sample_query is None:
             return Measurement(value=value)
         try:
-            sample = self.query_value(sample_query)
+            sample = self.query_value(sample_query, at)
         except QueryError as exc:
             return Measurement(value=value, error=f"sample query: {exc}")
         except Exception as exc:
@@ -178,14 +194,40 @@ class PrometheusSource:
         return Measurement(value=value, sample=sample)
 
     # --- flags ------------------------------------------------------------------------------
-    def _reported_flags(self) -> ReportedFlags:
+    def _reported_flags(self, at: datetime | None = None) -> ReportedFlags:
         try:
-            series = self.query_series(FLAG_STATE_QUERY)
+            series = self.query_series(FLAG_STATE_QUERY, at)
         except QueryError as exc:
             return ReportedFlags(settings=None, error=str(exc))
         except Exception as exc:
             return ReportedFlags(settings=None, error=masked(f"{type(exc).__name__}: {exc}"))
         return flags_from_series(series)
+
+
+class _AsOf:
+    """`rollout.ports.MetricsSource` on the same Prometheus, every query evaluated at one past
+    moment (`PrometheusSource.as_of`). Closing it leaves the source open: the replay asks for
+    one per step."""
+
+    def __init__(self, source: PrometheusSource, moment: datetime) -> None:
+        self._source, self._moment = source, moment
+
+    @property
+    def moment(self) -> datetime:
+        return self._moment
+
+    def __repr__(self) -> str:
+        return f"{self._source!r}.as_of({self._moment.isoformat()!r})"
+
+    async def measure(self, query: str, sample_query: str | None) -> Measurement:
+        return await asyncio.to_thread(self._source._measure, query, sample_query,
+                                       self._moment)
+
+    async def reported_flags(self) -> ReportedFlags:
+        return await asyncio.to_thread(self._source._reported_flags, self._moment)
+
+    async def aclose(self) -> None:
+        return None
 
 
 def flags_from_series(series: Sequence[Series]) -> ReportedFlags:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,10 +28,11 @@ from rollout.core.flags import FlagSettings
 from rollout.core.observations import Measurement
 from rollout.core.plan import CheckSpec, Plan
 from rollout.core.plan_loader import load_default_plan
-from rollout.ports import MetricsSource, ReportedFlags
+from rollout.ports import MetricsSource, RecordedMetricsSource, ReportedFlags
 from tests.support.fake_exporter import Latency, Scenario
 from tests.support.plan_queries import query_pairs
 from tests.support.prometheus import (  # noqa: F401 - fixtures
+    SCRAPE_INTERVAL,
     Stack,
     eventually,
     prometheus_factory,
@@ -376,3 +378,66 @@ def test_timeout_must_be_positive() -> None:
     for bad in (0.0, -1.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="timeout_seconds"):
             PrometheusSource("http://127.0.0.1:9", timeout_seconds=bad)
+
+
+# --- as of a past moment (rollout replay) -------------------------------------------------------
+async def test_as_of_evaluates_every_query_at_that_moment(source: PrometheusSource) -> None:
+    moment = datetime.now(UTC) - timedelta(seconds=37, milliseconds=250)
+    past = source.as_of(moment)
+    assert isinstance(source, RecordedMetricsSource) and isinstance(past, MetricsSource)
+    measured = await past.measure("time()", "vector(time())")
+    assert measured.error is None, measured
+    assert measured.value == pytest.approx(moment.timestamp(), abs=1e-3)
+    assert measured.sample == pytest.approx(moment.timestamp(), abs=1e-3)
+    # The live path is unchanged: now.
+    live = await source.measure("time()", None)
+    assert live.value is not None and live.value > moment.timestamp() + 30
+
+
+async def test_as_of_reads_counters_and_flags_as_they_were(stack: Stack,
+                                                           source: PrometheusSource) -> None:
+    before = FlagSettings(shadow=True, l2=False, l1_percent=0)
+    after = FlagSettings(shadow=True, l2=True, l1_percent=10)
+    for exporter in stack.exporters:
+        exporter.scenario.shadow, exporter.scenario.l2 = before.shadow, before.l2
+        exporter.scenario.l1_percent = before.l1_percent
+    await _flags_become(source, ReportedFlags(settings=before, instances=2))
+    counted_then = await source.measure("sum(ai_agent_queries_total)", None)
+    then = datetime.now(UTC)
+    for exporter in stack.exporters:
+        exporter.scenario.l2, exporter.scenario.l1_percent = after.l2, after.l1_percent
+    await _flags_become(source, ReportedFlags(settings=after, instances=2))
+
+    past = source.as_of(then)
+    assert await past.reported_flags() == ReportedFlags(settings=before, instances=2)
+    counted = await past.measure("sum(ai_agent_queries_total)", None)
+    now_counted = await source.measure("sum(ai_agent_queries_total)", None)
+    assert counted.error is None and counted.value is not None
+    # The last scrape at or before `then`: what the live query just before it saw, or one
+    # scrape later (stamped before `then`, ingested after that query ran).
+    assert counted_then.value is not None and now_counted.value is not None
+    assert counted.value <= now_counted.value
+    assert counted.value >= counted_then.value
+    assert counted.value <= counted_then.value + 2 * 40 * SCRAPE_INTERVAL * 3
+
+
+async def test_as_of_before_any_data_is_no_data(stack: Stack, source: PrometheusSource) -> None:
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    past = source.as_of(long_ago)
+    assert await past.measure("sum(ai_agent_queries_total)", None) == Measurement(value=None)
+    assert await past.reported_flags() == ReportedFlags(settings=None, instances=0)
+
+
+async def test_as_of_an_unreachable_prometheus_is_an_error() -> None:
+    async with PrometheusSource("http://127.0.0.1:9", timeout_seconds=1.0) as src:
+        past = src.as_of(datetime.now(UTC) - timedelta(minutes=5))
+        measured = await past.measure("vector(1)", None)
+        flags = await past.reported_flags()
+    assert measured.value is None and measured.error is not None
+    assert "cannot reach Prometheus" in measured.error
+    assert flags.settings is None and flags.error is not None
+
+
+def test_as_of_needs_an_aware_moment() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        PrometheusSource("http://127.0.0.1:9").as_of(datetime(2026, 1, 1))
