@@ -302,8 +302,7 @@ def _findings(
             unknown.append(f"{item.observation.verdict}: {message}")
     findings = failing + unknown
     if waiting:
-        longest = max(waiting, key=lambda j: plan.window_of(j.spec))
-        ready_at = confirmed_at + plan.window_of(longest.spec)
+        ready_at = confirmed_at + max(_needs(plan, j.spec) for j in waiting)
         findings.append(
             f"not judging {_names(j.spec.name for j in waiting)} for "
             f"{human_duration(ready_at - now)} more: a full window must follow the service "

@@ -212,6 +212,18 @@ def test_a_statistical_check_is_judged_once_the_shortest_window_has_passed() -> 
     assert decision.action is Action.ADVANCE, decision.reason
 
 
+def test_a_statistical_check_waiting_says_how_long_min_window_still_takes() -> None:
+    """Before min_window has passed, the hold names the wait of the statistical checks
+    (30 s from the confirmation), not their nominal window of 1 h."""
+    confirmed = NOW - timedelta(seconds=10)
+    state = RolloutState(stage_index=2, stage_name="l1-10", entered_at=T0,
+                         flags_confirmed_at=confirmed)
+    decision = decide(state, seen(*GUARDS_QUIET, observed(STALE_GATE, CLEAN_AUDITS),
+                                  observed(COST, CHEAP)), PLAN, NOW)
+    assert decision.action is Action.HOLD
+    assert "for 20s more: a full window must follow" in decision.reason, decision.reason
+
+
 def test_the_ascent_remembers_each_confirmation_and_a_rollback_forgets_what_it_leaves() -> None:
     state = RolloutState.initial("off", T0).with_flags_confirmed_at(T0)
     for index, name in enumerate(("l2", "l1-10", "l1-100"), start=1):
