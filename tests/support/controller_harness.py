@@ -23,7 +23,7 @@ from rollout.core.state import RolloutState
 from rollout.metrics import ControllerMetrics
 from rollout.ports import FlagWriter, MetricsSource, Notifier, NullNotifier, StateStore
 from rollout.runtime_types import CyclePorts, CycleReport
-from tests.support.controller_replica import BASELINE
+from tests.support.controller_replica import baseline_for
 
 LEASE_SECONDS = 1.5
 
@@ -126,9 +126,11 @@ async def seed_state(redis: Redis, keys: RolloutKeys, state: RolloutState) -> No
 
 
 def seeded(plan: Plan, stage: str, *, baked: bool, **fields: Any) -> RolloutState:
-    """A state at `stage` with the profile's baseline; `baked`: its bake already elapsed."""
+    """A state at `stage` with the profile's baseline (values and counts, as `off` would
+    have recorded them); `baked`: its bake already elapsed."""
     index = plan.index_of(stage)
     assert index is not None, stage
     entered = utcnow() - (plan.bake_of(index) + timedelta(seconds=1) if baked else timedelta(0))
+    baseline, counts = baseline_for(plan)
     return RolloutState(stage_index=index, stage_name=stage, entered_at=entered,
-                        baseline=dict(BASELINE), **fields)
+                        baseline=baseline, baseline_counts=counts, **fields)

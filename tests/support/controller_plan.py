@@ -68,3 +68,13 @@ def longest_window(plan: Plan, stage: str) -> timedelta:
     assert index is not None, stage
     return max(plan.window_of(spec) for spec in plan.checks_for(index))
 
+
+def judging_delay(plan: Plan, stage: str) -> timedelta:
+    """How long after the service reports a stage's flags every check of it is judged
+    (decide's rule): a threshold check needs its whole window inside the stage, a
+    statistical one counts from the confirmation and needs only the shortest window."""
+    index = plan.index_of(stage)
+    assert index is not None, stage
+    return max(plan.settings.min_window if spec.stat is not None else plan.window_of(spec)
+               for spec in plan.checks_for(index))
+

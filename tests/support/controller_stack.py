@@ -1,5 +1,5 @@
-"""One fake replica's exporter plus the private Prometheus scraping it, restartable (a test
-may stop Prometheus)."""
+"""One service replica's exporter (random traffic: controller_traffic) plus the private
+Prometheus scraping it, restartable (a test may stop Prometheus)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from devstack.services import prometheus as prom_svc
 from devstack.services.prometheus import PrometheusService
 from tests.support.controller_replica import base_scenario
-from tests.support.fake_exporter import FakeExporter
+from tests.support.controller_traffic import ServiceExporter
 from tests.support.prometheus import SERVICE_JOB, start_prometheus, wait_for_scraped
 
 SCRAPE_SECONDS = 1.0  # tests.support.prometheus scrapes every second
@@ -19,7 +19,7 @@ class ControllerStack:
     """One fake replica's exporter and a private Prometheus scraping it every second."""
 
     def __init__(self) -> None:
-        self.exporter = FakeExporter(base_scenario(), seed=7)
+        self.exporter = ServiceExporter(base_scenario(), seed=7)
         self.prometheus: PrometheusService | None = None
         self.first_data_seconds = 0.0
 
