@@ -22,7 +22,7 @@ from app.api.errors import install_error_handlers
 from app.api.fast_query import QueryFastPath
 from app.api.limits import BodyLimit
 from app.api.routes import router
-from app.auth.jwks import JwksError, JwksKeys, file_loader, url_loader
+from app.auth.jwks import JwksError, open_jwks
 from app.auth.verifier import TokenVerifier
 from app.cache.breaker import BreakerState, CircuitBreaker
 from app.cache.codec import Envelope
@@ -105,37 +105,16 @@ async def build_flag_source(settings: Settings, redis: Redis) -> FlagSource:
     return source
 
 
-def _where(url: str) -> str:
-    """A URL without credentials or query, to name it in logs."""
-    parsed = httpx.URL(url)
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
-
-
 async def build_verifier(settings: Settings, stack: AsyncExitStack) -> TokenVerifier:
     """The bearer token verifier of DESIGN.md §4, its JWKS read once before serving."""
-    jwks: JwksKeys | None = None
-    if settings.auth_jwks_file is not None or settings.auth_jwks_url is not None:
-        if settings.auth_jwks_file is not None:
-            source, load = str(settings.auth_jwks_file), file_loader(settings.auth_jwks_file)
-        else:
-            assert settings.auth_jwks_url is not None
-            client = httpx.AsyncClient(timeout=settings.auth_jwks_timeout_seconds)
-            stack.push_async_callback(client.aclose)
-            source = _where(settings.auth_jwks_url)
-            load = url_loader(client, settings.auth_jwks_url)
-        jwks = JwksKeys(load, source=source, refresh_seconds=settings.auth_jwks_refresh_seconds,
-                        min_refetch_seconds=settings.auth_jwks_min_refetch_seconds)
-        stack.push_async_callback(jwks.aclose)
-        try:
-            await jwks.start()
-        except (JwksError, OSError, httpx.HTTPError) as exc:
-            if settings.auth_jwks_file is not None:  # a file is ours to get right: fail now
-                raise ConfigurationError(f"AUTH_JWKS_FILE {source}: {exc}") from exc
-            # An identity provider down at start must not keep the service down: the keys
-            # are fetched again (rate-limited) when a token needs them.
-            log.error("could not read the JWKS from %s (%s: %s); RS256/ES256 tokens are "
-                      "refused until it can be read", source, type(exc).__name__, exc)
+    try:
+        jwks = await open_jwks(
+            file=settings.auth_jwks_file, url=settings.auth_jwks_url,
+            timeout_seconds=settings.auth_jwks_timeout_seconds,
+            refresh_seconds=settings.auth_jwks_refresh_seconds,
+            min_refetch_seconds=settings.auth_jwks_min_refetch_seconds, stack=stack)
+    except (JwksError, OSError, httpx.HTTPError) as exc:
+        raise ConfigurationError(f"AUTH_JWKS_FILE {settings.auth_jwks_file}: {exc}") from exc
     secret = settings.auth_jwt_secret
     static = settings.service_api_token
     verifier = TokenVerifier(

@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from app.auth.jwks import JwksError, open_jwks
+from app.auth.verifier import TokenVerifier
 from app.logs import configure_logging as shared_configure_logging
+from rollout.adapters.callers import TokenCallers
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.prometheus import PrometheusSource
 from rollout.adapters.redis_lease import RedisLease
@@ -29,7 +32,7 @@ from rollout.metrics import ControllerMetrics
 from rollout.plans import default_plan_path
 from rollout.ports import FlagWriter, MetricsSource, Notifier, NullNotifier, StateStore
 from rollout.redaction import masked
-from rollout.runtime_types import CyclePorts
+from rollout.runtime_types import CyclePorts, StartupError
 from rollout.settings import RolloutSettings
 
 log = logging.getLogger("rollout")
@@ -58,6 +61,33 @@ class MaskingFormatter(logging.Formatter):
 
 
 # --- building blocks --------------------------------------------------------------------------
+
+
+async def open_callers(settings: RolloutSettings, stack: AsyncExitStack) -> TokenCallers:
+    """Who may call the HTTP API: the static token and/or JWTs (a JWKS read once before
+    serving, refreshed in the background, closed with `stack`). Raises StartupError for an
+    unusable ROLLOUT_AUTH_JWKS_FILE."""
+    try:
+        jwks = await open_jwks(
+            file=settings.rollout_auth_jwks_file, url=settings.rollout_auth_jwks_url,
+            timeout_seconds=settings.prometheus_timeout_seconds, refresh_seconds=300.0,
+            min_refetch_seconds=10.0, stack=stack)
+    except (JwksError, OSError) as exc:
+        raise StartupError(f"ROLLOUT_AUTH_JWKS_FILE {settings.rollout_auth_jwks_file}: "
+                           f"{exc}") from None
+    secret = settings.rollout_auth_jwt_secret
+    jwt = None
+    if secret is not None or jwks is not None:
+        jwt = TokenVerifier(
+            audience=settings.rollout_auth_audience,
+            hs256_secret=secret.get_secret_value().encode() if secret else None,
+            jwks=jwks, issuer=settings.rollout_auth_issuer,
+            leeway_seconds=settings.rollout_auth_leeway_seconds, workspaces_claim=False)
+    callers = TokenCallers(static_token=settings.api_token, jwt=jwt)
+    if not callers.configured:
+        log.warning("none of ROLLOUT_API_TOKEN, ROLLOUT_AUTH_JWT_SECRET, ROLLOUT_AUTH_JWKS_FILE, "
+                    "ROLLOUT_AUTH_JWKS_URL is set: the API's commands are disabled (403)")
+    return callers
 
 
 def plan_from_settings(settings: RolloutSettings) -> Plan:

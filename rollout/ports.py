@@ -6,6 +6,7 @@
     StateStore     the state, the decision log and the transition intent (Redis)
     Lease          leadership with a fencing token (Redis)
     Notifier       messages for people (a Slack-compatible webhook)
+    CallerVerifier who calls the HTTP API, and in which role (bearer JWT or static token)
 
 Adapters (rollout.adapters.*) implement these and import only this module, rollout.records
 and rollout.core; the runtime depends on the Protocols, and rollout.composition is the one
@@ -305,3 +306,39 @@ class NullNotifier:
 
     async def aclose(self) -> None:
         return None
+
+
+# --- callers of the HTTP API ------------------------------------------------------------------
+
+VIEWER, OPERATOR = "viewer", "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A verified caller. `role` is as the token says: `operator` steers the rollout,
+    `viewer` (or any other role) only reads; `via` is "jwt" or "static"."""
+
+    who: str
+    role: str
+    via: str
+
+    @property
+    def may_steer(self) -> bool:
+        return self.role == OPERATOR
+
+
+class CallerRejected(Exception):
+    """The credentials are unusable (401): missing, malformed, expired, badly signed. The
+    message is for the caller and never contains the token."""
+
+
+@runtime_checkable
+class CallerVerifier(Protocol):
+    @property
+    def configured(self) -> bool:
+        """False when no static token and no JWT key is set: commands are disabled."""
+        ...
+
+    async def verify(self, token: str) -> Caller:
+        """The caller this bearer token names; raises CallerRejected."""
+        ...

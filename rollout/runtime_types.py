@@ -87,5 +87,10 @@ class CommandFailed(Exception):
         self.report = report
 
 
+class StartupError(Exception):
+    """`rollout run` cannot start with these settings (e.g. an unusable JWKS file); the
+    message names the setting."""
+
+
 class NotLeader(Exception):
     """This process stands by; commands go to the leader."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -20,8 +21,9 @@ from typing import Any
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from rollout.composition import Runtime
+from rollout.composition import Runtime, open_callers
 from rollout.controller import Controller
+from rollout.ports import CallerVerifier
 from rollout.redaction import masked
 from rollout.server import create_app
 
@@ -53,9 +55,17 @@ def build_scheduler(
 async def run_controller(runtime: Runtime) -> None:
     """Serve until SIGINT/SIGTERM, then give the lease up so a standby takes over at once."""
     settings = runtime.settings
-    await runtime.check_state_redis()
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(runtime.aclose)
+        callers = await open_callers(settings, stack)
+        await runtime.check_state_redis()
+        await _serve(runtime, callers)
+
+
+async def _serve(runtime: Runtime, callers: CallerVerifier) -> None:
+    settings = runtime.settings
     controller = runtime.controller
-    app = create_app(controller, registry=runtime.registry, api_token=settings.api_token)
+    app = create_app(controller, registry=runtime.registry, callers=callers)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.rollout_host, port=settings.rollout_port, log_config=None,
         access_log=False, lifespan="off",
@@ -83,7 +93,6 @@ async def run_controller(runtime: Runtime) -> None:
         # A cycle may be mid-flight: let it finish (bounded) rather than cut a flag write.
         await _wait_for_running_jobs(controller)
         await controller.shutdown()
-        await runtime.aclose()
         log.info("controller %s stopped", settings.rollout_instance_id,
                  extra={"event": "stop"})
         for sig, handler in previous.items():

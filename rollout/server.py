@@ -7,18 +7,21 @@
     GET  /api/history?limit=N  decision log, newest first (1 <= N <= 1000, default 50)
     POST /api/pause|resume|promote|rollback
          body {"who": str, "why": str, "full": bool (promote), "to": str (rollback)}
-         Authorization: Bearer $ROLLOUT_API_TOKEN
-         200 done · 401 no/bad token · 403 no token configured · 409 rejected (the message
+         Authorization: Bearer <a JWT with role operator, or $ROLLOUT_API_TOKEN>
+         200 done · 401 no/bad token · 403 no credentials configured, or a role that may
+         only read (viewer) · 409 rejected (the message
          says why) · 422 bad body · 502 flags could not be written (nothing changed) ·
          503 this instance stands by, or Redis is unreachable
 
 Commands run only on the instance holding the lease; a standby answers 503 naming the leader.
+Reading (the page, /api/status, /api/history) needs no token, as the page needs none: what
+they show is masked (rollout.redaction) and carries no clinical data. A JWT's `sub` is who
+acted in the log; with the shared static token the body's `who` is.
 The response models are declared, so `/openapi.json` documents every shape.
 """
 
 from __future__ import annotations
 
-import hmac
 import html
 import logging
 from collections.abc import Awaitable, Callable
@@ -31,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from rollout.controller import Controller
 from rollout.core.decision import CommandRejected
-from rollout.ports import StoreError
+from rollout.ports import OPERATOR, Caller, CallerRejected, CallerVerifier, StoreError
 from rollout.records import FlagsRecord, LogEntry
 from rollout.redaction import masked, masked_model
 from rollout.runtime_types import CommandFailed, CommandName, ManualCommand, NotLeader
@@ -87,27 +90,11 @@ def create_app(
     controller: Controller,
     *,
     registry: CollectorRegistry,
-    api_token: str | None,
+    callers: CallerVerifier,
 ) -> FastAPI:
     # No /docs: its page loads scripts from a CDN; /openapi.json is enough for tools.
     app = FastAPI(title="ai-cache rollout controller", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
-
-    def error(status: int, detail: str, **extra: Any) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse({"detail": masked(detail), **extra}, status_code=status,
-                            headers=headers)
-
-    def unauthorized(request: Request) -> JSONResponse | None:
-        if api_token is None:
-            return error(403, "commands are disabled: ROLLOUT_API_TOKEN is not set on the "
-                              "controller")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            return error(401, "missing bearer token (Authorization: Bearer $ROLLOUT_API_TOKEN)")
-        if not hmac.compare_digest(given.strip().encode(), api_token.encode()):
-            return error(401, "invalid token")
-        return None
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -123,7 +110,7 @@ def create_app(
         try:
             return await gather_status(controller)
         except StoreError as exc:
-            return error(503, str(exc))
+            return _error(503, str(exc))
 
     @app.get("/api/history", response_model=HistoryPage,
              responses={503: {"description": "the state store is unreachable"}})
@@ -133,7 +120,7 @@ def create_app(
         try:
             entries = await controller.ports.store.history(limit)
         except StoreError as exc:
-            return error(503, str(exc))
+            return _error(503, str(exc))
         return HistoryPage(entries=[masked_model(e) for e in entries], limit=limit)
 
     @app.get("/", response_class=HTMLResponse, response_model=None)
@@ -151,18 +138,20 @@ def create_app(
         return HTMLResponse(render_status_page(snapshot, [masked_model(e) for e in entries]))
 
     async def read_command(name: CommandName, request: Request) -> ManualCommand | JSONResponse:
-        denied = unauthorized(request)
-        if denied is not None:
-            return denied
+        caller = await _steering_caller(callers, request)
+        if isinstance(caller, JSONResponse):
+            return caller
         try:
             body = CommandBody.model_validate_json(await request.body() or b"{}")
         except ValidationError as exc:
-            return error(422, "invalid request body", errors=_errors(exc))
+            return _error(422, "invalid request body", errors=_errors(exc))
         if body.full and name != "promote":
-            return error(422, "`full` applies to promote only")
+            return _error(422, "`full` applies to promote only")
         if body.to is not None and name != "rollback":
-            return error(422, "`to` applies to rollback only")
-        return ManualCommand(name=name, who=body.who, why=body.why, full=body.full, to=body.to)
+            return _error(422, "`to` applies to rollback only")
+        # A JWT names who acts; the static token is shared, so the body says who.
+        who = caller.who if caller.via == "jwt" else body.who
+        return ManualCommand(name=name, who=who, why=body.why, full=body.full, to=body.to)
 
     async def command(name: CommandName, request: Request) -> JSONResponse:
         wanted = await read_command(name, request)
@@ -171,16 +160,16 @@ def create_app(
         try:
             report = await controller.command(wanted)
         except CommandRejected as exc:
-            return error(409, str(exc))
+            return _error(409, str(exc))
         except NotLeader as exc:
             holder = await _holder(controller)
-            return error(503, f"{exc}" + (f" (leader: {holder})" if holder else ""),
+            return _error(503, f"{exc}" + (f" (leader: {holder})" if holder else ""),
                          leader=holder)
         except CommandFailed as exc:
             entry = masked_model(exc.report.entry).model_dump(mode="json")
-            return error(502, str(exc), entry=entry)
+            return _error(502, str(exc), entry=entry)
         except StoreError as exc:
-            return error(503, str(exc))
+            return _error(503, str(exc))
         log.info("%s by %s via the API: %s", name, wanted.who, wanted.why,
                  extra={"event": "command", "by": wanted.who})
         decision = report.decision
@@ -199,6 +188,35 @@ def create_app(
                 "application/json": {"schema": CommandBody.model_json_schema()}}}},
         )
     return app
+
+
+def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": masked(detail), **extra}, status_code=status,
+                        headers=headers)
+
+
+async def _steering_caller(callers: CallerVerifier, request: Request) -> Caller | JSONResponse:
+    """The operator behind a command: 403 with no credentials configured, 401 for a
+    missing or unusable token, 403 for a role that may only read."""
+    if not callers.configured:
+        return _error(403, "commands are disabled: set ROLLOUT_API_TOKEN or "
+                          "ROLLOUT_AUTH_JWT_SECRET / ROLLOUT_AUTH_JWKS_FILE / "
+                          "ROLLOUT_AUTH_JWKS_URL on the controller")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return _error(401, "missing bearer token (Authorization: Bearer <operator JWT or "
+                          "$ROLLOUT_API_TOKEN>)")
+    try:
+        caller = await callers.verify(given.strip())
+    except CallerRejected as exc:
+        return _error(401, str(exc))
+    if not caller.may_steer:
+        log.warning("%s (role %s) was refused a command", caller.who, caller.role,
+                    extra={"event": "command-refused", "by": caller.who})
+        return _error(403, f"role {caller.role!r} may read the rollout, not steer it "
+                          f"(role {OPERATOR!r} needed)")
+    return caller
 
 
 def _bind(

@@ -60,7 +60,15 @@ class RolloutSettings(BaseSettings):
     rollout_host: str = DEFAULT_HOST
     rollout_port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     rollout_url: str | None = None  # where the CLI finds a running controller
-    rollout_api_token: SecretStr | None = None
+    rollout_api_token: SecretStr | None = None  # static: an operator (laptop, demo)
+    # Bearer JWTs with `role` viewer|operator (DESIGN.md §4's keys and claims, no workspaces):
+    # HS256 against the secret, RS256/ES256 against a JWKS file or URL.
+    rollout_auth_jwt_secret: SecretStr | None = None
+    rollout_auth_jwks_file: Path | None = None
+    rollout_auth_jwks_url: str | None = None
+    rollout_auth_audience: str = Field(default="ai-cache-rollout", min_length=1)
+    rollout_auth_issuer: str | None = None
+    rollout_auth_leeway_seconds: float = Field(default=30.0, ge=0.0, le=300.0)
     rollout_webhook_url: str | None = None
     rollout_webhook_timeout_seconds: float = Field(default=3.0, gt=0)
     rollout_log_format: Literal["console", "json"] = "console"
@@ -68,12 +76,21 @@ class RolloutSettings(BaseSettings):
 
     @field_validator(
         "rollout_redis_url", "unleash_url", "rollout_url", "rollout_webhook_url",
-        "rollout_plan", mode="before",
+        "rollout_plan", "rollout_auth_jwt_secret", "rollout_auth_jwks_file",
+        "rollout_auth_jwks_url", "rollout_auth_issuer", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `FOO=` in a .env file means "not set", not "the empty string".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rollout_auth_jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes (HS256 keys shorter than the hash "
+                             "are refused)")
+        return value
 
     @property
     def state_redis_url(self) -> str:

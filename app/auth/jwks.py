@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
@@ -152,3 +153,36 @@ class JwksKeys:
     async def aclose(self) -> None:
         if self._reading is not None and not self._reading.done():
             self._reading.cancel()
+
+
+async def open_jwks(*, file: Path | None, url: str | None, timeout_seconds: float,
+                    refresh_seconds: float, min_refetch_seconds: float,
+                    stack: AsyncExitStack) -> JwksKeys | None:
+    """The key set of `file` or `url` (None when neither is given), read once before the
+    process serves and closed with `stack`. A file that cannot be used raises (JwksError or
+    OSError: it is the operator's to get right, so the process should not start); a URL that
+    cannot be read is logged and fetched again when a token needs it (an identity provider
+    down at start must not keep the process down)."""
+    if file is None and url is None:
+        return None
+    if file is not None:
+        source, load = str(file), file_loader(file)
+    else:
+        assert url is not None
+        client = httpx.AsyncClient(timeout=timeout_seconds)
+        stack.push_async_callback(client.aclose)
+        parsed = httpx.URL(url)
+        port = f":{parsed.port}" if parsed.port else ""
+        source = f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"  # no credentials
+        load = url_loader(client, url)
+    keys = JwksKeys(load, source=source, refresh_seconds=refresh_seconds,
+                    min_refetch_seconds=min_refetch_seconds)
+    stack.push_async_callback(keys.aclose)
+    try:
+        await keys.start()
+    except (JwksError, OSError, httpx.HTTPError) as exc:
+        if file is not None:
+            raise
+        log.error("could not read the JWKS from %s (%s: %s); RS256/ES256 tokens are refused "
+                  "until it can be read", source, type(exc).__name__, exc)
+    return keys

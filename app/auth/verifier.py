@@ -56,8 +56,12 @@ class TokenVerifier:
         cache_seconds: float = 60.0,
         cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
+        workspaces_claim: bool = True,
     ) -> None:
         self._audience = audience
+        # False for callers that reach no workspace (the rollout controller's viewers and
+        # operators): the claim is then neither required nor read.
+        self._workspaces_claim = workspaces_claim
         self._secret = hs256_secret
         self._jwks = jwks
         self._static = static_token.encode() if static_token else None
@@ -96,7 +100,7 @@ class TokenVerifier:
         if len(token) > _MAX_TOKEN_CHARS:
             raise AuthError("malformed", "the bearer token is too long")
         claims = await self._decode(token)
-        principal = _principal(claims)
+        principal = _principal(claims, workspaces_claim=self._workspaces_claim)
         if self._cache_seconds > 0:
             self._remember(token, principal, float(claims["exp"]))
         return principal
@@ -138,12 +142,14 @@ class TokenVerifier:
         self._remembered[token] = _Remembered(principal, until)
 
 
-def _principal(claims: dict[str, Any]) -> Principal:
+def _principal(claims: dict[str, Any], *, workspaces_claim: bool = True) -> Principal:
     sub, role, workspaces = claims.get("sub"), claims.get("role"), claims.get("workspaces")
     if not isinstance(sub, str) or not sub:
         raise AuthError("claims", "the token's `sub` must be a non-empty string")
     if not isinstance(role, str) or not role:
         raise AuthError("claims", "the token has no `role`")
+    if not workspaces_claim:
+        return Principal(sub=sub, role=role, workspaces=frozenset(), via="jwt")
     if not isinstance(workspaces, list):
         raise AuthError("claims", "the token's `workspaces` must be a list of workspace ids")
     ids: set[uuid.UUID] = set()

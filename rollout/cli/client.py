@@ -37,7 +37,7 @@ class ControllerClient:
         """POST a command; the controller's answer, or CliError saying why it refused."""
         if self._token is None:
             raise CliError("ROLLOUT_API_TOKEN is not set: commands need the controller's "
-                           "token", EXIT_BAD_INPUT)
+                           "static token or a JWT with role operator", EXIT_BAD_INPUT)
         try:
             response = httpx.post(f"{self.base_url}/api/{name}", json=body,
                                   timeout=HTTP_TIMEOUT,
@@ -55,6 +55,8 @@ class ControllerClient:
             raise CliError(f"{detail}{': ' + problems if problems else ''}", EXIT_BAD_INPUT)
         if response.status_code == 401:
             raise CliError(f"unauthorized: {detail} (check ROLLOUT_API_TOKEN)")
+        if response.status_code == 403:
+            raise CliError(f"forbidden: {detail}")
         if response.status_code == 409:
             raise CliError(f"refused: {detail}")
         raise CliError(f"the controller answered {response.status_code}: {detail}")

@@ -36,6 +36,7 @@ from rollout.core.plan_loader import PlanError, load_plan
 from rollout.ports import StateStore, StoreError
 from rollout.records import CycleResult, LogEntry
 from rollout.redaction import masked, masked_model
+from rollout.runtime_types import StartupError
 from rollout.settings import RolloutSettings
 from rollout.status import StatusView, build_status
 
@@ -51,7 +52,10 @@ def cmd_run(args: argparse.Namespace, settings: RolloutSettings, out: Console) -
         runtime = build_runtime(settings)
     except (PlanError, ValueError) as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
-    asyncio.run(run_controller(runtime))
+    try:
+        asyncio.run(run_controller(runtime))
+    except StartupError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
     return EXIT_OK
 
 

@@ -13,7 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from app.auth.verifier import TokenVerifier
+from devstack.auth import mint
 from devstack.services.common import Service
+from rollout.adapters.callers import TokenCallers
 from rollout.adapters.local_flags import LocalFlagWriter
 from rollout.adapters.redis_lease import RedisLease
 from rollout.adapters.redis_state import RedisStateStore, RolloutKeys
@@ -36,6 +39,8 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "t0k3n-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+JWT_SECRET = "controller-tests-hs256-secret-0123456789"  # >= 32 bytes
+AUDIENCE = "ai-cache-rollout"  # ROLLOUT_AUTH_AUDIENCE's default
 
 
 @dataclass
@@ -48,7 +53,7 @@ class Api:
 
 
 async def make_api(redis_service: Service, *, token: str | None = TOKEN,
-                   leader: bool = True, plan: Plan | None = None,
+                   jwt_secret: str | None = JWT_SECRET, leader: bool = True, plan: Plan | None = None,
                    values: dict[str, float | None] | None = None,
                    clock: Callable[[], datetime] | None = None) -> tuple[Api, list[object]]:
     client = Redis.from_url(redis_service.url, decode_responses=True)
@@ -68,7 +73,10 @@ async def make_api(redis_service: Service, *, token: str | None = TOKEN,
     controller = Controller(ports, lease) if clock is None else Controller(ports, lease,
                                                                           clock=clock)
     await controller.refresh_lease()
-    app = create_app(controller, registry=registry, api_token=token)
+    jwt = None if jwt_secret is None else TokenVerifier(
+        audience=AUDIENCE, hs256_secret=jwt_secret.encode(), workspaces_claim=False)
+    app = create_app(controller, registry=registry,
+                     callers=TokenCallers(static_token=token, jwt=jwt))
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rollout")
     cleanup: list[object] = [http, flags, client, keys]
     return Api(http, controller, store, flags, notifier), cleanup
@@ -259,8 +267,43 @@ async def test_a_standby_refuses_commands_and_names_the_leader(redis_service: Se
         await _cleanup(cleanup)
 
 
-async def test_no_token_configured_disables_commands(redis_service: Service) -> None:
-    api, cleanup = await make_api(redis_service, token=None)
+def bearer(role: str, *, sub: str = "alice@clinic", audience: str = AUDIENCE,
+           secret: str = JWT_SECRET, ttl_seconds: float = 600) -> dict[str, str]:
+    token = mint(secret, workspaces=[], role=role, sub=sub, audience=audience,
+                 ttl_seconds=ttl_seconds)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_an_operator_jwt_steers_and_is_recorded_as_who_acted(api: Api) -> None:
+    response = await api.http.post("/api/pause", json={"who": "someone-else", "why": "inc-9"},
+                                   headers=bearer("operator"))
+    assert response.status_code == 200, response.text
+    state = (await api.store.load()).state
+    assert state is not None and state.paused
+    [entry] = (await api.http.get("/api/history", params={"limit": 1})).json()["entries"]
+    assert entry["by"] == "alice@clinic"  # the token's sub, not the body's claim
+
+
+@pytest.mark.parametrize(("headers", "status", "says"), [
+    (bearer("viewer"), 403, "may read the rollout, not steer it"),
+    (bearer("clinician"), 403, "'operator' needed"),
+    (bearer("operator", audience="ai-cache"), 401, "not valid"),  # a token for the service
+    (bearer("operator", ttl_seconds=-3600), 401, "expired"),
+    (bearer("operator", secret="another-secret-of-at-least-32-bytes!"), 401, "not valid"),
+])
+async def test_a_jwt_that_may_not_steer_changes_nothing(
+    api: Api, headers: dict[str, str], status: int, says: str,
+) -> None:
+    response = await api.http.post("/api/pause", json={"who": "a", "why": "b"}, headers=headers)
+    assert response.status_code == status, response.text
+    assert says in response.json()["detail"]
+    assert (await api.store.load()).state is None
+    # Reading needs no token, whoever asks.
+    assert (await api.http.get("/api/status", headers=headers)).status_code == 200
+
+
+async def test_no_credentials_configured_disables_commands(redis_service: Service) -> None:
+    api, cleanup = await make_api(redis_service, token=None, jwt_secret=None)
     try:
         response = await api.http.post("/api/pause", json={"who": "a", "why": "b"},
                                        headers=AUTH)

@@ -21,6 +21,7 @@ import pytest
 from redis import Redis
 
 from app.contract import LOCAL_FLAGS_KEY
+from devstack.auth import mint
 from devstack.environment import is_ours, scrubbed
 from devstack.network import free_port
 from devstack.paths import REPO_ROOT
@@ -340,6 +341,58 @@ def test_run_serves_the_cli_and_a_standby_takes_over(
     assert code == 0, err
     assert second.stop() == 0
     assert redis.exists(keys.lease) == 0  # released on the way out
+
+
+JWT_SECRET = "cli-tests-hs256-secret-0123456789abcdef"
+
+
+def test_run_takes_operator_jwts_and_refuses_viewers(
+    env: dict[str, str], redis: Redis, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], daemons: list[Daemon], tmp_path: Path,
+) -> None:
+    """ROLLOUT_AUTH_JWT_SECRET on the controller; the CLI sends its ROLLOUT_API_TOKEN, which
+    may hold a JWT: an operator's pauses (and the log names the token's sub), a viewer's is
+    refused with 403 and changes nothing."""
+    env = env | {"ROLLOUT_AUTH_JWT_SECRET": JWT_SECRET}
+    env.pop("ROLLOUT_API_TOKEN")
+    daemon = Daemon(env, "jwt", tmp_path)
+    daemons.append(daemon)
+    until(lambda: (daemon.health() or {}).get("leader"), what="the controller leads")
+    keys = RolloutKeys(env["ROLLOUT_NAME"])
+    until(lambda: redis.exists(keys.state), what="first cycle recorded")
+    monkeypatch.setenv("ROLLOUT_URL", daemon.url)
+
+    def as_role(role: str) -> None:
+        monkeypatch.setenv("ROLLOUT_API_TOKEN", mint(
+            JWT_SECRET, workspaces=[], role=role, sub=f"{role}@clinic",
+            audience="ai-cache-rollout"))
+
+    as_role("viewer")
+    code, _, err = run_cli(capsys, "pause", "--why", "looks odd")
+    assert code == 1 and "forbidden: role 'viewer' may read the rollout" in err
+    code, out, _ = run_cli(capsys, "status", "--json")
+    assert code == 0 and json.loads(out)["paused"] is False
+    as_role("operator")
+    code, out, err = run_cli(capsys, "pause", "--why", "INC-7")
+    assert code == 0, err
+    assert "paused by operator@clinic: INC-7" in out
+    assert daemon.stop() == 0
+
+
+def test_run_refuses_to_start_with_an_unusable_jwks_file(
+    env: dict[str, str], tmp_path: Path,
+) -> None:
+    broken = tmp_path / "jwks.json"
+    broken.write_text('{"keys": "not a list"}')
+    result = subprocess.run(
+        [sys.executable, "-m", "rollout", "run"], cwd=REPO_ROOT, capture_output=True,
+        text=True, timeout=60, check=False,
+        env=subprocess_env(env | {"ROLLOUT_AUTH_JWKS_FILE": str(broken),
+                                  "ROLLOUT_PORT": str(free_port())}),
+    )
+    assert result.returncode == 2, result.stderr
+    assert "ROLLOUT_AUTH_JWKS_FILE" in result.stderr and "keys" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --- hygiene: markup in reasons, credentials in URLs (issue 11, point 9) --------------------
