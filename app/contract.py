@@ -42,6 +42,18 @@ METRIC_CACHE_ERRORS: Final = "ai_agent_cache_errors_total"
 METRIC_CACHE_VERIFICATIONS: Final = "ai_agent_cache_verifications_total"
 METRIC_FLAG_STATE: Final = "ai_agent_flag_state"
 METRIC_CACHE_CIRCUIT_OPEN: Final = "ai_agent_cache_circuit_open"  # added: 1 while Redis is bypassed
+# Durable invalidation (the outbox, issue 11): intents pending as of this replica's last read,
+# intents applied (`via` = write: by the writer right after its commit | relay: retried by
+# any replica), relay attempts by outcome, outbox reads by outcome, and 1 while this replica
+# serves no L1 at all because its last read of the outbox is older than the lease.
+METRIC_INVALIDATION_PENDING: Final = "ai_agent_cache_invalidation_intents_pending"
+METRIC_INVALIDATION_APPLIED: Final = "ai_agent_cache_invalidation_intents_applied_total"
+METRIC_INVALIDATION_RETRIES: Final = "ai_agent_cache_invalidation_retries_total"
+METRIC_INVALIDATION_READS: Final = "ai_agent_cache_invalidation_outbox_reads_total"
+METRIC_INVALIDATION_VIEW_STALE: Final = "ai_agent_cache_invalidation_view_stale"
+APPLIED_VIA_WRITE: Final = "write"
+APPLIED_VIA_RELAY: Final = "relay"
+OUTCOME_TIMEOUT: Final = "timeout"  # an outbox read that did not answer within half a lease
 
 LAYER_EMBEDDING: Final = "embedding"  # L2
 LAYER_QUERY_RESULT: Final = "query_result"  # L1

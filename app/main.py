@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
@@ -28,6 +28,7 @@ from app.cache.breaker import BreakerState, CircuitBreaker
 from app.cache.codec import Envelope
 from app.cache.keys import KeyBuilder
 from app.cache.store import RedisCache
+from app.db.outbox import OutboxRepository
 from app.db.repository import NotesRepository, make_engine
 from app.flags.base import FlagSnapshot, FlagSource, FlagSourceState
 from app.flags.local import LocalFlagSource
@@ -36,6 +37,7 @@ from app.providers.base import Provider
 from app.providers.local import LocalProvider
 from app.providers.metered import MeteredProvider
 from app.service.invalidation import Invalidator
+from app.service.outbox import InvalidationOutbox
 from app.service.query import QueryService
 from app.service.sessions import SessionService
 from app.settings import Settings
@@ -194,9 +196,14 @@ def create_app(
                                       chat_price=settings.price_chat_usd)
             stack.push_async_callback(metered.aclose)
 
+            on_redis_back: list[Callable[[], None]] = []
+
             def on_breaker(state: BreakerState) -> None:
                 metrics.cache_circuit_open.set(1 if state is BreakerState.OPEN else 0)
                 log.warning("redis circuit breaker %s", state.value)
+                if state is BreakerState.CLOSED:
+                    for hook in on_redis_back:
+                        hook()
 
             breaker = CircuitBreaker(settings.breaker_failure_threshold,
                                      settings.breaker_reset_seconds, on_change=on_breaker)
@@ -207,17 +214,24 @@ def create_app(
                               settings.cache_key_prefix)
             flags = _FlagGauge(await build_flag_source(settings, redis), metrics)
             stack.push_async_callback(flags.aclose)
-            invalidator = Invalidator(cache, keys, metrics)
-            stack.push_async_callback(invalidator.aclose)
+            outbox = InvalidationOutbox(
+                OutboxRepository(engine), Invalidator(cache, keys, metrics), metrics,
+                poll_seconds=settings.outbox_poll_seconds,
+                lease_seconds=settings.outbox_lease_seconds,
+                retry_max_seconds=settings.outbox_retry_max_seconds,
+            )
+            on_redis_back.append(outbox.redis_recovered)
+            await outbox.start()  # what is still pending is known before the first answer
+            stack.push_async_callback(outbox.aclose)
             queries = QueryService(
                 settings=settings, provider=metered, notes=notes, cache=cache, keys=keys,
-                envelope=envelope, flags=flags, metrics=metrics, invalidator=invalidator,
+                envelope=envelope, flags=flags, metrics=metrics, outbox=outbox,
             )
             stack.push_async_callback(queries.drain)
-            sessions = SessionService(provider=metered, notes=notes, invalidator=invalidator)
+            sessions = SessionService(provider=metered, notes=notes, outbox=outbox)
             app.state.container = ServiceContainer(
                 settings=settings, metrics=metrics, queries=queries, sessions=sessions,
-                invalidator=invalidator, cache=cache, notes=notes, flags=flags,
+                outbox=outbox, cache=cache, notes=notes, flags=flags,
                 verifier=verifier,
             )
             log.info("service ready: provider=%s flags=%s l2_scope=%s encryption=%s",

@@ -60,6 +60,31 @@ class ServiceMetrics:
             c.METRIC_CACHE_CIRCUIT_OPEN, "1 while the Redis circuit breaker is open.",
             registry=registry,
         )
+        self.invalidation_pending = Gauge(
+            c.METRIC_INVALIDATION_PENDING,
+            "Invalidation intents pending in the outbox, as of this replica's last read.",
+            registry=registry,
+        )
+        self.invalidation_applied = Counter(
+            c.METRIC_INVALIDATION_APPLIED.removesuffix("_total"),
+            "Invalidation intents applied to Redis and removed from the outbox.",
+            ["via"], registry=registry,
+        )
+        self.invalidation_retries = Counter(
+            c.METRIC_INVALIDATION_RETRIES.removesuffix("_total"),
+            "Attempts to apply pending invalidation intents left by a write.",
+            ["outcome"], registry=registry,
+        )
+        self.invalidation_reads = Counter(
+            c.METRIC_INVALIDATION_READS.removesuffix("_total"),
+            "Reads of the invalidation outbox, by outcome.",
+            ["outcome"], registry=registry,
+        )
+        self.invalidation_view_stale = Gauge(
+            c.METRIC_INVALIDATION_VIEW_STALE,
+            "1 while this replica serves no L1 answer: its last outbox read is too old.",
+            registry=registry,
+        )
         # Pre-create the label sets that dashboards and alerts divide by, so a fresh process
         # exports zeros rather than nothing.
         for cohort in (c.COHORT_ON, c.COHORT_OFF):
@@ -75,3 +100,10 @@ class ServiceMetrics:
         for flag in c.ALL_FLAGS:
             self.flag_state.labels(flag=flag).set(0)
         self.cache_circuit_open.set(0)
+        for via in (c.APPLIED_VIA_WRITE, c.APPLIED_VIA_RELAY):
+            self.invalidation_applied.labels(via=via)
+        for outcome in (c.OUTCOME_OK, c.OUTCOME_ERROR):
+            self.invalidation_retries.labels(outcome=outcome)
+        for outcome in (c.OUTCOME_OK, c.OUTCOME_ERROR, c.OUTCOME_TIMEOUT):
+            self.invalidation_reads.labels(outcome=outcome)
+        self.invalidation_view_stale.set(1)  # nothing read yet

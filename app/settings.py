@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=5.0, gt=0)
 
+    # Durable invalidation (app/service/outbox.py). Every replica reads the outbox of
+    # pending invalidations this often, and serves L1 only while its last read started less
+    # than the lease ago; a writer that cannot reach Redis waits 1.1 leases before it
+    # acknowledges the write, so by then every replica serving L1 has read the intent.
+    outbox_poll_seconds: float = Field(default=0.2, gt=0.0)
+    outbox_lease_seconds: float = Field(default=1.0, gt=0.0, le=30.0)
+    # Intents left pending are retried with a backoff doubling from the poll interval to this.
+    outbox_retry_max_seconds: float = Field(default=2.0, gt=0.0)
+
     # Flags
     flag_cache_seconds: float = Field(default=1.0, ge=0.0, le=1.0)
     l1_stickiness: str = "userId"
@@ -132,6 +141,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _outbox_reads_fit_in_the_lease(self) -> Settings:
+        # A read may take up to half a lease (its timeout); the next starts one interval
+        # later. Both must fit in the lease, or L1 would stop between two healthy reads.
+        if self.outbox_poll_seconds > self.outbox_lease_seconds / 2:
+            raise ValueError("OUTBOX_POLL_SECONDS must be at most half of OUTBOX_LEASE_SECONDS")
+        return self
 
     @model_validator(mode="after")
     def _one_jwks_source(self) -> Settings:

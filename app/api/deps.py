@@ -12,7 +12,7 @@ from app.cache.store import RedisCache
 from app.db.repository import NotesRepository
 from app.flags.base import FlagSource
 from app.metrics import ServiceMetrics
-from app.service.invalidation import Invalidator
+from app.service.outbox import InvalidationOutbox
 from app.service.query import QueryService
 from app.service.sessions import SessionService
 from app.settings import Settings
@@ -26,7 +26,7 @@ class ServiceContainer:
     metrics: ServiceMetrics
     queries: QueryService
     sessions: SessionService
-    invalidator: Invalidator
+    outbox: InvalidationOutbox
     cache: RedisCache
     notes: NotesRepository
     flags: FlagSource

@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from app.db.repository import ConcurrentUpdate, DatabaseError
+from app.db.errors import DatabaseError
+from app.db.repository import ConcurrentUpdate
 from app.providers.base import ProviderError
 from app.service.sessions import NoteNotFound
 

@@ -137,11 +137,11 @@ async def invalidate(
 ) -> InvalidateResponse:
     client_id = body.client_id if body else None
     audit.client = client_id
-    if client_id is None:
-        applied = await container.invalidator.workspace(workspace_id, "manual")
-        return InvalidateResponse(scope="workspace", applied=applied)
-    applied = await container.invalidator.note_changed(workspace_id, client_id, "manual")
-    return InvalidateResponse(scope="client", applied=applied)
+    # Recorded in the outbox first: if Redis cannot take it now, it is retried by any
+    # replica and L1 stays off for the workspace until it lands (applied=false).
+    applied = await container.outbox.invalidate(workspace_id, client_id, "manual")
+    return InvalidateResponse(scope="workspace" if client_id is None else "client",
+                              applied=applied)
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -165,7 +165,7 @@ async def readyz(container: Container) -> JSONResponse:
         # but does not make the instance unready.
         "redis": "ok" if redis_ok else "unavailable",
         "flags": container.flags.state,
-        "l1_invalidations_pending": container.invalidator.pending,
+        "l1_invalidations_pending": container.outbox.pending,
         # Whether bearer tokens can be verified: "keys-unavailable" (a JWKS never read) or
         # "not-configured" means every /v1 request is answered 401.
         "auth": container.verifier.state,

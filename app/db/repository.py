@@ -10,13 +10,16 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
+from app.db.errors import DatabaseError
 from app.db.models import Base, SessionNote, note_text
-
-
-class DatabaseError(Exception):
-    """The notes database failed; the request cannot be answered correctly."""
+from app.db.outbox import Intent, stage_intent
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,20 @@ class NoteForRetrieval:
     version: int
     embedding: bytes
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoteWrite:
+    """A committed note write, and the invalidation intent committed with it (if asked)."""
+
+    record: NoteRecord
+    intent: Intent | None
+
+
+def _stage(
+    session: AsyncSession, workspace_id: uuid.UUID, client_id: uuid.UUID, reason: str | None
+) -> Intent | None:
+    return None if reason is None else stage_intent(session, workspace_id, client_id, reason)
 
 
 def _record(row: SessionNote) -> NoteRecord:
@@ -91,6 +108,20 @@ class NotesRepository:
     async def create(
         self, workspace_id: uuid.UUID, client_id: uuid.UUID, fields: NoteFields, embedding: bytes
     ) -> NoteRecord:
+        """Write a note and nothing else: no invalidation is owed (see `create_invalidating`)."""
+        return (await self._create(workspace_id, client_id, fields, embedding, None)).record
+
+    async def create_invalidating(
+        self, workspace_id: uuid.UUID, client_id: uuid.UUID, fields: NoteFields,
+        embedding: bytes, reason: str,
+    ) -> NoteWrite:
+        """Write a note and its invalidation intent in one transaction."""
+        return await self._create(workspace_id, client_id, fields, embedding, reason)
+
+    async def _create(
+        self, workspace_id: uuid.UUID, client_id: uuid.UUID, fields: NoteFields, embedding: bytes,
+        reason: str | None,
+    ) -> NoteWrite:
         now = datetime.now(UTC)
         row = SessionNote(
             id=uuid.uuid4(), workspace_id=workspace_id, client_id=client_id,
@@ -101,9 +132,10 @@ class NotesRepository:
         try:
             async with self._sessions.begin() as session:
                 session.add(row)
+                intent = _stage(session, workspace_id, client_id, reason)
         except SQLAlchemyError as exc:
             raise DatabaseError(type(exc).__name__) from exc
-        return _record(row)
+        return NoteWrite(_record(row), intent)
 
     async def get(self, workspace_id: uuid.UUID, note_id: uuid.UUID) -> NoteRecord | None:
         try:
@@ -119,6 +151,24 @@ class NotesRepository:
         self, workspace_id: uuid.UUID, note_id: uuid.UUID, fields: NoteFields, embedding: bytes,
         expected_version: int,
     ) -> NoteRecord | None:
+        """`update_invalidating` without an invalidation intent."""
+        written = await self._update(workspace_id, note_id, fields, embedding, expected_version,
+                                     None)
+        return written.record if written is not None else None
+
+    async def update_invalidating(
+        self, workspace_id: uuid.UUID, note_id: uuid.UUID, fields: NoteFields, embedding: bytes,
+        expected_version: int, reason: str,
+    ) -> NoteWrite | None:
+        """The update below, and its invalidation intent in the same transaction (staged only
+        when the guarded UPDATE wrote the row: a 409 or a 404 leaves no intent)."""
+        return await self._update(workspace_id, note_id, fields, embedding, expected_version,
+                                  reason)
+
+    async def _update(
+        self, workspace_id: uuid.UUID, note_id: uuid.UUID, fields: NoteFields, embedding: bytes,
+        expected_version: int, reason: str | None,
+    ) -> NoteWrite | None:
         """Write all four fields and their embedding if the note is still at
         `expected_version`; None if there is no such note in the workspace.
 
@@ -150,11 +200,25 @@ class NotesRepository:
                     return None
                 if written != 1:
                     raise ConcurrentUpdate(note_id)
-                return _record(row)
+                intent = _stage(session, workspace_id, row.client_id, reason)
+                return NoteWrite(_record(row), intent)
         except SQLAlchemyError as exc:
             raise DatabaseError(type(exc).__name__) from exc
 
     async def delete(self, workspace_id: uuid.UUID, note_id: uuid.UUID) -> NoteRecord | None:
+        """`delete_invalidating` without an invalidation intent."""
+        written = await self._delete(workspace_id, note_id, None)
+        return written.record if written is not None else None
+
+    async def delete_invalidating(
+        self, workspace_id: uuid.UUID, note_id: uuid.UUID, reason: str
+    ) -> NoteWrite | None:
+        """Delete a note and stage its invalidation intent in one transaction."""
+        return await self._delete(workspace_id, note_id, reason)
+
+    async def _delete(
+        self, workspace_id: uuid.UUID, note_id: uuid.UUID, reason: str | None
+    ) -> NoteWrite | None:
         try:
             async with self._sessions.begin() as session:
                 row = await session.get(SessionNote, note_id)
@@ -162,7 +226,8 @@ class NotesRepository:
                     return None
                 record = _record(row)
                 await session.execute(delete(SessionNote).where(SessionNote.id == note_id))
-            return record
+                intent = _stage(session, workspace_id, record.client_id, reason)
+            return NoteWrite(record, intent)
         except SQLAlchemyError as exc:
             raise DatabaseError(type(exc).__name__) from exc
 

@@ -37,7 +37,7 @@ from app.flags.base import FlagSource
 from app.metrics import ServiceMetrics
 from app.providers.base import Provider, RetrievedNote, Vector
 from app.service.budget import RateBudget
-from app.service.invalidation import Invalidator
+from app.service.outbox import InvalidationOutbox
 from app.service.retrieval import top_k
 from app.settings import Settings
 
@@ -134,7 +134,7 @@ class QueryService:
         envelope: Envelope,
         flags: FlagSource,
         metrics: ServiceMetrics,
-        invalidator: Invalidator,
+        outbox: InvalidationOutbox,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -146,7 +146,7 @@ class QueryService:
         self._envelope = envelope
         self._flags = flags
         self._metrics = metrics
-        self._invalidator = invalidator
+        self._outbox = outbox
         self._rng = rng or random.Random()
         self._clock = clock
         # Audits are evidence for the stale-rate gate, not a per-request duty: their CPU must
@@ -157,12 +157,15 @@ class QueryService:
     async def _plan(self, workspace_id: uuid.UUID) -> _Plan:
         flags = await self._flags.snapshot()
         in_cohort = flags.l1_percent > 0 and self._flags.l1_enabled_for(flags, str(workspace_id))
-        # While an invalidation is still pending (Redis was unreachable when a note changed),
-        # this replica must not serve answers that invalidation would have removed.
-        l1_serve = in_cohort and not self._invalidator.pending
+        # While an invalidation of this workspace is pending (Redis was unreachable when a
+        # note changed) or this replica's view of the outbox is too old to know, no L1 answer
+        # may be served — nor looked up in shadow: an entry that is stale for a known reason
+        # is no evidence against the cache.
+        l1_allowed = (in_cohort or flags.shadow) and self._outbox.allows(workspace_id)
+        l1_serve = in_cohort and l1_allowed
         return _Plan(
             cohort=c.COHORT_ON if in_cohort else c.COHORT_OFF,
-            l1_lookup=l1_serve or flags.shadow,
+            l1_lookup=l1_allowed,
             l1_serve=l1_serve,
             l2_lookup=flags.l2 or flags.shadow,
             l2_serve=flags.l2,

@@ -1,8 +1,10 @@
-"""Session note writes: embed, store, then invalidate — in that order.
+"""Session note writes: embed, then store the note with its invalidation intent, then apply.
 
-The database commit happens before the generation bump, and the bump before the response:
-once a write has returned, every later query sees new generations, and any answer filled
-under the old ones is refused by the compare-and-set.
+The note and its intent commit in one transaction (the outbox); the generation bump comes
+after the commit and before the response. Once a write has returned, either every later
+query sees new generations — any answer filled under the old ones is refused by the
+compare-and-set — or the bump is still pending and no replica serves L1 answers of that
+workspace until it lands (app/service/outbox.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from app.db.models import note_text
 from app.db.repository import NoteFields, NoteRecord, NotesRepository
 from app.providers.base import Provider
-from app.service.invalidation import Invalidator
+from app.service.outbox import InvalidationOutbox
 
 
 class NoteNotFound(Exception):
@@ -24,11 +26,11 @@ class NoteNotFound(Exception):
 
 class SessionService:
     def __init__(
-        self, *, provider: Provider, notes: NotesRepository, invalidator: Invalidator
+        self, *, provider: Provider, notes: NotesRepository, outbox: InvalidationOutbox
     ) -> None:
         self._provider = provider
         self._notes = notes
-        self._invalidator = invalidator
+        self._outbox = outbox
 
     async def _embed(self, fields: NoteFields) -> bytes:
         text = note_text(fields.subjective, fields.objective, fields.assessment, fields.plan)
@@ -39,9 +41,11 @@ class SessionService:
         self, workspace_id: uuid.UUID, client_id: uuid.UUID, fields: NoteFields
     ) -> NoteRecord:
         embedding = await self._embed(fields)  # before any write: a failure leaves nothing
-        record = await self._notes.create(workspace_id, client_id, fields, embedding)
-        await self._invalidator.note_changed(workspace_id, client_id, "session_create")
-        return record
+        written = await self._notes.create_invalidating(workspace_id, client_id, fields,
+                                                        embedding, "session_create")
+        assert written.intent is not None
+        await self._outbox.after_commit(written.intent)
+        return written.record
 
     async def get(self, workspace_id: uuid.UUID, note_id: uuid.UUID) -> NoteRecord:
         record = await self._notes.get(workspace_id, note_id)
@@ -55,16 +59,18 @@ class SessionService:
         current = await self.get(workspace_id, note_id)
         fields = replace(current.fields, **changes)
         embedding = await self._embed(fields)
-        record = await self._notes.update(
-            workspace_id, note_id, fields, embedding, expected_version=current.version
+        written = await self._notes.update_invalidating(
+            workspace_id, note_id, fields, embedding, current.version, "session_update"
         )
-        if record is None:
+        if written is None:
             raise NoteNotFound(note_id)
-        await self._invalidator.note_changed(workspace_id, record.client_id, "session_update")
-        return record
+        assert written.intent is not None
+        await self._outbox.after_commit(written.intent)
+        return written.record
 
     async def delete(self, workspace_id: uuid.UUID, note_id: uuid.UUID) -> None:
-        record = await self._notes.delete(workspace_id, note_id)
-        if record is None:
+        written = await self._notes.delete_invalidating(workspace_id, note_id, "session_delete")
+        if written is None:
             raise NoteNotFound(note_id)
-        await self._invalidator.note_changed(workspace_id, record.client_id, "session_delete")
+        assert written.intent is not None
+        await self._outbox.after_commit(written.intent)

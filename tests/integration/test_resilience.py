@@ -65,6 +65,12 @@ async def test_redis_stopped_mid_test_every_request_still_answers(
         restarted = redis_svc.restart_on_same_port(doomed_redis)
         doomed_redis.pid, doomed_redis.pid_started = restarted.pid, restarted.pid_started
         doomed_redis.data_dir = restarted.data_dir
+        # The new Redis starts empty: the flags must be set again (L1 comes back only once
+        # the pending invalidation has been applied, which can take longer than the flag
+        # source keeps its last-known flags).
+        raw = Redis.from_url(doomed_redis.url)
+        await set_flags(raw, shadow=True, l2=True, l1_percent=100)
+        await raw.aclose()
 
         async def recovered() -> bool:
             response = await ask(client, WS, CLIENT)
