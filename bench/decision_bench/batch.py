@@ -1,26 +1,36 @@
-"""Many runs: each draws its traffic once and runs every plan on it (common random numbers),
-spread over worker processes in chunks."""
+"""The benchmark's runs, through the product's simulator (rollout.simulate): per rate and
+scenario, each run draws its traffic once and runs every plan on it (common random
+numbers), spread over worker processes in chunks.
+
+Its two scenarios in the simulator's terms: *healthy* is `healthy` over the whole plan;
+*regression* is `l1-error` (the L1 cohort errs at 3 %) from the regression stage, promoted
+there once the baseline is recorded (`start_at`) and ended when that stage advances
+(`stop_when_left`), with times counted from the promotion.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-
-from bench.decision_bench.simulate import Rollout, Scenario
-from bench.decision_bench.traffic import Slices, Traffic, draw
 from rollout.core.plan import Plan
 from rollout.core.plan_loader import load_plan
+from rollout.simulate.batch import Batch, bound, default_processes, run_one, slices_of, unscaled
+from rollout.simulate.run import RunSpec
+from rollout.simulate.scenarios import HEALTHY_NAME, L1_ERROR, ScenarioSpec, scenario_spec
+from rollout.simulate.traffic import Traffic
 
 HEALTHY: Final = "healthy"
 REGRESSION: Final = "regression"
 SCENARIO_NAMES: Final = (HEALTHY, REGRESSION)
+REGRESSION_ERROR: Final = 0.03  # the L1 cohort's error rate in the regression scenario
+
+__all__ = ["HEALTHY", "REGRESSION", "SCENARIO_NAMES", "Config", "default_processes",
+           "load_plans", "run_all", "run_task", "tasks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +46,17 @@ class Config:
     exact: bool = False
     scenarios: tuple[str, ...] = SCENARIO_NAMES
 
-    def scenario(self, name: str) -> Scenario:
+    def scenario(self, name: str) -> ScenarioSpec:
         if name == HEALTHY:
-            return Scenario(HEALTHY, self.healthy_cap)
+            return scenario_spec(HEALTHY_NAME)
+        return scenario_spec(L1_ERROR, from_stage=self.regression_stage, size=REGRESSION_ERROR)
+
+    def run_spec(self, name: str) -> RunSpec:
+        if name == HEALTHY:
+            return RunSpec(self.cycle, self.healthy_cap, exact=self.exact)
         # The baseline stage comes first (about its bake); the cap counts from the promotion.
-        return Scenario(REGRESSION, self.regression_cap + timedelta(days=2),
-                        self.regression_stage)
+        return RunSpec(self.cycle, self.regression_cap + timedelta(days=2),
+                       start_at=self.regression_stage, stop_when_left=True, exact=self.exact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,35 +71,35 @@ _PLANS: dict[str, Plan] = {}
 
 def load_plans(config: Config) -> dict[str, Plan]:
     """The plans, unscaled (time_scale 1: bakes in plan days)."""
-    plans = {}
-    for key, path in config.plans:
-        plan = load_plan(path)
-        plans[key] = replace(plan, settings=replace(plan.settings, time_scale=1.0))
-    return plans
+    return {key: unscaled(load_plan(path)) for key, path in config.plans}
 
 
 def _init(config: Config) -> None:
     _PLANS.update(load_plans(config))
 
 
+def batch_of(config: Config, plans: dict[str, Plan], rate_index: int, scenario: str) -> Batch:
+    """One rate and scenario as the simulator's batch; run i draws from
+    default_rng([seed, rate index, scenario index, i])."""
+    return Batch(
+        plans=tuple(plans.items()), scenario=config.scenario(scenario),
+        traffic=Traffic(config.rates[rate_index]), spec=config.run_spec(scenario),
+        runs=config.runs,
+        key=(config.seed, rate_index, SCENARIO_NAMES.index(scenario)),
+    )  # fmt: skip
+
+
 def run_task(config: Config, task: Task) -> list[dict[str, Any]]:
     plans = _PLANS or load_plans(config)
-    rate = config.rates[task.rate_index]
-    traffic = Traffic(rate)
-    scenario = config.scenario(task.scenario)
-    slices = Slices.for_percents(s.flags.l1_percent for p in plans.values() for s in p.stages)
-    cycles = int(scenario.cap / config.cycle) + 2
-    scenario_index = SCENARIO_NAMES.index(task.scenario)
+    batch = batch_of(config, plans, task.rate_index, task.scenario)
+    scenarios, slices = bound(batch), slices_of(batch)
     rows = []
     for run in task.runs:
-        rng = np.random.default_rng([config.seed, task.rate_index, scenario_index, run])
-        draws = draw(rng, traffic, slices, cycles, config.cycle.total_seconds(),
-                     scenario.regression)
-        for key, plan in plans.items():
-            outcome = Rollout(plan, traffic, slices, draws, config.cycle, scenario,
-                              exact=config.exact).run()
+        for key, outcome in zip(plans, run_one(batch, scenarios, slices, run), strict=True):
             row = asdict(outcome)
-            row.update(plan=key, rate=rate, scenario=task.scenario, run=run)
+            if task.scenario == REGRESSION:  # times from the regression's start
+                row["seconds"] = outcome.since_began
+            row.update(plan=key, rate=batch.traffic.rate, scenario=task.scenario, run=run)
             rows.append(row)
     return rows
 
@@ -97,7 +112,8 @@ def tasks(config: Config, chunk: int = 20) -> Iterator[Task]:
                            tuple(range(first, min(config.runs, first + chunk))))
 
 
-def run_all(config: Config, processes: int, progress: Any = None) -> list[dict[str, Any]]:
+def run_all(config: Config, processes: int,
+            progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     work: Sequence[Task] = list(tasks(config))
     rows: list[dict[str, Any]] = []
     if processes <= 1:
@@ -115,7 +131,3 @@ def run_all(config: Config, processes: int, progress: Any = None) -> list[dict[s
             if progress is not None:
                 progress(done, len(work))
     return rows
-
-
-def default_processes() -> int:
-    return max(1, min(2, os.cpu_count() or 1))

@@ -13,6 +13,7 @@ from typing import Any
 
 import bench.decision_bench
 from bench.decision_bench.batch import (
+    REGRESSION_ERROR,
     SCENARIO_NAMES,
     Config,
     default_processes,
@@ -20,10 +21,10 @@ from bench.decision_bench.batch import (
     run_all,
 )
 from bench.decision_bench.report import REPO, RESULTS, lines, summarise, table, write_results
-from bench.decision_bench.traffic import Traffic
 from rollout.core.plan import human_duration
 from rollout.core.plan_schema import parse_duration
 from rollout.plans import default_plan_path
+from rollout.simulate.traffic import Traffic
 
 OLD_PLAN = Path(__file__).with_name("old_default_plan.yaml")
 
@@ -108,7 +109,7 @@ def _results(args: argparse.Namespace, config: Config, summaries: list[dict[str,
         "scenarios": list(config.scenarios),
         "exact": config.exact,
         "traffic": {k: getattr(Traffic(0.0), k) for k in Traffic.__dataclass_fields__
-                    if k != "rate"},
+                    if k != "rate"} | {"regression_error": REGRESSION_ERROR},
         "summaries": summaries,
     }
 

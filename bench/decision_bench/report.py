@@ -12,22 +12,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.decision_bench.batch import HEALTHY, REGRESSION
+from rollout.simulate.summary import wilson
 
 REPO: Final = Path(__file__).resolve().parents[2]
 RESULTS: Final = REPO / "bench" / "results" / "decision_bench.json"
 DAY: Final = 86400.0
 FALSE_ROLLBACK_TARGET: Final = 0.01
 CATCH_TARGET: Final = 0.95
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _quantiles(values: Sequence[float]) -> dict[str, float | None]:

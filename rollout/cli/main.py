@@ -21,6 +21,8 @@ from rollout.cli.errors import EXIT_BAD_INPUT, CliError
 from rollout.cli.flags import cmd_flags_set, cmd_flags_show
 from rollout.cli.plan_check import add_parser as add_plan_check
 from rollout.cli.plan_check import cmd_plan_check
+from rollout.cli.simulate import add_parser as add_simulate
+from rollout.cli.simulate import cmd_simulate
 from rollout.cli.replay import add_parser as add_replay
 from rollout.cli.replay import cmd_replay
 from rollout.settings import RolloutSettings
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = plan_sub.add_parser("validate", parents=[as_json], help="check a plan file")
     validate.add_argument("file")
     add_plan_check(plan_sub, as_json)
+    add_simulate(sub, as_json)
     add_replay(sub, as_json)
 
     flags = sub.add_parser("flags", help="the three rollout flags in the configured store")
@@ -149,7 +152,7 @@ def _command_key(args: argparse.Namespace) -> str:
     return str(args.command)
 
 
-_NO_SETTINGS: Final = frozenset({"plan validate", "plan check"})
+_NO_SETTINGS: Final = frozenset({"plan validate", "plan check", "simulate"})
 HANDLERS: Final[dict[str, Handler]] = {
     "run": commands.cmd_run,
     "status": commands.cmd_status,
@@ -161,6 +164,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     "evaluate": commands.cmd_evaluate,
     "plan validate": commands.cmd_plan_validate,
     "plan check": cmd_plan_check,
+    "simulate": cmd_simulate,
     "replay": cmd_replay,
     "flags show": cmd_flags_show,
     "flags set": cmd_flags_set,

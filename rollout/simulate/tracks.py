@@ -21,9 +21,6 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from bench.decision_bench.clock import index_of
-from bench.decision_bench.promql import Array, Frame, Metric, single
-from bench.decision_bench.traffic import grid
 from rollout.core.boundaries import render_counts, resolve_boundary
 from rollout.core.checks import judge
 from rollout.core.evidence import judge_counts, with_recorded_counts
@@ -31,6 +28,9 @@ from rollout.core.observations import Measurement, Observation, Verdict
 from rollout.core.plan import CheckKind, CheckSpec, Comparator, Counts, Plan, StatSpec, StatTest
 from rollout.core.state import RolloutState
 from rollout.core.stats import limit_test, non_inferiority
+from rollout.simulate.clock import index_of
+from rollout.simulate.promql import Array, Frame, Metric, single
+from rollout.simulate.traffic import grid
 
 Mask = npt.NDArray[np.bool_]
 _COMPARATORS: Final[dict[Comparator, Callable[[Array, float], Mask]]] = {

@@ -202,7 +202,7 @@ class _Parser:
 
     def primary(self) -> Node:
         token = self.take()
-        if token == "(":
+        if token == "(":  # noqa: S105  (a parenthesis, not a password)
             node = self.or_expr()
             self.take(")")
             return node
