@@ -21,10 +21,10 @@ from rollout.cli.errors import EXIT_BAD_INPUT, CliError
 from rollout.cli.flags import cmd_flags_set, cmd_flags_show
 from rollout.cli.plan_check import add_parser as add_plan_check
 from rollout.cli.plan_check import cmd_plan_check
-from rollout.cli.simulate import add_parser as add_simulate
-from rollout.cli.simulate import cmd_simulate
 from rollout.cli.replay import add_parser as add_replay
 from rollout.cli.replay import cmd_replay
+from rollout.cli.simulate import add_parser as add_simulate
+from rollout.cli.simulate import cmd_simulate
 from rollout.settings import RolloutSettings
 
 Handler = Callable[[argparse.Namespace, RolloutSettings, Console], int]
@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = plan_sub.add_parser("validate", parents=[as_json], help="check a plan file")
     validate.add_argument("file")
     add_plan_check(plan_sub, as_json)
-    add_simulate(sub, as_json)
     add_replay(sub, as_json)
+    add_simulate(sub, as_json)
 
     flags = sub.add_parser("flags", help="the three rollout flags in the configured store")
     flags_sub = flags.add_subparsers(dest="flags_command", required=True, parser_class=_Parser)
@@ -164,8 +164,8 @@ HANDLERS: Final[dict[str, Handler]] = {
     "evaluate": commands.cmd_evaluate,
     "plan validate": commands.cmd_plan_validate,
     "plan check": cmd_plan_check,
-    "simulate": cmd_simulate,
     "replay": cmd_replay,
+    "simulate": cmd_simulate,
     "flags show": cmd_flags_show,
     "flags set": cmd_flags_set,
 }
