@@ -180,6 +180,8 @@ def _chart_path(text: str | None) -> Path | None:
 
 
 def _load(option: str, file: str) -> Plan:
+    if not Path(file).is_file():
+        raise _bad(option, f"no plan file {file!r}")
     try:
         return unscaled(load_plan(file))
     except PlanError as exc:
@@ -192,6 +194,9 @@ def _batch(args: argparse.Namespace, options: Options) -> tuple[Batch, list[Scen
     plans = [(args.file, _load("FILE", args.file))]
     if args.compare is not None:
         plans.append((args.compare, _load("--compare", args.compare)))
+        names = [Path(file).name for file, _ in plans]
+        if names[0] != names[1]:  # short column titles, unless that makes them the same
+            plans = [(name, plan) for name, (_, plan) in zip(names, plans, strict=True)]
     try:
         spec = scenario_spec(
             args.scenario, from_stage=args.from_stage,
@@ -411,7 +416,10 @@ def render(out: Console, batch: Batch, summaries: Sequence[Summary], elapsed: fl
         if compare:
             cells.append(Text(NOTHING if line.ratio is None else f"{line.ratio:.2f}x"))
         table.add_row(*cells)
-    out.print(table)
+    # Piped into a file, the table keeps one line per measure.
+    wide = out if out.is_terminal else Console(file=out.file, width=160, highlight=False,
+                                               markup=False, emoji=False)
+    wide.print(table)
     for summary in summaries:
         name = f"{summary.label}: " if compare else ""
         details = [
