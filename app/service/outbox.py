@@ -159,7 +159,12 @@ class InvalidationOutbox:
 
     def allows(self, workspace_id: uuid.UUID) -> bool:
         """Whether this replica may serve an L1 answer of this workspace now."""
-        return self.view.allows(workspace_id, self._clock())
+        now = self._clock()
+        if self.view.allows(workspace_id, now):
+            return True
+        if not self.view.fresh(now):
+            self._read_now.set()  # e.g. after the loop was frozen: read again at once
+        return False
 
     @property
     def pending(self) -> bool:

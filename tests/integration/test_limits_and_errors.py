@@ -356,7 +356,10 @@ async def test_postgres_stopped_means_503_and_l1_hits_keep_serving(
         await ask(http, WS, CLIENT)
         assert (await ask(http, WS, CLIENT)).json()["cache"]["l1"] == "hit"
 
-        pg.stop(doomed_postgres)  # by pid: only the cluster this test started
+        # By pid: only the cluster this test started. In a thread: the service's loop must
+        # keep running meanwhile, as it would in production (a loop frozen for longer than
+        # OUTBOX_LEASE_SECONDS rightly stops serving L1 until it has read the outbox again).
+        await asyncio.to_thread(pg.stop, doomed_postgres)
 
         async def one(i: int) -> httpx.Response:
             if i % 2:  # a cached answer
