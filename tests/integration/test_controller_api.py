@@ -53,7 +53,8 @@ class Api:
 
 
 async def make_api(redis_service: Service, *, token: str | None = TOKEN,
-                   jwt_secret: str | None = JWT_SECRET, leader: bool = True, plan: Plan | None = None,
+                   jwt_secret: str | None = JWT_SECRET, leader: bool = True,
+                   plan: Plan | None = None,
                    values: dict[str, float | None] | None = None,
                    clock: Callable[[], datetime] | None = None) -> tuple[Api, list[object]]:
     client = Redis.from_url(redis_service.url, decode_responses=True)
