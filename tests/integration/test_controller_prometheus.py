@@ -302,9 +302,8 @@ async def test_a_healthy_noisy_run_completes_the_default_plan_on_unleash(  # noq
         assert found.events > 0 and found.control_events > 0
         assert 0.002 < found.events / found.trials < 0.03, found
         assert found.upper <= found.limit == pytest.approx(0.01)
-    # Evidence grows over a stage: somewhere a gate first said how much more it needed.
-    assert any(r.decision is not None and " more" in r.decision.reason
-               and "at the current rate" in r.decision.reason for r in ctl.reports)
+    # (How much more an inconclusive gate needs is asserted by the low-traffic test: at this
+    # rate the gates are decided within the stage's first judged cycles.)
 
     # What stage `off` measured became the baseline the later stages were judged against.
     state = (await ctl.store.load()).state
