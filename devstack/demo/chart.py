@@ -152,8 +152,9 @@ def _hits_panel(inputs: ChartInputs, ax: Axes) -> None:
     from matplotlib.ticker import FuncFormatter
 
     hits = ('sum(rate(ai_agent_cache_hits_total{{cache_layer="{l}",mode="{m}"}}[{{w}}]))')
-    lookups = (f"({hits} + sum(rate(ai_agent_cache_misses_total"
-               '{{cache_layer="{l}",mode="{m}"}}[{{w}}])))')
+    # A layer that never missed (L2 at 100 %) has no miss series at all: count it as 0.
+    lookups = (f"({hits} + (sum(rate(ai_agent_cache_misses_total"
+               '{{cache_layer="{l}",mode="{m}"}}[{{w}}])) or vector(0)))')
     for layer, mode, label, color, style in (
         ("query_result", "serve", "L1 served\n(share of queries)", "#ef6c00", "-"),
         ("embedding", "serve", "L2 served\n(hit rate of lookups)", "#1565c0", "-"),
@@ -193,10 +194,13 @@ def _integrity_panel(inputs: ChartInputs, ax: Axes, limit: float) -> None:
     """The fault scenario: stale or mismatched verifications against the guardrail."""
     from matplotlib.ticker import FuncFormatter
 
-    x, y = _series(inputs, 'sum(rate(ai_agent_cache_verifications_total'
-                           '{result=~"stale|mismatch"}[{w}])) / '
-                           "(sum(rate(ai_agent_cache_verifications_total[{w}])) > 0)")
-    ax.plot(x, y, color="#c62828", label="stale or mismatched\n(share of verifications)")
+    # What cache_integrity_guardrail counts (L1 verifications), over the chart's window;
+    # the guardrail itself counts since the stage's flags were confirmed.
+    x, y = _series(inputs, 'sum(rate(ai_agent_cache_verifications_total{cache_layer='
+                           '"query_result",result=~"stale|mismatch"}[{w}])) / '
+                           '(sum(rate(ai_agent_cache_verifications_total{cache_layer='
+                           '"query_result"}[{w}])) > 0)')
+    ax.plot(x, y, color="#c62828", label="stale or mismatched\n(share of L1 verifications)")
     ax.axhline(limit, color="#c62828", linestyle=":", alpha=0.7,
                label=f"guardrail limit {limit * 100:g} %")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 100:.1f} %"))

@@ -13,16 +13,20 @@
 * `rollout run` with the bundled default plan, its days scaled to seconds
   (ROLLOUT_TIME_SCALE), notifying the same webhook sink on a path of its own.
 
-It shows the rollout live (stage, time against bake, every gate against its threshold,
-each decision), then prints the impact per stage measured on this run and writes a chart.
-`--fault` also breaks something during the L1 stages and shows the automatic rollback, the
-alert that fired and the controller's notification. Everything it started is stopped at
-the end, also on Ctrl-C or SIGTERM; process logs are in .run/logs.
+It shows the rollout live (stage, time against bake, every gate, guardrail and objective
+with its estimate, bound, margin or limit, n and verdict — counts since the stage's flags
+were confirmed —, each decision), then prints the impact per stage measured on this run,
+the objectives with their intervals, and writes a chart. `--fault` also changes notes behind
+the service's back once the rollout has completed (or in --fault-stage): stale L1 answers,
+proven by the integrity guardrail, roll back to l2; it shows the alert that fired and the
+controller's notification. Everything it started is stopped at the end, also on Ctrl-C or
+SIGTERM; process logs are in .run/logs. Each run keeps its plan and its Prometheus data in
+.run/demo/runs/RUN_ID/ (run.json says which time range, for `rollout replay`).
 
-One check of the default plan runs in dry-run here (see DEMO_DRY_RUN: it cannot pass with
-the seed's prices); the derived plan is kept in .run/demo/plan.yaml and every deviation
-is printed. `--quick` is the shortened profile the e2e test uses (plan days of 2 s, 10 s
-windows, minimum samples x 0.3).
+The derived plan is the default plan with every deviation written into its header and
+printed (plan.py): the time scale, and for `--quick` (the e2e test's profile: plan days of
+5 s, min_window 10 s) a shorter min_window, the baseline's minimum samples x 0.5 and one
+wider margin (profiles.QUICK_EDITS). The last run's plan is also at .run/demo/plan.yaml.
 
 The code: profiles.py (how fast), plan.py (the demo's plan), stack.py (what runs),
 runner.py (the rollout, watched), fault.py, outcome.py with impact*.py, stages.py and
@@ -48,7 +52,15 @@ import httpx
 from rich.console import Console
 
 from devstack.demo.outcome import finish, verdict
-from devstack.demo.profiles import DEMO_DIR, FULL, QUICK, DemoFailed, Profile
+from devstack.demo.profiles import (
+    AUDIT_CAP,
+    DEMO_DIR,
+    FULL,
+    QUICK,
+    DemoFailed,
+    Profile,
+    audit_note,
+)
 from devstack.demo.runner import Runner
 from devstack.demo.stack import Demo
 from devstack.demo.view import LiveModel, PlainPrinter, render
@@ -81,15 +93,16 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
         prog="scripts/demo", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fault", action="store_true",
-                        help="break L1 during an L1 stage and show the automatic rollback")
+                        help="change notes behind the service's back: stale L1 answers, the "
+                             "automatic rollback to l2")
     parser.add_argument("--fault-stage", default="l1-100", choices=["l1-10", "l1-50", "l1-100"],
-                        help="the stage the fault hits (default: l1-100, so one run shows "
-                             "the whole rollout and the rollback)")
+                        help="the stage the fault hits (default: l1-100 once the rollout has "
+                             "completed, so one run shows the whole rollout and the rollback)")
     parser.add_argument("--unleash", action="store_true",
                         help="flags through a real Unleash server instead of the local store")
     parser.add_argument("--quick", action="store_true",
-                        help="the shortened profile of the e2e test (days of 2 s, 10 s "
-                             "windows, minimum samples x 0.3)")
+                        help="the shortened profile of the e2e test (days of 5 s, min_window "
+                             "10 s, deviations listed in the plan)")
     parser.add_argument("--day-seconds", type=float, help="seconds per plan day")
     parser.add_argument("--time-scale", type=float,
                         help="ROLLOUT_TIME_SCALE directly (overrides --day-seconds)")
@@ -97,15 +110,20 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     parser.add_argument("--rate", type=float, help="requests per second over both replicas")
     parser.add_argument("--min-window", type=float, help="the plan's min_window (s)")
     parser.add_argument("--min-sample-factor", type=float,
-                        help="multiply the plan's traffic minimum samples")
+                        help="multiply the minimum samples of the plan's threshold checks that "
+                             "count queries (the baseline's)")
     parser.add_argument("--max-minutes", type=float, help="give up after this long")
     parser.add_argument("--latency-scale", type=float, default=1.0,
                         help="AI_LATENCY_SCALE (default 1: the seed's 0.5 s + 1.25 s; below "
                              "~0.5 the histogram's buckets cannot tell L2 hits from misses)")
     parser.add_argument("--workspaces", type=int, default=20)
     parser.add_argument("--seed", type=int, default=24, help="traffic generator seed")
-    parser.add_argument("--audit-rate", type=float, default=0.2,
-                        help="L1_AUDIT_SAMPLE_RATE of the replicas")
+    parser.add_argument("--audit-rate", type=float, default=1.0,
+                        help="L1_AUDIT_SAMPLE_RATE of the replicas (default 1: every served "
+                             "L1 hit is a candidate, as in the service)")
+    parser.add_argument("--audit-max-per-second", type=float, default=AUDIT_CAP,
+                        help="L1_AUDIT_MAX_PER_SECOND per replica (default %(default)g; the "
+                             "service's own default is 5)")
     parser.add_argument("--chart", type=Path, help="PNG path (default docs/rollout-demo.png; "
                         ".run/demo/rollout-demo-fault.png with --fault)")
     parser.add_argument("--result-json", type=Path, help="write everything measured here")
@@ -164,6 +182,8 @@ def _run(demo: Demo, console: Console, plain: bool,
                   f"{', with a fault at ' + args.fault_stage if args.fault else ''}")
     for line in demo.deviations:
         console.print(f"  plan deviation: {line}", style="yellow", markup=False)
+    console.print(f"  service setting: {audit_note(args.audit_max_per_second)}",
+                  style="yellow", markup=False)
     console.print(f"  process logs: {LOG_DIR}", style="dim")
     demo.start_services(lambda text: console.print(f"  {text}", style="dim"))
     model = LiveModel(

@@ -62,5 +62,5 @@ class FaultState:
     rollback: LogEntry | None = None
     rolled_back_at: float | None = None
     invalidated_at: float | None = None
-    bound_seconds: float | None = None
+    cycles_to_rollback: int | None = None  # evaluations from the fault to the rollback
 

@@ -15,15 +15,25 @@ from rich.console import Console
 from devstack.demo.chart import ChartInputs, write_chart
 from devstack.demo.impact import StageImpact, impact_table
 from devstack.demo.impact_table import render_table, summary_lines
+from devstack.demo.objectives import (
+    BASELINE_COST,
+    BASELINE_P95,
+    ObjectiveResult,
+    render_objectives,
+    stage_objectives,
+)
 from devstack.demo.profiles import DEFAULT_CHART, DEMO_DIR
+from devstack.demo.record import ReplayRecord, replay_record
 from devstack.demo.runner import Runner
 from devstack.demo.stack import Demo
 from devstack.demo.stages import stage_visits, transitions
-from rollout.core.plan import Plan
+from rollout.core.plan import CheckKind, Plan
+from rollout.formatting import transition_evidence
 from rollout.status import StatusView
 
 
 def build_result(demo: Demo, runner: Runner, started: float, rows: list[StageImpact],
+                 objectives: list[ObjectiveResult], replay: ReplayRecord | None,
                  chart: Path | None, ok: bool, error: str | None) -> dict[str, Any]:
     fault, status = runner.fault, runner.model.status
     windows = {c.name: demo.plan.window_of(c).total_seconds() for c in demo.plan.all_checks()}
@@ -49,6 +59,8 @@ def build_result(demo: Demo, runner: Runner, started: float, rows: list[StageImp
         "started_at": started,
         "ended_at": time.time(),
         "duration_seconds": time.time() - started,
+        "objectives": [o.to_dict() for o in objectives],
+        "replay": replay.to_dict() if replay is not None else None,
         # The same JSON the controller's API served (the e2e test reads it as such).
         "history": [e.model_dump(mode="json") for e in runner.history],
         "transitions": [e.model_dump(mode="json") for e in transitions(runner.history)],
@@ -75,16 +87,21 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
     visits = stage_visits(runner.history, end)
     rows: list[StageImpact] = []
     chart: Path | None = None
+    status = runner.model.status
+    baseline = status.baseline if status is not None else {}
+    objectives = stage_objectives(demo.plan, runner.history, baseline)
     if visits:
         rows = impact_table(demo.prometheus_url, visits, runner.traffic.latencies)
         console.print()
         console.print(render_table(rows))
         for line in summary_lines(rows):
             console.print(line, markup=False)
+    if objectives:
+        console.print()
+        console.print(render_objectives(objectives))
+    if visits:
         chart_path = demo.args.chart or (
             DEFAULT_CHART if not demo.args.fault else DEMO_DIR / "rollout-demo-fault.png")
-        status = runner.model.status
-        baseline = status.baseline if status is not None else {}
         title = ("Staged rollout of the AI caches — default plan, 1 plan day = "
                  f"{demo.day_seconds:.3g} s" + (" — with a fault" if runner.fault else ""))
         events = []
@@ -97,7 +114,7 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
             baseline=baseline, events=events, title=title,
             window="15s" if demo.profile.min_window is None else "10s",
             integrity_limit=_integrity_limit(demo.plan) if runner.fault else None,
-            gate_lines=_gate_lines(demo.plan, baseline),
+            gate_lines=_objective_lines(demo.plan, baseline),
             end_note=_end_note(status)),
             Path(chart_path))
         console.print(f"chart: {chart}")
@@ -107,9 +124,11 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
         console.rule("the fault scenario")
         assert fault.injected_at is not None and fault.rolled_back_at is not None
         console.print(f"rollback {fault.rollback.from_stage} → {fault.rollback.to_stage} "
-                      f"{fault.rolled_back_at - fault.injected_at:.1f} s after the fault "
-                      f"(plan bound {fault.bound_seconds:.0f} s). Reason:")
+                      f"{fault.rolled_back_at - fault.injected_at:.1f} s after the fault, at "
+                      f"the {fault.cycles_to_rollback}th evaluation after it. Reason:")
         console.print(f"  {fault.rollback.reason}", markup=False, highlight=False)
+        for line in transition_evidence(fault.rollback.checks, "rollback"):
+            console.print(f"  {line}", markup=False, highlight=False)
         alerts = demo.sink.bodies("/alertmanager")
         if alerts:
             console.print("alert from Alertmanager's webhook:")
@@ -119,32 +138,43 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
         if notes:
             console.print("the controller's notification (ROLLOUT_WEBHOOK_URL):")
             console.print_json(json.dumps(notes[0]))
-    return build_result(demo, runner, started, rows, chart, ok, error)
+    replay = replay_record(demo, runner, end)
+    if replay is not None:
+        replay.write(demo.run_dir / "run.json")
+        console.print()
+        for line in replay.lines():
+            console.print(line, markup=False, highlight=False)
+    return build_result(demo, runner, started, rows, objectives, replay, chart, ok, error)
 
 
-def _gate_lines(plan: Plan, baseline: dict[str, float]) -> list[tuple[str, float, str]]:
-    """The stage gates relative to the baseline p95 and cost, as lines on the chart."""
+def _objective_lines(plan: Plan, baseline: dict[str, float]) -> list[tuple[str, float, str]]:
+    """The objectives' targets relative to the baseline p95 and cost, as chart lines: a p95
+    objective's boundary (factor x baseline p95), a cost objective's factor x baseline cost."""
     lines = []
-    for index, stage in enumerate(plan.stages):
+    for stage in plan.stages:
         for check in stage.checks:
-            threshold = check.threshold
-            if threshold is None or threshold.baseline not in (
-                    "baseline_p95_seconds", "baseline_cost_per_query_usd"):
+            stat = check.stat
+            if check.kind is not CheckKind.OBJECTIVE or stat is None:
                 continue
-            limit = threshold.limit(baseline)
-            if limit is None or index == 1:  # dark-launch compares error rates only
+            relative = stat.slower_than if stat.slower_than is not None else stat.limit
+            if relative is None or relative.baseline not in (BASELINE_P95, BASELINE_COST):
                 continue
-            panel = "latency" if threshold.baseline == "baseline_p95_seconds" else "cost"
-            note = ", dry-run" if check.dry_run else ""
-            lines.append((panel, limit, f"{stage.name} gate: ≤ {threshold.factor:g} x "
-                                        f"baseline{note}"))
+            # Cost limits are in shares of a cap; the factor applies to $/query alike.
+            base = baseline.get(relative.baseline)
+            if base is None:
+                continue
+            panel = "latency" if relative.baseline == BASELINE_P95 else "cost"
+            what = "p95" if panel == "latency" else "cost"
+            lines.append((panel, base * relative.factor,
+                          f"{stage.name} objective: {what} ≤ {relative.factor:g} x baseline"))
     return lines
 
 
 def _integrity_limit(plan: Plan) -> float | None:
     for check in plan.guardrails:
-        if check.name == "cache_integrity_guardrail" and check.threshold is not None:
-            return check.threshold.absolute
+        limit = check.stat.limit if check.stat is not None else None
+        if check.name == "cache_integrity_guardrail" and limit is not None:
+            return limit.absolute
     return None
 
 

@@ -1,8 +1,16 @@
-"""The demo's plan: the bundled default plan with the documented deviations, written to a
-file that the controller process loads (and validated exactly as it will be)."""
+"""The demo's plan: the bundled default plan with the demo's deviations, written to a file that
+the controller process loads (and validated exactly as it will be).
+
+Every deviation is one `PlanEdit` (the field, the new value, why); the file's header and the
+run's output list them, so nothing about the demo's plan differs silently from the default.
+The plan file carries its time scale, so `rollout plan check .run/demo/plan.yaml --traffic
+RATE` (and a replay of the run) see the demo's bakes, not the default's days.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +19,33 @@ import yaml
 from rollout.core.plan_loader import load_plan
 from rollout.plans import default_plan_path
 
-# Default-plan checks that cannot pass in this demo whatever the traffic, run in dry-run
-# (evaluated, shown and logged, never blocking). Everything else is the default plan.
-DEMO_DRY_RUN = {
-    "cost_20pct_below_baseline": (
-        "at stage l2 only the embedding is cached: $0.002 of the seed's $0.017 per answer, "
-        "so cost per query can fall at most 11.8 % (at a 100 % L2 hit rate) — the gate's "
-        "'≥ 20 % below baseline' can never pass with the seed's prices"
-    ),
-}
+# Threshold checks whose sample is a count of traffic (queries, answers): the ones a
+# shortened window can leave short of their min_sample. The Redis checks count exporter
+# scrapes (min_sample 2) and keep theirs.
+_TRAFFIC_SAMPLE = "ai_agent_"
+
+
+@dataclass(frozen=True)
+class PlanEdit:
+    """One deviation from the default plan: `path` is the YAML field (checks.NAME.FIELD or
+    settings.FIELD), `value` its new value, `why` the reason people read."""
+
+    path: str
+    value: Any
+    why: str
+
+    def apply(self, data: dict[str, Any]) -> str:
+        *parents, leaf = self.path.split(".")
+        node = data
+        for part in parents:
+            node = node[part]  # a KeyError names a field the default plan does not have
+        before = node.get(leaf, "unset")
+        node[leaf] = self.value
+        return f"{self.path} {_shown(before)} → {_shown(self.value)}: {self.why}"
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -27,24 +53,33 @@ class _NoAliases(yaml.SafeDumper):
         return True
 
 
-def write_demo_plan(path: Path, *, min_window: float | None,
-                    min_sample_factor: float) -> list[str]:
-    """The default plan with the documented deviations; returns them, one line each."""
+def _is_traffic_threshold(check: dict[str, Any]) -> bool:
+    return ("test" not in check and float(check.get("min_sample", 0)) > 0
+            and _TRAFFIC_SAMPLE in str(check.get("sample_query", "")))
+
+
+def write_demo_plan(path: Path, *, time_scale: float, min_window: float | None,
+                    min_sample_factor: float, edits: Sequence[PlanEdit] = ()) -> list[str]:
+    """The default plan with the demo's deviations; returns them, one line each."""
     data = yaml.safe_load(default_plan_path().read_text())
-    deviations = []
-    for name, why in DEMO_DRY_RUN.items():
-        data["checks"][name]["dry_run"] = True
-        deviations.append(f"{name} runs in dry-run: {why}")
+    day = 86400 * time_scale
+    deviations = [PlanEdit("settings.time_scale", time_scale,
+                           f"1 plan day = {day:.3g} s").apply(data)]
     if min_window is not None:
-        deviations.append(f"settings.min_window {data['settings']['min_window']} → "
-                          f"{min_window:g}s (shortened run)")
-        data["settings"]["min_window"] = f"{min_window:g}s"
+        deviations.append(PlanEdit("settings.min_window", f"{min_window:g}s",
+                                   "shortened run: a statistical check is judged once this "
+                                   "long after the stage's flags were confirmed").apply(data))
     if min_sample_factor != 1.0:
-        for check in data["checks"].values():
-            # Only traffic counts shrink; the Redis checks count exporter scrapes (2).
-            if float(check.get("min_sample", 0)) >= 10:
+        # Statistical checks have no min_sample (their bounds say when the counts suffice):
+        # only the baseline's threshold-style checks, which count queries, are scaled.
+        scaled = []
+        for name, check in data["checks"].items():
+            if _is_traffic_threshold(check):
                 check["min_sample"] = round(float(check["min_sample"]) * min_sample_factor)
-        deviations.append(f"traffic minimum samples x {min_sample_factor:g} (shortened run)")
+                scaled.append(name)
+        deviations.append(f"min_sample x {min_sample_factor:g} for {', '.join(scaled)} "
+                          f"(threshold checks counting queries; shortened run)")
+    deviations += [edit.apply(data) for edit in edits]
     header = "".join(f"#   - {line}\n" for line in deviations)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -53,4 +88,3 @@ def write_demo_plan(path: Path, *, min_window: float | None,
                                   width=100))
     load_plan(path)  # validate exactly as the controller will
     return deviations
-

@@ -29,6 +29,9 @@ from rollout.records import LogEntry
 from rollout.status import StatusView
 
 _ENTRIES = TypeAdapter(list[LogEntry])
+# A statistical guardrail needs enough stale audits to prove its limit against the clean
+# audits the stage already counted (seconds here); give up on a rollback after this long.
+FAULT_PATIENCE = 90.0
 
 
 def alert_line(payload: dict[str, Any]) -> list[str]:
@@ -69,11 +72,17 @@ class Runner:
             observers=[self.traffic])
         self.alerts_seen = 0
         self.notes_seen = 0
+        self.controller_started_at: float | None = None  # epoch seconds
 
-    def max_window(self, stage_name: str) -> float:
+    def judged_after(self, stage_name: str) -> float:
+        """Seconds after the service reported a stage's flags until every check of the stage
+        is judged: a statistical check after min_window, a threshold check after its window
+        (as rollout.core.decide judges them)."""
         index = self.plan.index_of(stage_name)
         assert index is not None
-        return max(self.plan.window_of(c).total_seconds() for c in self.plan.checks_for(index))
+        return max((self.plan.settings.min_window if c.stat is not None
+                    else self.plan.window_of(c)).total_seconds()
+                   for c in self.plan.checks_for(index))
 
     def cohort_line(self) -> str:
         shares = self.generator.workspace_shares()
@@ -99,6 +108,7 @@ class Runner:
             max_in_flight=int(demo.profile.rate * 6)))
         try:
             model.phase = "starting the controller"
+            self.controller_started_at = time.time()
             await asyncio.to_thread(demo.start_controller)
             model.event(f"controller started: plan days of {demo.day_seconds:.3g} s "
                         f"(time scale {self.demo.time_scale:.3g}), evaluating every "
@@ -172,23 +182,23 @@ class Runner:
         stage = status.stage
         last = self.plan.stage_names[-1]
         if self.fault is None:
-            if status.completed_at is not None:
-                return True
-            if stage == last:
-                # The last stage's own gates decide "complete"; give them a bake and a
-                # full run of passing cycles, then report whatever they said.
-                needed = max(status.bake_seconds or 0.0, self.max_window(stage)) + (
-                    self.plan.settings.passes_to_advance + 2) * interval
-                return status.time_in_stage_seconds >= needed
-            return False
+            # Healthy: done when the controller completes the rollout (its last stage's gates
+            # passed); if they never do, the deadline says what they still needed.
+            return status.completed_at is not None
 
         fault = self.fault
         if fault.injected_at is None:
+            if fault.stage == last:
+                # The whole rollout first: the fault hits after `completed`, where the
+                # guardrails still watch (DESIGN.md §7).
+                if status.completed_at is not None:
+                    await self._inject(status)
+                return False
             confirmed = _confirmed_for(status)
-            # Inject once the stage's guardrails are judged (a full window after the
-            # service reported the stage's flags), so detection time is the plan's own.
+            # Inject once the stage's checks are judged, so that the guardrail has passed
+            # on this stage's own evidence before the fault.
             if (stage == fault.stage and confirmed is not None
-                    and confirmed >= self.max_window(stage) + 2 * interval):
+                    and confirmed >= self.judged_after(stage) + 2 * interval):
                 await self._inject(status)
             return False
         if fault.rollback is None:
@@ -197,21 +207,24 @@ class Runner:
             if rollback is not None:
                 fault.rollback = rollback
                 fault.rolled_back_at = entry_ts(rollback)
+                fault.cycles_to_rollback = sum(
+                    1 for e in self.history if e.kind == "cycle" and e.at is not None
+                    and fault.injected_at < entry_ts(e) <= fault.rolled_back_at)
                 self.model.event(
                     f"rolled back {rollback.from_stage} → {rollback.to_stage} "
                     f"{fault.rolled_back_at - fault.injected_at:.1f} s after the fault "
-                    f"(bound {fault.bound_seconds:.0f} s)")
+                    f"({fault.cycles_to_rollback} evaluations)")
                 await self._on_call(client)
-            elif time.time() - fault.injected_at > 4 * (fault.bound_seconds or 0) + 30:
+            elif time.time() - fault.injected_at > FAULT_PATIENCE:
                 raise DemoFailed(f"no rollback {time.time() - fault.injected_at:.0f} s after "
                                  f"the fault; the controller says: "
                                  f"{status.last_decision.reason if status.last_decision else ''}")
             return False
-        # After the rollback: watch the lower stage until its guardrails were judged again
-        # (a full window after the service reported its flags) and the controller holds.
+        # After the rollback: watch the lower stage until its checks were judged again
+        # (min_window after the service reported its flags) and the controller holds.
         confirmed = _confirmed_for(status)
         return (confirmed is not None
-                and confirmed >= self.max_window(stage) + 3 * interval)
+                and confirmed >= self.judged_after(stage) + 3 * interval)
 
     async def _inject(self, status: StatusView) -> None:
         fault = self.fault
@@ -227,11 +240,6 @@ class Runner:
         fault.notes_changed = await write_notes_bypassing_the_service(
             self.demo.database_url,
             {ws: list(self.generator.notes[ws]) for ws in fault.workspaces})
-        integrity = next(c for c in self.plan.guardrails if c.name == "cache_integrity_guardrail")
-        # The plan's bound: the failing cycles it needs (1 for a critical guardrail), one
-        # cycle and one scrape for the evidence to arrive, and a second of slack.
-        fault.bound_seconds = ((self.plan.failures_to_rollback(integrity) + 1)
-                               * self.demo.profile.interval + 2 * self.demo.profile.scrape + 1)
         self.model.event(
             f"FAULT at {fault.stage}: an EHR import rewrote {fault.notes_changed} notes of "
             f"{len(fault.workspaces)} workspaces ({share * 100:.0f} % of the traffic) straight "

@@ -6,8 +6,8 @@ stops exactly what was started, by pid, also after a Ctrl-C."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,7 +19,15 @@ from typing import TypeVar
 
 from devstack.auth import LocalIssuer
 from devstack.demo.plan import write_demo_plan
-from devstack.demo.profiles import DAY, DEMO_DIR, RULE_FILES, DemoFailed, Profile
+from devstack.demo.profiles import (
+    DAY,
+    DEMO_DIR,
+    KEEP_RUNS,
+    RULE_FILES,
+    RUNS_DIR,
+    DemoFailed,
+    Profile,
+)
 from devstack.environment import child_env
 from devstack.errors import ServiceError
 from devstack.network import free_port
@@ -65,12 +73,14 @@ class Demo:
         self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.time_scale = args.time_scale or profile.day_seconds / DAY
         self.day_seconds = self.time_scale * DAY
-        self.plan_path = DEMO_DIR / f"plan-{self.run_id}.yaml"
-        self.deviations = write_demo_plan(self.plan_path, min_window=profile.min_window,
-                                          min_sample_factor=profile.min_sample_factor)
-        plan = load_plan(self.plan_path)
-        self.plan: Plan = dataclasses.replace(
-            plan, settings=dataclasses.replace(plan.settings, time_scale=self.time_scale))
+        # What a run keeps for a later look or a replay: its plan and its Prometheus data.
+        self.run_dir = RUNS_DIR / self.run_id
+        self.plan_path = self.run_dir / "plan.yaml"
+        self.prometheus_data = self.run_dir / "prometheus"
+        self.deviations = write_demo_plan(
+            self.plan_path, time_scale=self.time_scale, min_window=profile.min_window,
+            min_sample_factor=profile.min_sample_factor, edits=profile.edits)
+        self.plan: Plan = load_plan(self.plan_path)
         self.db_path = DEMO_DIR / f"notes-{self.run_id}.db"
         self.database_url = f"sqlite+aiosqlite:///{self.db_path}"
         self.sink = WebhookSink()
@@ -128,11 +138,23 @@ class Demo:
                 "ai-cache-service": [r.removeprefix("http://") for r in self.replicas],
                 "redis": [exporter_svc.target_of(exporter)],
                 "rollout-controller": [f"127.0.0.1:{controller_port}"],
-            }), prom_svc.stop)
+            }), self._stop_prometheus_keeping_data)
         self.prometheus_url = prometheus.url
         prometheus.wait_for_series('up{job="ai-cache-service"} == 1', min_series=2, timeout=30)
         prometheus.wait_for_series("redis_memory_max_bytes", timeout=30)
         self.controller_port = controller_port
+
+    def _stop_prometheus_keeping_data(self, service: Service) -> None:
+        """Stop Prometheus, then keep its TSDB (and config) in the run's folder: a later
+        Prometheus started on it serves this run's series (`rollout replay`)."""
+        service.stop_process(timeout=15)
+        if service.data_dir and (Path(service.data_dir) / "tsdb").is_dir():
+            self.prometheus_data.mkdir(parents=True, exist_ok=True)
+            shutil.move(Path(service.data_dir) / "tsdb", self.prometheus_data / "tsdb")
+            config = Path(service.data_dir) / prom_svc.CONFIG_NAME
+            if config.exists():
+                shutil.copy2(config, self.prometheus_data / prom_svc.CONFIG_NAME)
+        prom_svc.stop(service)  # the process is gone: this removes the rest of its folder
 
     def _remove_database(self) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):
@@ -147,11 +169,11 @@ class Demo:
             "AI_LATENCY_SCALE": f"{self.args.latency_scale:g}",
             **self.issuer.env(),
             "CACHE_KEY_SECRET": self.key_secret,
-            # Audit a fifth of the served L1 hits (default 1 %, at most 5 a second), with no
-            # cap: at l1-100 nothing else verifies answers, and the stale-rate gate needs 50
-            # audits per window, which the demo compresses to seconds.
+            # Every served L1 hit is an audit candidate (the service's default), capped per
+            # replica: the stale-rate gates count audits, and the demo compresses days into
+            # seconds, so its cap is above the service's default 5/s (see AUDIT_NOTE).
             "L1_AUDIT_SAMPLE_RATE": f"{self.args.audit_rate:g}",
-            "L1_AUDIT_MAX_PER_SECOND": "0",
+            "L1_AUDIT_MAX_PER_SECOND": f"{self.args.audit_max_per_second:g}",
             "INSTANCE_NAME": f"replica-{index}",
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",
@@ -185,7 +207,6 @@ class Demo:
             "ROLLOUT_REDIS_URL": self.state_url,
             "PROMETHEUS_URL": self.prometheus_url,
             "ROLLOUT_PLAN": str(self.plan_path),
-            "ROLLOUT_TIME_SCALE": repr(self.time_scale),
             "ROLLOUT_INTERVAL_SECONDS": f"{self.profile.interval:g}",
             "ROLLOUT_HOST": "127.0.0.1",
             "ROLLOUT_PORT": str(self.controller_port),
@@ -214,6 +235,17 @@ class Demo:
         for pid in our_children():
             stop_pid(pid)
         self._remove_database()
-        if self.plan_path.exists():  # keep the last run's plan for people to read
-            self.plan_path.replace(DEMO_DIR / "plan.yaml")
+        if self.plan_path.exists():  # the last run's plan, where people look for it
+            shutil.copy2(self.plan_path, DEMO_DIR / "plan.yaml")
+        prune_runs(keep=KEEP_RUNS)
+
+
+def prune_runs(keep: int) -> None:
+    """Keep the newest `keep` runs' folders (plan, Prometheus data, record): each holds a
+    TSDB of tens of MB."""
+    if not RUNS_DIR.is_dir():
+        return
+    runs = sorted((p for p in RUNS_DIR.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for old in runs[:-keep] if keep > 0 else runs:
+        shutil.rmtree(old, ignore_errors=True)
 

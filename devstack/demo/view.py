@@ -21,12 +21,21 @@ from rich.text import Text
 
 from devstack.demo.stages import entry_ts
 from devstack.traffic.generator import RequestRecord
-from rollout.formatting import count, flags_text
+from rollout.formatting import (
+    bound_text,
+    count,
+    estimate_text,
+    flags_text,
+    more_text,
+    n_text,
+    target_text,
+    verdict_word,
+)
 from rollout.records import LogEntry
 from rollout.status import StatusView
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "no_data": "yellow",
-                 "error": "bold magenta"}
+                 "error": "bold magenta", "inconclusive": "cyan"}
 ACTION_STYLE = {"advance": "green", "rollback": "bold red", "complete": "bold green",
                 "pause": "yellow", "resume": "cyan", "hold": "dim"}
 
@@ -144,25 +153,35 @@ def _checks_table(status: StatusView) -> Table:
     table = Table(expand=True, show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("check")
     table.add_column("kind", width=19)
-    table.add_column("value", justify="right")
-    table.add_column("threshold", justify="right")
+    table.add_column("estimate", justify="right")
+    table.add_column("bound", justify="right")
+    table.add_column("margin or limit", justify="right")
     table.add_column("n", justify="right")
-    table.add_column("verdict", width=16)
+    table.add_column("verdict", width=28)
     checks = status.checks
     if not checks:
         table.add_row(Text("waiting for the first evaluation of this stage "
                            "(the service must report the new flags first)", style="dim"),
-                      "", "", "", "", "")
+                      "", "", "", "", "", "")
     for check in checks:
         kind = check.kind or ""
         if check.critical:
             kind += " (critical)"
-        threshold = f"{check.comparator or ''} {check.limit_text}" if check.limit_text else ""
-        verdict = Text(check.verdict, style=VERDICT_STYLE.get(check.verdict, ""))
+        verdict = Text(verdict_word(check), style=VERDICT_STYLE.get(check.verdict, ""))
         if check.dry_run:
             verdict.append(" (dry-run)", style="dim")
-        table.add_row(check.label or check.check, kind, check.value_text or "—", threshold,
-                      "" if check.sample is None else count(check.sample), verdict)
+        more = more_text(check)
+        if more:
+            verdict.append(f" {more}", style="dim")
+        if check.evidence is not None:  # statistical: the counts since the flags were confirmed
+            cells = (estimate_text(check) or "—", bound_text(check) or "",
+                     target_text(check) or "", n_text(check))
+        else:  # a threshold check (Redis, the baseline): one value over its window
+            threshold = (f"{check.comparator or ''} {check.limit_text}"
+                         if check.limit_text else "")
+            cells = (check.value_text or "—", "", threshold,
+                     "" if check.sample is None else count(check.sample))
+        table.add_row(check.label or check.check, kind, *cells, verdict)
     return table
 
 
@@ -209,8 +228,9 @@ def render(model: LiveModel) -> RenderableType:
     if status is not None:
         parts.append(Panel(_stage_panel(model, status), title="current stage",
                            title_align="left"))
-        parts.append(Panel(_checks_table(status), title="gates and guardrails, live",
-                           title_align="left"))
+        parts.append(Panel(_checks_table(status), title_align="left",
+                           title="gates, guardrails and objectives, live (statistical ones: "
+                                 "counts since the stage's flags were confirmed)"))
     parts.append(Panel(_decisions(model), title="decisions", title_align="left"))
     t = model.traffic
     p95 = t.get("p95")
@@ -262,7 +282,9 @@ class PlainPrinter:
         if m.status is not None and now - self._last_beat >= self.every:
             self._last_beat = now
             s = m.status
-            checks = ", ".join(f"{c.check}={c.verdict}" for c in s.checks)
+            checks = ", ".join(f"{c.check}={c.verdict}"
+                               + (f" ({more})" if (more := more_text(c)) else "")
+                               for c in s.checks)
             print(f"[{_clock(m, now)}] at {s.stage} {s.time_in_stage_seconds:.0f}"
                   f"/{s.bake_seconds or 0:.0f} s, passing "
                   f"{s.pass_streak}/{s.passes_to_advance}: {checks or '—'}",
