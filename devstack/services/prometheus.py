@@ -79,6 +79,7 @@ def start_private_prometheus(
     rule_files: Sequence[str | os.PathLike[str]] = (), alertmanager: str | None = None,
     name: str = "prometheus", port: int | None = None, retention: str = "1d",
     alert_resend_delay: float | None = None, timeout: float = START_TIMEOUT,
+    tsdb_from: str | os.PathLike[str] | None = None,
 ) -> PrometheusService:
     """Start Prometheus on 127.0.0.1 with a generated config and a throwaway TSDB; we own it.
 
@@ -87,6 +88,8 @@ def start_private_prometheus(
     is given. `alert_resend_delay` (`--rules.alert.resend-delay`, Prometheus' default 1 m)
     defaults to the evaluation interval: an alert that fired before the Alertmanager was
     discovered (~5 s after start) is re-sent at the next evaluation, not a minute later.
+    `tsdb_from`: start on a copy of that TSDB directory (a recording kept from an earlier run,
+    for `rollout replay`) instead of an empty one; the copy is deleted with the instance.
     Raises ServiceError (with the log's tail) if it does not get ready in time.
     """
     binary = ensure_apt(BINARY, PACKAGE)
@@ -99,6 +102,7 @@ def start_private_prometheus(
             rule_files=[str(Path(p).resolve()) for p in rule_files],
             alertmanager=alertmanager, retention=retention, timeout=timeout,
             alert_resend_delay=alert_resend_delay or evaluation_interval or scrape_interval,
+            tsdb_from=tsdb_from,
         ),
         port,
     )
@@ -108,6 +112,7 @@ def _start_once(
     binary: str, *, name: str, port: int, targets: dict[str, Sequence[str]],
     scrape_interval: float, evaluation_interval: float, rule_files: list[str],
     alertmanager: str | None, retention: str, timeout: float, alert_resend_delay: float,
+    tsdb_from: str | os.PathLike[str] | None = None,
 ) -> PrometheusService:
     data_dir = Path(tempfile.mkdtemp(prefix=f"aicache-{name}-"))
     log_file = LOG_DIR / f"{name}-{port}.log"
@@ -119,6 +124,9 @@ def _start_once(
         rule_files=rule_files, alertmanager=alertmanager,
     )
     try:
+        if tsdb_from is not None:
+            # A copy: the recording stays as it was (Prometheus compacts and writes its WAL).
+            shutil.copytree(tsdb_from, data_dir / "tsdb", ignore=shutil.ignore_patterns("lock"))
         _write_config(svc)
         proc = spawn([
             binary,
