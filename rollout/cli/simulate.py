@@ -32,7 +32,7 @@ from rollout.settings import RolloutSettings
 from rollout.simulate import chart
 from rollout.simulate.batch import Batch, bound, default_processes, run_batch, unscaled
 from rollout.simulate.run import Outcome, RunSpec
-from rollout.simulate.scenarios import NAMES, Scenario, ScenarioError, scenario_spec
+from rollout.simulate.scenarios import HARMFUL, NAMES, Scenario, ScenarioError, scenario_spec
 from rollout.simulate.summary import Quantiles, Share, Summary, ratio, summarise
 from rollout.simulate.traffic import Traffic
 
@@ -269,7 +269,7 @@ def _write_chart(path: Path, batch: Batch, results: Sequence[Sequence[Outcome]],
     title = (f"{batch.runs} simulated rollouts at {batch.traffic.rate:g} queries/s: "
              f"{batch.scenario.describe()}")
     try:
-        path.write_bytes(chart.render_png(series, title))
+        path.write_bytes(chart.render_png(series, title, harmful=batch.scenario.name in HARMFUL))
     except OSError as exc:
         raise CliError(f"--chart: cannot write {str(path)!r}: {exc.strerror or exc}",
                        EXIT_FAILED) from None
