@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 from app.db.errors import DatabaseError
 from app.db.repository import ConcurrentUpdate
@@ -82,7 +84,33 @@ def install_error_handlers(app: FastAPI) -> None:
                 "msg": f"Invalid JSON: the body is not valid UTF-8 (byte "
                        f"0x{bad.object[bad.start]:02x} at position {bad.start})",
             }]}, status_code=422)
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route matching the path; every
+            # route on it (GET, PATCH and DELETE of a session) is what `Allow` must list.
+            allowed = _methods_for(request)
+            if allowed:
+                exc = HTTPException(405, exc.detail, headers={"Allow": ", ".join(allowed)})
         return await http_exception_handler(request, exc)
+
+
+def _methods_for(request: Request) -> list[str]:
+    """The methods the published API documents for this request's path (the OpenAPI is
+    what callers read; the routes of included routers are not listed on the app)."""
+    path = request.url.path
+    for pattern, methods in _documented_paths(request.app):
+        if pattern.match(path):
+            return methods
+    return []
+
+
+def _documented_paths(app: FastAPI) -> list[tuple[re.Pattern[str], list[str]]]:
+    cached: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "documented_paths", None)
+    if cached is None:
+        cached = [(compile_path(path)[0], sorted(m.upper() for m in operations))
+                  for path, operations in app.openapi().get("paths", {}).items()]
+        app.state.documented_paths = cached
+    return cached
 
 
 _DATABASE_MODULES = ("sqlalchemy.", "asyncpg.", "aiosqlite.", "app.db.")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime
-from typing import Self
+from datetime import UTC, datetime
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -23,6 +23,22 @@ class _Strict(BaseModel):
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What "blank" means, written once for the service and for the published schema: the
+# whitespace of JSON Schema's (ECMAScript's) `\s`, so a text the schema calls non-blank is
+# one the service accepts, and the other way round.
+_WHITESPACE = (r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+               r"\u3000\ufeff")
+NON_BLANK = f"[^{_WHITESPACE}]"
+_NON_BLANK = re.compile(NON_BLANK)
+# Text the schema allows: no NUL (checked_text below also refuses lone surrogates, which a
+# JSON Schema pattern cannot name portably).
+STORABLE_TEXT = "^[^\\u0000]*$"
+_TEXT_SCHEMA: dict[str, Any] = {"pattern": STORABLE_TEXT}
+SOAP_FIELDS = ("subjective", "objective", "assessment", "plan")
+
+
+def is_blank(value: str) -> bool:
+    return _NON_BLANK.search(value) is None
 
 
 def checked_text(value: str) -> str:
@@ -39,13 +55,14 @@ def checked_text(value: str) -> str:
 
 
 class QueryRequest(_Strict):
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS_CEILING)
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS_CEILING, json_schema_extra={
+        "allOf": [{"pattern": STORABLE_TEXT}, {"pattern": NON_BLANK}]})
     client_id: uuid.UUID | None = None
 
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if is_blank(value):
             raise ValueError("query must not be blank")
         return checked_text(value)
 
@@ -80,27 +97,45 @@ def render_query_response(result: QueryResult) -> bytes:
 
 
 class SessionCreate(_Strict):
-    client_id: uuid.UUID
-    subjective: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
-    objective: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
-    assessment: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
-    plan: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS)
+    # The schema says what the validators check: at least one SOAP field not blank.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"pattern": NON_BLANK}}}
+        for name in SOAP_FIELDS]})
 
-    _text = field_validator("subjective", "objective", "assessment", "plan")(checked_text)
+    client_id: uuid.UUID
+    subjective: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS,
+                            json_schema_extra=_TEXT_SCHEMA)
+    objective: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS,
+                           json_schema_extra=_TEXT_SCHEMA)
+    assessment: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS,
+                            json_schema_extra=_TEXT_SCHEMA)
+    plan: str = Field(default="", max_length=MAX_NOTE_FIELD_CHARS,
+                      json_schema_extra=_TEXT_SCHEMA)
+
+    _text = field_validator(*SOAP_FIELDS)(checked_text)
 
     @model_validator(mode="after")
     def _has_content(self) -> Self:
-        if not any(f.strip() for f in (self.subjective, self.objective, self.assessment,
-                                       self.plan)):
+        if all(is_blank(f) for f in (self.subjective, self.objective, self.assessment,
+                                     self.plan)):
             raise ValueError("a session note needs at least one non-blank SOAP field")
         return self
 
 
 class SessionPatch(_Strict):
-    subjective: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
-    objective: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
-    assessment: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
-    plan: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS)
+    # The schema says what the validators check: at least one field given as text.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in SOAP_FIELDS]})
+
+    subjective: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS,
+                                   json_schema_extra=_TEXT_SCHEMA)
+    objective: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS,
+                                  json_schema_extra=_TEXT_SCHEMA)
+    assessment: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS,
+                                   json_schema_extra=_TEXT_SCHEMA)
+    plan: str | None = Field(default=None, max_length=MAX_NOTE_FIELD_CHARS,
+                             json_schema_extra=_TEXT_SCHEMA)
 
     @field_validator("subjective", "objective", "assessment", "plan")
     @classmethod
@@ -129,6 +164,12 @@ class SessionOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        # SQLite hands timestamps back without their zone; they are stored in UTC.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class InvalidateRequest(_Strict):
