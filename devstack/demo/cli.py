@@ -61,6 +61,7 @@ from devstack.demo.profiles import (
     Profile,
     audit_note,
 )
+from devstack.demo.replay import replay_hint
 from devstack.demo.runner import Runner
 from devstack.demo.stack import Demo
 from devstack.demo.view import LiveModel, PlainPrinter, render
@@ -200,6 +201,9 @@ def _run(demo: Demo, console: Console, plain: bool,
         code = 1
     result = finish(demo, runner, console, started, ok=error is None, error=error)
     console.print(verdict(runner), markup=False)
+    hint = replay_hint(demo.run_dir)
+    if hint:
+        console.print(hint, markup=False, highlight=False)
     console.print(f"done in {time.time() - started:.0f} s; stopping everything the "
                   "demo started")
     return code, result
