@@ -147,3 +147,12 @@ def test_an_invalid_plan_lists_its_problems_without_a_traceback(tmp_path: Path) 
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "error_rate_guardrail" in result.stderr
+
+
+def test_a_progress_bar_only_on_a_terminal(capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, out, err = run_cli(capsys, PLAN, "--traffic", "30", "--json", *QUICK)
+    assert code == 0
+    assert "simulating" in err and "4/4" in err
+    json.loads(out)  # the bar never mixes into the output
