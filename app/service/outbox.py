@@ -62,13 +62,17 @@ class PendingView:
         self._lease = lease_seconds
         self._fresh_until = -math.inf  # nothing known before the first successful read
         self._known = False
-        self._read_workspaces: frozenset[uuid.UUID] = frozenset()
+        self._snapshot = OutboxSnapshot((), frozenset(), 0)
         # This replica's own intents whose bump failed: {intent id: (workspace, when)}. They
         # are blocked at once, before any read has seen them.
         self._local: dict[uuid.UUID, tuple[uuid.UUID, float]] = {}
         self._blocked: frozenset[uuid.UUID] = frozenset()
         self._previous_ids: frozenset[uuid.UUID] = frozenset()
         self._due: tuple[Intent, ...] = ()
+        # Intents this replica has applied to Redis whose rows may still be listed (their
+        # removal is batched): {intent id: when applied}. Safe to ignore — the generations
+        # are bumped — so a writer does not fence its own workspace after every write.
+        self._applied: dict[uuid.UUID, float] = {}
 
     def allows(self, workspace_id: uuid.UUID, now: float) -> bool:
         """Whether an L1 answer of this workspace may be served now (the hot path)."""
@@ -96,13 +100,14 @@ class PendingView:
         """A read of the outbox that started at `started_at` answered `snapshot`."""
         self._known = True
         self._fresh_until = max(self._fresh_until, started_at + self._lease)
-        self._read_workspaces = snapshot.workspaces
+        self._snapshot = snapshot
         ids = frozenset(i.id for i in snapshot.intents)
         # A local intent added before this read started is in it, or was applied and
-        # removed since; one added later may not be in it yet.
+        # removed since; one added later may not be in it yet. The same for applied ones.
         self._local = {k: v for k, v in self._local.items() if k in ids or v[1] >= started_at}
-        self._due = tuple(i for i in snapshot.intents
-                          if i.id in self._previous_ids or i.id in self._local)
+        self._applied = {k: t for k, t in self._applied.items() if k in ids or t >= started_at}
+        self._due = tuple(i for i in snapshot.intents if i.id not in self._applied
+                          and (i.id in self._previous_ids or i.id in self._local))
         self._previous_ids = ids
         self._recompute()
 
@@ -115,15 +120,23 @@ class PendingView:
         self._local[intent.id] = (intent.workspace_id, now)
         self._recompute()
 
-    def applied(self, ids: Iterable[uuid.UUID]) -> None:
-        """Intents bumped in Redis and removed: no longer due. Their workspaces stay blocked
-        until a read shows nothing pending there (other intents may be)."""
+    def applied(self, ids: Iterable[uuid.UUID], now: float) -> None:
+        """Intents this replica bumped in Redis: no longer due, and their rows no longer
+        fence their workspaces here (other intents there still do)."""
         done = frozenset(ids)
+        self._applied.update(dict.fromkeys(done, now))
+        self._local = {k: v for k, v in self._local.items() if k not in done}
         self._due = tuple(i for i in self._due if i.id not in done)
         self._previous_ids -= done
+        self._recompute()
 
     def _recompute(self) -> None:
-        self._blocked = self._read_workspaces | {ws for ws, _ in self._local.values()}
+        snapshot = self._snapshot
+        if len(snapshot.intents) == snapshot.total:  # complete: each intent is known
+            read = {i.workspace_id for i in snapshot.intents if i.id not in self._applied}
+        else:  # cut at the batch size: every listed workspace, to be safe
+            read = set(snapshot.workspaces)
+        self._blocked = frozenset(read | {ws for ws, _ in self._local.values()})
 
 
 class InvalidationOutbox:
@@ -151,6 +164,8 @@ class InvalidationOutbox:
         self.view = PendingView(lease_seconds)
         self._relay_due = asyncio.Event()
         self._redis_back = asyncio.Event()
+        self._removals: list[uuid.UUID] = []  # applied by their writer, to delete
+        self._removal_due = asyncio.Event()
         self._read_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_read_failed = False
@@ -187,7 +202,12 @@ class InvalidationOutbox:
                       extra={"workspace": str(intent.workspace_id), "intent": str(intent.id)})
             await asyncio.sleep(self.ack_wait_seconds)
             return False
-        await self._remove([intent], c.APPLIED_VIA_WRITE)
+        # Removing the row is off the response path (a second commit, as costly as the
+        # write's own on SQLite): batched by a background task. Until it is gone, other
+        # replicas may fence the workspace for up to one more read — never less safe.
+        self.view.applied([intent.id], self._clock())
+        self._removals.append(intent.id)
+        self._removal_due.set()
         return True
 
     async def invalidate(
@@ -204,7 +224,8 @@ class InvalidationOutbox:
         pending before its first L1 answer), then keep reading and relaying."""
         await self.read_once()
         self._tasks = [asyncio.create_task(self._read_forever(), name="outbox-read"),
-                       asyncio.create_task(self._relay_forever(), name="outbox-relay")]
+                       asyncio.create_task(self._relay_forever(), name="outbox-relay"),
+                       asyncio.create_task(self._remove_forever(), name="outbox-remove")]
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -213,6 +234,11 @@ class InvalidationOutbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        # Rows applied but not yet removed: one last try (if it fails they are applied once
+        # more after the next start — one more miss, nothing stale).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._read_timeout):
+                await self._remove_queued()
 
     async def read_once(self) -> None:
         started = self._clock()
@@ -310,11 +336,27 @@ class InvalidationOutbox:
                 self._invalidator.generation_keys(intent.workspace_id, intent.client_id)))
         await self._invalidator.bump_keys(list(keys))
 
+    async def _remove_forever(self) -> None:
+        while True:
+            await self._removal_due.wait()
+            self._removal_due.clear()
+            try:
+                await self._remove_queued()
+            except Exception:
+                log.exception("outbox removal crashed")
+
+    async def _remove_queued(self) -> None:
+        ids, self._removals = self._removals, []
+        if ids:
+            await self._remove_ids(ids, c.APPLIED_VIA_WRITE)
+
     async def _remove(self, intents: Sequence[Intent], via: str) -> None:
-        if not intents:
+        self.view.applied((i.id for i in intents), self._clock())
+        await self._remove_ids([i.id for i in intents], via)
+
+    async def _remove_ids(self, ids: list[uuid.UUID], via: str) -> None:
+        if not ids:
             return
-        ids = [i.id for i in intents]
-        self.view.applied(ids)
         try:
             await self._outbox.remove(ids)
         except (DatabaseError, OSError) as exc:

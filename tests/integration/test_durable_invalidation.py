@@ -100,9 +100,15 @@ async def test_a_write_commits_its_intent_and_applies_it_at_once(
         after = await generations(redis, ws)
         assert before and all(after[k] != v for k, v in before.items())
         assert (await client.delete(url, headers=auth(ws))).status_code == 204
-        assert await outbox_rows(app, ws) == 0  # applied and removed by the writer
+
+        async def removed() -> bool:  # applied by the writer, removed in the background
+            return await outbox_rows(app, ws) == 0
+
+        await wait_for(removed, timeout=10, what="the applied intents to be removed")
         assert metric_value(app, "ai_agent_cache_invalidation_intents_applied_total",
                             via="write") == 3
+        assert metric_value(app, "ai_agent_cache_invalidation_intents_applied_total",
+                            via="relay") == 0
         assert metric_value(app, "ai_agent_cache_invalidations_total", workspace_id=str(ws),
                             reason="session_update") == 1
         assert (await client.get("/readyz")).json()["l1_invalidations_pending"] is False

@@ -87,9 +87,22 @@ def test_the_relay_takes_intents_seen_twice_or_its_own() -> None:
     assert view.due == (mine,)  # another writer may still be applying `theirs`
     view.read(0.3, snapshot(theirs, mine, newest))
     assert set(view.due) == {theirs, mine}
-    view.applied([theirs.id])
+    view.applied([theirs.id], now=0.35)
     assert view.due == (mine,)
-    assert not view.allows(WS, 0.4)  # fenced until a read shows nothing pending there
+    assert not view.allows(WS, 0.4)  # `newest` is pending there too
+    view.applied([newest.id], now=0.36)
+    assert view.allows(WS, 0.4)  # applied here: its row no longer fences
+    view.read(0.3, snapshot(theirs, mine, newest))  # a read from before: still ignored
+    assert view.allows(WS, 0.4) and not view.allows(OTHER, 0.4)
+
+
+def test_an_applied_intent_is_forgotten_once_a_later_read_no_longer_lists_it() -> None:
+    view = PendingView(LEASE)
+    done = intent(WS)
+    view.applied([done.id], now=0.1)
+    view.read(0.2, snapshot())
+    view.read(0.4, snapshot(done))  # listed again (its removal failed): fenced again
+    assert not view.allows(WS, 0.5)
 
 
 def test_no_replica_serves_l1_after_the_acknowledgement_from_a_read_before_the_commit() -> None:
