@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from app.providers.base import Provider
 from devstack.services import postgres as pg
 from devstack.services import redis as redis_svc
+from devstack.services import redis_cluster as cluster_svc
 from devstack.services.common import Service
 from tests.support.service import make_settings, running_service
 
@@ -25,6 +26,15 @@ def redis_service() -> Iterator[Service]:
     service = redis_svc.start_private_redis(name="redis-tests")
     yield service
     redis_svc.stop(service)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_service() -> Iterator[cluster_svc.RedisClusterService]:
+    """A private Redis Cluster (3 masters + 3 replicas) for the whole run, started on first
+    use (tests flush it)."""
+    service = cluster_svc.start_private_cluster(name="redis-cluster-tests")
+    yield service
+    cluster_svc.stop(service)
 
 
 @pytest.fixture(scope="session")

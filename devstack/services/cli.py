@@ -12,7 +12,15 @@ from dataclasses import asdict
 
 from devstack.errors import ServiceError
 from devstack.paths import RUN_DIR
-from devstack.services import alertmanager, postgres, prometheus, redis, redis_exporter, unleash
+from devstack.services import (
+    alertmanager,
+    postgres,
+    prometheus,
+    redis,
+    redis_cluster,
+    redis_exporter,
+    unleash,
+)
 from devstack.services.common import Service
 
 STARTERS = {
@@ -20,10 +28,11 @@ STARTERS = {
     "unleash": unleash.ensure_unleash, "prometheus": prometheus.ensure_prometheus,
     "redis_exporter": redis_exporter.ensure_redis_exporter,
     "alertmanager": alertmanager.ensure_alertmanager,
+    "redis_cluster": redis_cluster.ensure_redis_cluster,
 }
 STOPPERS = {"redis": redis.stop, "postgres": postgres.stop, "unleash": unleash.stop,
             "prometheus": prometheus.stop, "redis_exporter": redis_exporter.stop,
-            "alertmanager": alertmanager.stop}
+            "alertmanager": alertmanager.stop, "redis_cluster": redis_cluster.stop}
 
 
 def main(argv: list[str] | None = None) -> int:
