@@ -227,6 +227,10 @@ class StateStore(Protocol):
 
     async def leader(self) -> Leader: ...
 
+    async def rollout_names(self) -> list[str]:
+        """The names of every rollout this store holds keys of, sorted."""
+        ...
+
     async def eviction_risk(self) -> str | None:
         """A warning when the store may lose the controller's keys under memory pressure."""
         ...

@@ -194,6 +194,20 @@ class RedisStateStore:
             return Leader(None)
         return Leader(_text(holder), int(ttl) if int(ttl) >= 0 else None)
 
+    async def rollout_names(self) -> list[str]:
+        """Every `NAME` with a `rollout:{NAME}:*` key here (SCAN, never KEYS: a shared Redis
+        may hold millions of cache keys)."""
+        names: set[str] = set()
+        try:
+            async for key in self._redis.scan_iter(match=f"{KEY_PREFIX}:{{*}}:*", count=1000):
+                _, _, rest = _text(key).partition(":{")
+                name, closed, _ = rest.partition("}:")
+                if closed:
+                    names.add(name)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"cannot list the rollouts: {exc}") from exc
+        return sorted(names)
+
     # --- fenced writes ---------------------------------------------------------------------------
 
     async def check_fence(self, token: int) -> None:

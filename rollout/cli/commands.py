@@ -47,6 +47,13 @@ def cmd_run(args: argparse.Namespace, settings: RolloutSettings, out: Console) -
     from rollout.composition import build_runtime, configure_logging  # noqa: PLC0415
     from rollout.scheduler import run_controller  # noqa: PLC0415
 
+    missing = settings.missing_for_run()
+    if missing and not args.insecure_local:
+        raise CliError(f"rollout run needs {', '.join(missing)}: it will not guess where the "
+                       "rollout's state, flags and metrics live nor run with nobody allowed "
+                       "to steer it (or pass --insecure-local on a laptop); see "
+                       "`rollout run --help`", EXIT_BAD_INPUT)
+    print_settings(out, settings, insecure=bool(missing))
     configure_logging(settings.rollout_log_format, settings.rollout_log_level)
     try:
         runtime = build_runtime(settings)
@@ -57,6 +64,17 @@ def cmd_run(args: argparse.Namespace, settings: RolloutSettings, out: Console) -
     except StartupError as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
     return EXIT_OK
+
+
+def print_settings(out: Console, settings: RolloutSettings, *, insecure: bool) -> None:
+    """What this process uses, secrets masked, so nobody has to guess which Redis it wrote."""
+    out.print(Text("rollout run with these settings (* set explicitly):", style="bold"))
+    for name, shown, explicit in settings.resolved():
+        out.print(Text(f"  {'*' if explicit else ' '} {name}={shown}"), soft_wrap=True)
+    if insecure:
+        out.print(Text("--insecure-local: some of these are defaults, and without "
+                       "ROLLOUT_API_TOKEN or JWT keys nobody can pause, resume, promote or "
+                       "roll back through the API", style="bold yellow"), soft_wrap=True)
 
 
 def cmd_status(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
@@ -76,6 +94,8 @@ async def _status_from_store(settings: RolloutSettings) -> StatusView:
 
     async def read(store: StateStore) -> StatusView:
         snapshot = await store.load()
+        if snapshot.state is None:
+            await require_rollout(store, settings)
         last = await store.last_cycle()
         leader = await store.leader()
         return build_status(plan, snapshot.state, last, datetime.now(UTC),
@@ -90,7 +110,10 @@ def cmd_history(args: argparse.Namespace, settings: RolloutSettings, out: Consol
     else:
 
         async def read(store: StateStore) -> list[LogEntry]:
-            return await store.history(args.limit)
+            entries = await store.history(args.limit)
+            if not entries:
+                await require_rollout(store, settings)
+            return entries
 
         entries = asyncio.run(with_store(settings, read))
     entries = [masked_model(entry) for entry in entries]
@@ -113,6 +136,18 @@ async def with_store(settings: RolloutSettings,
         raise CliError(f"{exc} (state Redis {masked(settings.state_redis_url)})") from None
     finally:
         await store.aclose()
+
+
+async def require_rollout(store: StateStore, settings: RolloutSettings) -> None:
+    """Raise "no rollout named X here; found: …" when the state Redis holds no key of this
+    rollout: a wrong ROLLOUT_NAME or Redis must not read as "has not run yet"."""
+    names = await store.rollout_names()
+    if settings.rollout_name in names:
+        return
+    found = ", ".join(names) if names else "no rollout at all"
+    raise CliError(f"no rollout named {settings.rollout_name} here "
+                   f"(state Redis {masked(settings.state_redis_url)}); found: {found} "
+                   "(set ROLLOUT_NAME, or ROLLOUT_REDIS_URL / REDIS_URL)")
 
 
 def cmd_steer(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:

@@ -21,11 +21,12 @@ from rollout.cli.errors import EXIT_BAD_INPUT, CliError
 from rollout.cli.flags import cmd_flags_set, cmd_flags_show
 from rollout.cli.plan_check import add_parser as add_plan_check
 from rollout.cli.plan_check import cmd_plan_check
+from rollout.cli.render import print_json
 from rollout.cli.replay import add_parser as add_replay
 from rollout.cli.replay import cmd_replay
 from rollout.cli.simulate import add_parser as add_simulate
 from rollout.cli.simulate import cmd_simulate
-from rollout.settings import RolloutSettings
+from rollout.settings import RolloutSettings, settings_help
 
 Handler = Callable[[argparse.Namespace, RolloutSettings, Console], int]
 
@@ -41,13 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rollout",
         description="The AI cache rollout controller and its command line.",
-        epilog="Exit codes: 0 done, 1 failed or refused, 2 bad input.",
+        epilog=f"Exit codes: 0 done, 1 failed or refused, 2 bad input.\n\n{settings_help()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sub.add_parser("run", help="run the controller (evaluation loop + HTTP API)")
+    run = sub.add_parser(
+        "run", help="run the controller (evaluation loop + HTTP API)",
+        epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--insecure-local", action="store_true",
+                     help="start without an explicit REDIS_URL, PROMETHEUS_URL and command "
+                          "credentials (a laptop only: defaults to 127.0.0.1, and nobody may "
+                          "command it)")
     sub.add_parser("status", parents=[as_json], help="where the rollout is and why")
     history = sub.add_parser("history", parents=[as_json], help="the decision log, newest first")
     history.add_argument("--limit", type=_positive_int, default=20)
@@ -116,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `:warning:` is printed as written (the renderers also pass Text, see cli/render.py).
     out = Console(highlight=False, markup=False, emoji=False)
     err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         key = _command_key(args)
@@ -123,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = RolloutSettings.model_construct() if key in _NO_SETTINGS else _settings()
         return HANDLERS[key](args, settings, out)
     except CliError as exc:
+        if args is not None and getattr(args, "json", False):
+            # --json promises JSON on stdout, failures included (scripts parse it).
+            print_json(out, {"error": exc.message, "exit_code": exc.code})
+            return exc.code
         # soft_wrap: an error line stays one line for whoever greps it.
         err.print(Text(f"error: {exc.message}", style="bold red")
                   if exc.code != EXIT_BAD_INPUT else Text(exc.message, style="red"),
@@ -139,7 +152,8 @@ def _settings() -> RolloutSettings:
         return RolloutSettings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: "
+            f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
         )
         raise CliError(f"invalid settings: {problems}", EXIT_BAD_INPUT) from None
 

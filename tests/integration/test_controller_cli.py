@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from rollout.adapters.redis_state import RolloutKeys
 from rollout.cli.main import main
 from rollout.plans import default_plan_path
 from rollout.records import CheckRecord, CycleSummary, LogEntry
+from rollout.settings import RolloutSettings
 
 pytestmark = pytest.mark.integration
 
@@ -186,14 +187,40 @@ def test_flags_set_warns_that_an_unpaused_controller_will_restore_the_stage(
 def test_status_and_history_read_redis_when_no_controller_url(
     env: dict[str, str], redis: Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # A rollout that exists (a hand edit logged) but was never evaluated.
+    redis.xadd(RolloutKeys(env["ROLLOUT_NAME"]).log, {"entry": LogEntry(
+        kind="flags-set", at=datetime.now(UTC), by="tester", note="by hand").model_dump_json()})
     code, out, _ = run_cli(capsys, "status")
     assert code == 0 and "has not run yet" in out
     code, out, _ = run_cli(capsys, "status", "--json")
     assert json.loads(out)["initialised"] is False
-    code, out, _ = run_cli(capsys, "history")
-    assert code == 0 and "empty" in out
     code, out, _ = run_cli(capsys, "history", "--json", "--limit", "3")
-    assert json.loads(out) == []
+    assert [e["kind"] for e in json.loads(out)] == ["flags-set"]
+
+
+def test_a_wrong_rollout_name_lists_the_names_found(
+    env: dict[str, str], redis: Redis, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = {"stage_index": 0, "stage_name": "off", "entered_at": "2025-01-01T00:00:00+00:00"}
+    for name in ("beta", "alpha"):
+        redis.set(RolloutKeys(name).state, json.dumps(state))
+    redis.set("ai-cache:unrelated", "1")
+    monkeypatch.setenv("ROLLOUT_NAME", "gamma")
+    for command in ("status", "history"):
+        code, out, err = run_cli(capsys, command)
+        assert code == 1 and out == "", command
+        assert "no rollout named gamma here" in err and "found: alpha, beta" in err
+        assert "has not run yet" not in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run_cli(capsys, "status", "--json")
+    assert code == 1 and "found: alpha, beta" in json.loads(out)["error"]
+    redis.flushall()
+    code, _, err = run_cli(capsys, "status")
+    assert code == 1 and "found: no rollout at all" in err
+    monkeypatch.setenv("ROLLOUT_NAME", "alpha")
+    redis.set(RolloutKeys("alpha").state, json.dumps(state))
+    code, out, _ = run_cli(capsys, "status")
+    assert code == 0 and "Rollout stage off" in out
 
 
 def test_evaluate_dry_run_applies_and_records_nothing(
@@ -240,11 +267,77 @@ def test_bad_settings_are_reported_without_a_traceback(
     assert code == 2 and "ROLLOUT_PORT" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("variable", "value"), [
+    ("REDIS_URL", "notaurl"), ("ROLLOUT_REDIS_URL", "http://x"),
+    ("PROMETHEUS_URL", "localhost:9090"), ("ROLLOUT_URL", "ftp://x"),
+])
+def test_a_bad_url_is_one_line_naming_the_variable(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    variable: str, value: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    for argv in (["status"], ["history"], ["run"], ["flags", "show"]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert err.count("\n") == 1 and variable in err and value in err, err
+        assert out == ""
+
+
+def test_a_bad_redis_url_in_a_real_process_is_one_line(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rollout", "status"], cwd=REPO_ROOT, capture_output=True,
+        text=True, timeout=60, check=False, env=subprocess_env(env | {"REDIS_URL": "notaurl"}),
+    )
+    assert result.returncode == 2
+    assert result.stderr == ("invalid settings: REDIS_URL: must be a redis://, rediss:// or "
+                             "unix:// URL, got 'notaurl'\n")
+
+
+def test_json_output_stays_json_on_errors(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ROLLOUT_URL", f"http://127.0.0.1:{free_port()}")
+    for argv in (["status", "--json"], ["history", "--json"], ["pause", "--why", "x", "--json"]):
+        code, out, _ = run_cli(capsys, *argv)
+        assert code == 1
+        assert "cannot reach the controller" in json.loads(out)["error"], argv
+    monkeypatch.setenv("REDIS_URL", "notaurl")
+    code, out, _ = run_cli(capsys, "status", "--json")
+    assert code == 2 and json.loads(out)["exit_code"] == 2
+    assert "REDIS_URL" in json.loads(out)["error"]
+
+
+def test_run_refuses_to_guess_where_things_are(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("REDIS_URL", "PROMETHEUS_URL", "ROLLOUT_API_TOKEN"):
+        monkeypatch.delenv(name)
+    code, out, err = run_cli(capsys, "run")
+    assert code == 2 and out == ""
+    for name in ("REDIS_URL (or ROLLOUT_REDIS_URL)", "PROMETHEUS_URL", "ROLLOUT_API_TOKEN",
+                 "--insecure-local"):
+        assert name in err
+    monkeypatch.setenv("ROLLOUT_REDIS_URL", env["REDIS_URL"])
+    monkeypatch.setenv("PROMETHEUS_URL", env["PROMETHEUS_URL"])
+    code, _, err = run_cli(capsys, "run")
+    assert code == 2 and "ROLLOUT_API_TOKEN" in err and "PROMETHEUS_URL" not in err
+
+
+def test_help_documents_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["run", "--help"]):
+        code, out, _ = run_cli(capsys, *argv)
+        assert code == 0
+        for name in RolloutSettings.model_fields:
+            assert name.upper() in out, (argv, name)
+    assert "--insecure-local" in out
+
+
 # --- rollout run ---------------------------------------------------------------------------
 
 
 class Daemon:
-    def __init__(self, values: dict[str, str], instance: str, log_dir: Path) -> None:
+    def __init__(self, values: dict[str, str], instance: str, log_dir: Path,
+                 *options: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.instance = instance
@@ -255,7 +348,7 @@ class Daemon:
         })
         self.log = log_dir / f"rollout-run-{instance}.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rollout", "run"], cwd=REPO_ROOT, env=env,
+            [sys.executable, "-m", "rollout", "run", *options], cwd=REPO_ROOT, env=env,
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
         )
 
@@ -377,6 +470,28 @@ def test_run_takes_operator_jwts_and_refuses_viewers(
     assert code == 0, err
     assert "paused by operator@clinic: INC-7" in out
     assert daemon.stop() == 0
+
+
+def test_run_insecure_local_starts_and_says_what_it_uses(
+    env: dict[str, str], redis: Redis, daemons: list[Daemon], tmp_path: Path,
+) -> None:
+    """--insecure-local on a laptop: no Prometheus URL and no token given, it starts anyway,
+    prints every setting it resolved (the Redis password masked) and warns."""
+    values = {k: v for k, v in env.items() if k not in ("PROMETHEUS_URL", "ROLLOUT_API_TOKEN")}
+    values["REDIS_URL"] = env["REDIS_URL"].replace("redis://", "redis://:hunter2secret@")
+    redis.config_set("requirepass", "hunter2secret")
+    try:
+        daemon = Daemon(values, "laptop", tmp_path, "--insecure-local")
+        daemons.append(daemon)
+        until(daemon.health, within=30, what=f"health: {daemon.log}")
+        printed = daemon.log.read_text()
+        assert "* REDIS_URL=redis://***@127.0.0.1" in printed
+        assert "  PROMETHEUS_URL=http://127.0.0.1:9090" in printed  # a default, not starred
+        assert "--insecure-local: some of these are defaults" in printed
+        assert "hunter2secret" not in printed
+        assert daemon.stop() == 0
+    finally:
+        redis.config_set("requirepass", "")
 
 
 def test_run_refuses_to_start_with_an_unusable_jwks_file(

@@ -55,6 +55,9 @@ class CrashingStore:
     async def leader(self) -> Leader:
         return await self.inner.leader()
 
+    async def rollout_names(self) -> list[str]:
+        return await self.inner.rollout_names()
+
     async def eviction_risk(self) -> str | None:
         return await self.inner.eviction_risk()
 

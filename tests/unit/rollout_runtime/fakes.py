@@ -136,6 +136,9 @@ class FakeStore:
     async def leader(self) -> Leader:
         return Leader(self.holder)
 
+    async def rollout_names(self) -> list[str]:
+        return ["default"] if self.log or self.state is not None else []
+
     async def eviction_risk(self) -> str | None:
         return None
 
