@@ -90,6 +90,17 @@ def decide(  # noqa: PLR0911  (one return per rule, in the precedence order of t
         unreadable = "" if not failed else f"; error: {failed[0]}" + (
             f" (and {len(failed) - 1} more checks)" if len(failed) > 1 else ""
         )
+        if failed and observations.reported_flags is None and state.flags_confirmed_at:
+            # Unreadable is not a mismatch: the service was last seen running this stage's
+            # flags, so the evidence since then stands; a scrape outage must not restart it.
+            return _hold(
+                plan,
+                state.with_cycle(pass_streak=0, failure_streaks=state.failure_streaks,
+                                 flags_confirmed_at=state.flags_confirmed_at),
+                now,
+                f"cannot read the metrics{unreadable}; the evidence since "
+                f"{at(state.flags_confirmed_at)} is kept",
+            )
         return _hold(
             plan,
             state.with_cycle(

@@ -126,8 +126,28 @@ def check_plan(plan: Plan, assumptions: Assumptions) -> PlanCheck:
         for check in plan.checks_for(index)
         if check.stat is not None
     )
-    warnings = tuple(w for row in rows if (w := _warning(row, assumptions)) is not None)
+    warnings = (*_baseline_warnings(plan, assumptions),
+                *(w for row in rows if (w := _warning(row, assumptions)) is not None))
     return PlanCheck(assumptions, rows, warnings)
+
+
+def _baseline_warnings(plan: Plan, a: Assumptions) -> list[str]:
+    """The first stage advances only once every baseline check has its minimum sample in its
+    window: at low traffic it never does, and nothing after it is ever judged."""
+    first = plan.stages[0]
+    warnings = []
+    for check in plan.checks_for(0):
+        if check.kind is not CheckKind.BASELINE or check.sample_query is None:
+            continue
+        window = plan.window_of(check).total_seconds()
+        got = trials_per_second(check.sample_query, first.flags, a) * window
+        if got < check.min_sample:
+            warnings.append(
+                f"{first.name}: baseline {check.name} needs {check.min_sample:g} samples in "
+                f"its {human_duration_seconds(window)} window, gets ≈{got:.0f} at "
+                f"{a.traffic:g} queries/s: {first.name} never records its baseline and "
+                "the rollout holds there for good")
+    return warnings
 
 
 # --- traffic -------------------------------------------------------------------------------------

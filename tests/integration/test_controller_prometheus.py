@@ -871,10 +871,12 @@ async def test_prometheus_stopped_mid_run_holds_with_error_never_moving(
                    for o in report.observations.checks)
         assert all(o.evidence is None for o in report.observations.checks)  # no counts, no bound
         assert report.reported is not None and report.reported.error is not None
-        # The reason names the outage, not the service.
-        assert re.search(r"it reports nothing; error: .*cannot reach Prometheus at "
-                         r"http://127\.0\.0\.1:\d+.* \(and \d+ more checks\)",
-                         decision.reason), decision.reason
+        # The reason names the outage, not the service, and the evidence gathered since the
+        # flags were confirmed stands (the service never left the stage).
+        assert re.search(r"cannot read the metrics; error: .*cannot reach Prometheus at "
+                         r"http://127\.0\.0\.1:\d+.* \(and \d+ more checks\); the evidence "
+                         r"since .* is kept", decision.reason), decision.reason
+        assert report.state_after.flags_confirmed_at == report.state_before.flags_confirmed_at
     entries = await oldest_first(ctl.store)
     assert not [e for e in entries if e.transition]
     assert all(c.verdict == "error" for c in entries[-1].checks)

@@ -235,3 +235,20 @@ def test_the_ascent_remembers_each_confirmation_and_a_rollback_forgets_what_it_l
     assert [name for name, _ in back.ascent] == ["off"]
     assert back.confirmed_at_of("l1-10") is None
     assert RolloutState.from_dict(state.to_dict()) == state
+
+
+def test_unreadable_metrics_keep_the_evidence_a_real_mismatch_restarts_it() -> None:
+    """A scrape outage is not the service leaving the stage: the confirmation (and so the
+    counts since it) is kept. Flags read and different do restart it."""
+    down = observed(STALE_GATE, (0, 0), error="connection refused")
+    unreadable = Observations(at=NOW, checks=(down,), flags_match=False, reported_flags=None)
+    decision = decide(at("l1-10"), unreadable, PLAN, NOW)
+    assert decision.action is Action.HOLD
+    assert decision.state.flags_confirmed_at == T0
+    assert "cannot read the metrics" in decision.reason and "is kept" in decision.reason
+
+    other = Observations(at=NOW, checks=(observed(STALE_GATE, CLEAN_AUDITS),),
+                         flags_match=False, reported_flags=FlagSettings())
+    decision = decide(at("l1-10"), other, PLAN, NOW)
+    assert decision.action is Action.HOLD and decision.state.flags_confirmed_at is None
+    assert "waiting for the service to report" in decision.reason

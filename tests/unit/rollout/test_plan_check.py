@@ -58,6 +58,19 @@ def test_the_default_plan_decides_within_its_bakes_at_30_queries_per_second(plan
     assert timed and all(row.within_bake for row in timed)
 
 
+@pytest.mark.parametrize(("traffic", "warned"), [(0.0038, True), (0.012, False)])
+def test_a_baseline_short_of_its_minimum_sample_is_a_warning(plan: Plan, traffic: float,
+                                                             warned: bool) -> None:
+    """At the seed's ~330 answers a day `off` never records its baseline (1,000 a day);
+    at ~1,040 a day it does."""
+    result = check_plan(plan, Assumptions(traffic=traffic))
+    baseline = [w for w in result.warnings if w.startswith("off: baseline ")]
+    assert bool(baseline) is warned
+    if warned:
+        assert len(baseline) == len(plan.baseline_checks())
+        assert "needs 1000 samples in its 1d window, gets ≈328" in baseline[0]
+
+
 def test_idle_and_relative_rows_say_why_they_have_no_time(plan: Plan) -> None:
     rows = rows_of(plan, 30.0)
     for stage in ("dark-launch", "l2", "l1-100"):  # no L1 cohort, or no control cohort
