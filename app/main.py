@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -80,11 +81,22 @@ def build_envelope(settings: Settings) -> Envelope:
         raise ConfigurationError(str(exc)) from exc
 
 
-def build_redis(settings: Settings) -> Redis:
+def build_redis(settings: Settings) -> Redis | RedisCluster:
     # No client-side retries: the breaker and the fresh path are the fallback, and a retry
     # would double the time a sick Redis costs each request. Deadlines are asyncio timeouts
     # around each operation (RedisCache), not socket timeouts: with a socket timeout,
     # redis-py can swallow a task cancellation (redis/redis-py#2551).
+    if settings.redis_cluster:
+        # MOVED/ASK redirections are followed whatever the retries; after a connection error
+        # to a node the client re-reads the topology on its next command (a failover).
+        return RedisCluster.from_url(
+            settings.redis_url,
+            socket_timeout=None,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            decode_responses=False,
+        )
     return Redis.from_url(
         settings.redis_url,
         socket_timeout=None,
@@ -96,7 +108,7 @@ def build_redis(settings: Settings) -> Redis:
     )
 
 
-async def build_flag_source(settings: Settings, redis: Redis) -> FlagSource:
+async def build_flag_source(settings: Settings, redis: Redis | RedisCluster) -> FlagSource:
     if settings.unleash_url:
         from app.flags.unleash import UnleashFlagSource  # noqa: PLC0415 - only when chosen
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,11 @@ class Settings(BaseSettings):
 
     # Where things live
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # REDIS_CLUSTER=true: REDIS_URL names one node of a Redis Cluster, as redis-py's
+    # RedisCluster.from_url takes it (redis[s]://[user:password@]host:port, database 0);
+    # the other nodes are discovered from it. Caches and the local flag store then use
+    # redis-py's async cluster client.
+    redis_cluster: bool = False
     database_url: str = "sqlite+aiosqlite:///./ai-cache.db"
 
     # Providers
@@ -151,7 +157,28 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _redis_url_fits_the_mode(self) -> Settings:
+        check_redis_url(self.redis_url, cluster=self.redis_cluster)
+        return self
+
+    @model_validator(mode="after")
     def _one_jwks_source(self) -> Settings:
         if self.auth_jwks_file is not None and self.auth_jwks_url is not None:
             raise ValueError("set AUTH_JWKS_FILE or AUTH_JWKS_URL, not both")
         return self
+
+
+def check_redis_url(url: str, *, cluster: bool) -> None:
+    """Refuse a REDIS_URL the chosen mode cannot use, naming the setting."""
+    parts = urlsplit(url)
+    if parts.scheme.endswith("+cluster"):
+        raise ValueError(f"REDIS_URL: the scheme {parts.scheme}:// is not used here; name one "
+                         "node as redis://host:port and set REDIS_CLUSTER=true")
+    if not cluster:
+        return
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("REDIS_URL: with REDIS_CLUSTER=true it must be redis://host:port "
+                         "or rediss://host:port (one node of the cluster)")
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(f"REDIS_URL: a Redis Cluster has only database 0, not "
+                         f"{parts.path.strip('/')!r}")

@@ -18,7 +18,7 @@ from devstack.services.common import Service
 from tests.support.service import make_settings, running_service
 
 # The real-Unleash fixtures (one server per session, started on first use).
-pytest_plugins = ["tests.support.unleash"]
+pytest_plugins = ["tests.support.unleash", "tests.support.redis_backends"]
 
 @pytest.fixture(scope="session")
 def redis_service() -> Iterator[Service]:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from app.cache.breaker import CircuitBreaker
 from app.cache.keys import L1Keys, hash_tag
@@ -87,6 +88,11 @@ return 1
 
 L1Status = Literal["hit", "miss", "stale"]
 
+# What a Redis call may raise when Redis cannot serve it. RedisClusterException is not a
+# RedisError (e.g. SlotNotCoveredError while a failover is under way, or no node reachable
+# at start): on a cluster it is a cache failure like any other, never an error response.
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+
 
 class CacheUnavailable(Exception):
     """Redis could not be used for this operation (error, timeout, or circuit open)."""
@@ -123,7 +129,12 @@ class _LuaScript:
 
 
 class RedisCache:
-    """The caches' only door to Redis.
+    """The caches' only door to Redis: one server, or a Redis Cluster (issue 14).
+
+    On a cluster every script and MULTI touches the keys of one workspace only, which share
+    its `{workspace}` hash tag and so one slot: a lookup is one EVALSHA to the slot's master,
+    as on one server. Only the opt-in global L2 scope reads a second slot (a pipeline: on a
+    cluster, the two commands go to their nodes concurrently).
 
     Every operation runs under an asyncio deadline rather than a socket timeout: redis-py
     with a socket timeout can swallow a task cancellation (redis/redis-py#2551), and a
@@ -132,7 +143,7 @@ class RedisCache:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         breaker: CircuitBreaker,
         metrics: ServiceMetrics,
         *,
@@ -180,7 +191,7 @@ class RedisCache:
                     result = await self._lookup_one_slot(l1, l2_key, l2_on_l1_hit)
                 else:
                     result = await self._lookup_two_slots(l1, l2_key)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             self._fail(layer, "lookup", exc)
             return Lookup(None, None, l1_failed=l1 is not None, l2_failed=l2_key is not None)
         self._breaker.record_success()
@@ -195,9 +206,16 @@ class RedisCache:
         return Lookup(_parse_l1(reply), _bytes_or_none(reply[3]) if len(reply) > 3 else None)
 
     async def _lookup_two_slots(self, l1: L1Keys, l2_key: str) -> Lookup:
-        """Global-scope embeddings live in another slot: script and GET in one pipeline."""
+        """Global-scope embeddings live in another slot: script and GET in one pipeline (on
+        a cluster, where a pipeline may not carry scripts, sent concurrently to their
+        nodes: still one round trip of waiting)."""
         tokens = [os.urandom(8).hex() for _ in l1.generations]
         keys = [l1.entry, *l1.generations]
+        if isinstance(self._redis, RedisCluster):
+            reply, embedding = await asyncio.gather(
+                self._script(self._lookup_script, keys, ["0", self._generation_ttl, *tokens]),
+                self._redis.get(l2_key))
+            return Lookup(_parse_l1(reply), _bytes_or_none(embedding))
         for attempt in (1, 2):
             pipe = self._redis.pipeline(transaction=False)
             pipe.evalsha(self._lookup_script.sha, len(keys), *keys, "0", self._generation_ttl,
@@ -228,7 +246,7 @@ class RedisCache:
         try:
             async with asyncio.timeout(self._timeout):
                 stored = await self._script(self._fill_script, script_keys, args)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             self._fail("query_result", "fill", exc)
             raise CacheUnavailable(type(exc).__name__) from exc
         self._breaker.record_success()
@@ -240,7 +258,7 @@ class RedisCache:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.set(write.key, write.value, ex=write.ttl)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             self._fail("embedding", "fill", exc)
             raise CacheUnavailable(type(exc).__name__) from exc
         self._breaker.record_success()
@@ -252,7 +270,7 @@ class RedisCache:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.delete(key)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             self._fail(layer, "delete", exc)
             return
         self._breaker.record_success()
@@ -267,7 +285,7 @@ class RedisCache:
                     for key in generation_keys:
                         pipe.set(key, os.urandom(8).hex(), ex=self._generation_ttl)
                     await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             self._fail("query_result", "invalidate", exc)
             raise CacheUnavailable(type(exc).__name__) from exc
         self._breaker.record_success()
@@ -279,7 +297,7 @@ class RedisCache:
         try:
             async with asyncio.timeout(self._timeout):
                 values = await self._redis.mget(list(keys.generations))
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             self._fail("query_result", "lookup", exc)
             return None
         self._breaker.record_success()
@@ -292,7 +310,7 @@ class RedisCache:
         try:
             async with asyncio.timeout(max(self._timeout, 0.5)):
                 return bool(await self._redis.ping())
-        except (RedisError, OSError, TimeoutError):
+        except REDIS_FAILURES:
             return False
 
 

@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from app import contract
 from app.flags.base import OFF, FlagSnapshot, FlagSourceState
@@ -42,11 +43,14 @@ def parse_local_flags(fields: Mapping[bytes | str, bytes | str]) -> FlagSnapshot
 
 
 class LocalFlagSource:
-    """Reads the hash at most once per `cache_seconds`; keeps the last value if Redis fails."""
+    """Reads the hash at most once per `cache_seconds`; keeps the last value if Redis fails.
+
+    One key, one HGETALL: on a Redis Cluster the hash lives in one slot like any key.
+    """
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         cache_seconds: float = 1.0,
         timeout_seconds: float = 0.2,
@@ -82,7 +86,7 @@ class LocalFlagSource:
         try:
             async with asyncio.timeout(self._timeout):
                 fields = await self._redis.hgetall(self._key)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             fallback: FlagSourceState = "last-known" if self._have_read else "defaults"
             if self._snapshot.source != fallback:
                 log.warning("flag store unreadable (%s); using %s flags", type(exc).__name__,

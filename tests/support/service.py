@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from app import contract
 from app.main import create_app
@@ -20,7 +21,7 @@ from app.settings import Settings
 from tests.support.auth import SECRET
 
 
-async def set_flags(redis: Redis, *, shadow: bool = False, l2: bool = False,
+async def set_flags(redis: Redis | RedisCluster, *, shadow: bool = False, l2: bool = False,
                     l1_percent: int = 0) -> None:
     await redis.hset(contract.LOCAL_FLAGS_KEY, mapping={
         contract.LOCAL_FIELD_SHADOW: int(shadow),
