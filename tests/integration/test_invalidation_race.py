@@ -1,7 +1,8 @@
 """No answer built from old notes is served after the write that changed them has returned.
 
 The generations are read before the notes, and the L1 fill is a compare-and-set against
-them, so a slow request that read old notes cannot publish its answer after a write.
+them, so a slow request that read old notes cannot publish its answer after a write. Each
+test runs on the single Redis and on the Redis Cluster (REDIS_CLUSTER=true).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
 from app.providers.base import EmbedInput, RetrievedNote, Vector
 from app.providers.local import LocalProvider
 from tests.integration.test_query_api import add_note
 from tests.support.auth import auth
+from tests.support.redis_backends import RedisBackend
 from tests.support.service import set_flags
 
 WS = uuid.UUID("00000000-0000-4000-8000-00000000aaaa")
@@ -69,12 +70,12 @@ async def query(client: httpx.AsyncClient, client_id: uuid.UUID | None) -> httpx
 
 
 async def test_a_slow_request_cannot_publish_an_answer_a_write_made_stale(
-    service: Any, redis: Redis
+    backend_service: Any, redis_backend: RedisBackend
 ) -> None:
     """The exact interleaving, step by step: read → write returns → slow fill → next read."""
     provider = GatedProvider()
-    await set_flags(redis, l1_percent=100)
-    async with service(provider=provider) as (client, _):
+    await set_flags(redis_backend.raw, l1_percent=100)
+    async with backend_service(provider=provider) as (client, _):
         note = await add_note(client, WS, CLIENT, "Sleeping 5 hours.")
         provider.gate = asyncio.Event()
         slow = asyncio.create_task(query(client, CLIENT))
@@ -94,14 +95,14 @@ async def test_a_slow_request_cannot_publish_an_answer_a_write_made_stale(
 
 
 async def test_many_concurrent_queries_and_writes_never_serve_old_notes(
-    service: Any, redis: Redis
+    backend_service: Any, redis_backend: RedisBackend
 ) -> None:
     provider = GatedProvider(seed=1234)
     provider.max_jitter = 0.02
-    await set_flags(redis, l2=True, l1_percent=100)
+    await set_flags(redis_backend.raw, l2=True, l1_percent=100)
     violations: list[str] = []
     served_from_cache = 0
-    async with service(provider=provider) as (client, _):
+    async with backend_service(provider=provider) as (client, _):
         notes = [await add_note(client, WS, CLIENT, f"Note {i}: sleeping {5 + i} hours.")
                  for i in range(3)]
         acknowledged = {n["id"]: 1 for n in notes}  # versions whose write has returned

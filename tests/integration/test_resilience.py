@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from devstack.services import redis as redis_svc
 from devstack.services.common import Service
 from tests.integration.test_query_api import AUTH, CLIENT, WS, add_note, ask
+from tests.support.redis_backends import RedisBackend
 from tests.support.service import (
     make_settings,
     metric_value,
@@ -101,10 +102,12 @@ async def test_flags_unreadable_at_start_mean_everything_off(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("layer", ["l1", "l2"])
 async def test_corrupt_cached_value_is_a_miss_deleted_and_counted(
-    service: Any, redis: Redis, layer: str
+    backend_service: Any, redis_backend: RedisBackend, layer: str
 ) -> None:
+    """On the single Redis and on the Redis Cluster."""
+    redis = redis_backend.raw
     await set_flags(redis, l2=layer == "l2", l1_percent=100 if layer == "l1" else 0)
-    async with service() as (client, app):
+    async with backend_service() as (client, app):
         await add_note(client, WS, CLIENT, "Sleeping 6 hours.")
         first = await ask(client, WS, CLIENT)
         [key] = [k async for k in redis.scan_iter(f"ai-cache:{layer}:*")]
