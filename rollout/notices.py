@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from rollout.core.decision import Action, Decision
+from rollout.core.plan import Plan
 from rollout.formatting import transition_evidence
 from rollout.metrics import (
     KIND_ADVANCE,
@@ -18,8 +19,10 @@ from rollout.metrics import (
     KIND_ROLLBACK,
     transition_kind,
 )
+from rollout.next_step import next_step
 from rollout.ports import Notification, Severity
 from rollout.runtime_types import CyclePorts, CycleReport
+from rollout.status import build_status
 
 log = logging.getLogger("rollout.cycle")
 
@@ -32,8 +35,9 @@ _TITLES: Final[Mapping[str, str]] = {
 }
 
 
-def notifications_for(report: CycleReport) -> list[Notification]:
-    """Transition, pause/resume, hold-too-long, drift and failed writes: each is one message."""
+def notifications_for(report: CycleReport, plan: Plan | None = None) -> list[Notification]:
+    """Transition, pause/resume, hold-too-long, drift and failed writes: each is one message.
+    With the plan, a transition also says what happens next (rollout.next_step)."""
     decision = report.decision
     if decision is None:
         return []
@@ -59,7 +63,8 @@ def notifications_for(report: CycleReport) -> list[Notification]:
         found.append(_notice(report, decision, "transition", f"{title}: {_moved(decision)}",
                              decision.reason, severity,
                              details=transition_evidence(report.entry.checks,
-                                                         decision.action)))
+                                                         decision.action)
+                             + _what_next(plan, report)))
     elif decision.action is Action.PAUSE:
         found.append(_notice(report, decision, "pause",
                              f"Rollout paused by {decision.by} at {here}", decision.reason,
@@ -86,6 +91,14 @@ def _notice(report: CycleReport, decision: Decision, event: str, title: str, rea
     )
 
 
+def _what_next(plan: Plan | None, report: CycleReport) -> tuple[str, ...]:
+    if plan is None:
+        return ()
+    status = build_status(plan, report.state_after, None, report.at)
+    headline, *blockers = next_step(status).lines()
+    return (f"What happens next: {headline}", *blockers)
+
+
 def _moved(decision: Decision) -> str:
     if decision.changes_stage:
         return f"{decision.from_stage} \u2192 {decision.target_stage}"
@@ -93,7 +106,7 @@ def _moved(decision: Decision) -> str:
 
 
 async def notify_all(ports: CyclePorts, report: CycleReport) -> None:
-    for notification in notifications_for(report):
+    for notification in notifications_for(report, ports.plan):
         await safe_notify(ports, notification)
 
 

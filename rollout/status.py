@@ -4,13 +4,13 @@ demo render this same model."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from rollout.core.flags import FlagSettings
-from rollout.core.plan import Plan
+from rollout.core.plan import CheckSpec, Plan
 from rollout.core.state import RolloutState
 from rollout.records import CheckRecord, CycleSummary, FlagsRecord, IntentRecord
 from rollout.redaction import masked_model
@@ -73,6 +73,20 @@ class IntentView(View):
     by: str
 
 
+class PlanCheckView(View):
+    """One check of the current stage as the plan defines it: what the page and `rollout
+    status` need to tell a check not judged yet from one that passed."""
+
+    check: str
+    label: str
+    kind: str
+    statistical: bool
+    dry_run: bool = False
+    # From when the controller judges it (the flags' confirmation plus the window it needs,
+    # as rollout.core.decide does); None while the service has not reported the flags.
+    judged_from: datetime | None = None
+
+
 class StatusView(View):
     initialised: bool
     stage: str
@@ -97,6 +111,7 @@ class StatusView(View):
     # The last cycle's checks of this stage, objectives included, each statistical one with
     # its evidence (estimate, bounds, margin or limit, n, and what more a verdict needs).
     checks: tuple[CheckRecord, ...] = ()
+    plan_checks: tuple[PlanCheckView, ...] = ()
     last_decision: DecisionView | None = None
     last_evaluation_at: datetime | None = None
     leader: LeaderView
@@ -151,6 +166,12 @@ def build_status(
     checks_current = (cycle is not None
                       and cycle.from_stage == state.stage_name == cycle.to_stage)
     pause, rollback = state.pause_info, state.last_rollback
+    plan_checks = () if index is None else tuple(
+        PlanCheckView(check=spec.name, label=spec.display_name, kind=str(spec.kind),
+                      statistical=spec.stat is not None, dry_run=spec.dry_run,
+                      judged_from=None if state.flags_confirmed_at is None
+                      else state.flags_confirmed_at + _judged_after(plan, spec))
+        for spec in plan.checks_for(index))
     # Masked: the API, the unauthenticated page and the CLI show it, and a stored check or
     # flag error may quote a URL with its credentials (rollout.redaction).
     return masked_model(StatusView(
@@ -183,6 +204,7 @@ def build_status(
             last_write=cycle.flags if cycle is not None else None,
         ),
         checks=cycle.checks if cycle is not None and checks_current else (),
+        plan_checks=plan_checks,
         last_decision=None if cycle is None else DecisionView(
             at=cycle.at, action=cycle.action, from_stage=cycle.from_stage,
             to_stage=cycle.to_stage, reason=cycle.reason, instance=cycle.instance),
@@ -194,6 +216,12 @@ def build_status(
         time_scale=plan.settings.time_scale,
         now=now,
     ))
+
+
+def _judged_after(plan: Plan, spec: CheckSpec) -> timedelta:
+    # The rule of rollout.core.decide._needs: a statistical check counts from the flags'
+    # confirmation and needs the shortest window; a threshold check its whole window.
+    return plan.settings.min_window if spec.stat is not None else plan.window_of(spec)
 
 
 def _stage_view(plan: Plan, i: int, current: int | None, state: RolloutState) -> StageView:

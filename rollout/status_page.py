@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from rollout.core.plan import human_duration
@@ -29,6 +29,7 @@ from rollout.formatting import (
     transition_evidence,
     verdict_word,
 )
+from rollout.next_step import WAITING, next_step, relative, shown_verdict
 from rollout.records import CheckRecord, LogEntry
 from rollout.status import StageView, StatusView
 
@@ -36,7 +37,8 @@ REFRESH_SECONDS: Final = 10
 _DOT: Final = " \u00b7 "
 
 _VERDICT_CLASS: Final = {"pass": "pass", "fail": "fail", "no data": "nodata", "error": "error",
-                         "inconclusive": "inconclusive", "met": "pass", "missed": "missed"}
+                         "inconclusive": "inconclusive", "met": "pass", "missed": "missed",
+                         "waiting": "nodata", "failing": "fail"}
 
 _CSS: Final = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
@@ -88,6 +90,7 @@ def render_status_page(status: StatusView, history: Sequence[LogEntry]) -> str:
         f'<span class="state">{e(status.stage)}</span><span>{e(headline)}</span>',
         f'<span class="muted">{e(_leader_line(status))}</span></header><main>',
         _banners(status),
+        _next(status),
         _timeline(status),
         _checks(status),
         _objectives(status),
@@ -113,13 +116,13 @@ def _banners(status: StatusView) -> str:
     out = []
     pause = status.pause
     if pause:
-        out.append(f'<div class="banner warn">Paused by {e(pause.by)} at '
-                   f"{e(short_time(pause.at))}: {e(pause.why)}</div>")
+        out.append(f'<div class="banner warn" id="paused">Paused by {e(pause.by)} '
+                   f"{when(pause.at, status.now)}: {e(pause.why)}</div>")
     rollback = status.last_rollback
     if rollback and (status.in_cooldown or status.awaiting_resume):
         out.append(f'<div class="banner bad">Rolled back {e(rollback.from_stage)} \u2192 '
-                   f"{e(rollback.to_stage)} by {e(rollback.by)} at "
-                   f"{e(short_time(rollback.at))}: {e(rollback.reason)}</div>")
+                   f"{e(rollback.to_stage)} by {e(rollback.by)} "
+                   f"{when(rollback.at, status.now)}: {e(rollback.reason)}</div>")
     if status.completed_at:
         results = "; ".join(f"{check.label} {verdict_word(check)}"
                             for check in status.objectives)
@@ -132,6 +135,26 @@ def _banners(status: StatusView) -> str:
                    f"{e(intent.from_stage)} \u2192 {e(intent.to_stage)}"
                    f" since {e(short_time(intent.at))}</div>")
     return "".join(out)
+
+
+def when(moment: datetime | None, now: datetime) -> str:
+    """`12 min ago`, the absolute UTC time on hover (and machine-readable)."""
+    if moment is None:
+        return NOTHING
+    return (f'<time datetime="{e(moment.isoformat())}" title="{e(short_time(moment))}">'
+            f"{e(relative(moment, now))}</time>")
+
+
+def _next(status: StatusView) -> str:
+    """What happens next: the transition, when, and each blocker with what it needs."""
+    step = next_step(status)
+    items = "".join(
+        f'<li data-blocker="{e(b.check)}"><b>{e(b.label)}</b> '
+        f'<span class="verdict {_VERDICT_CLASS.get(b.state, "nodata")}">{e(b.state)}</span> '
+        f"{e(b.needs)}</li>" for b in step.blockers)
+    blockers = f'<ul class="evidence">{items}</ul>' if items else ""
+    return (f'<section id="next"><h2>Next</h2><p class="next"><b>{e(step.headline)}</b></p>'
+            f"{blockers}</section>")
 
 
 def _timeline(status: StatusView) -> str:
@@ -175,7 +198,7 @@ def _checks(status: StatusView) -> str:
             rows.append(
                 f'<tr data-check="{e(check.check)}"><td><b>{e(check.label)}</b><br>'
                 f'<span class="muted">{e(_DOT.join(tags))}</span></td>'
-                f"<td>{_verdict(check)}</td>"
+                f"<td>{_verdict(check, shown_verdict(status, check))}</td>"
                 f"<td>{e(check.value_text or NOTHING)}</td>{bound}<td>{e(target)}</td>"
                 f"<td>{e(n_text(check))}</td>"
                 f'<td class="muted">{e(_detail(check))}</td></tr>'
@@ -186,7 +209,7 @@ def _checks(status: StatusView) -> str:
     decision = status.last_decision
     summary = ""
     if decision is not None and decision.reason:
-        summary = (f"<p><b>{e(str(decision.action))}</b> at {e(short_time(decision.at))}: "
+        summary = (f"<p><b>{e(str(decision.action))}</b> {when(decision.at, status.now)}: "
                    f"{e(decision.reason)}</p>")
     streak = (f'<p class="muted">{status.pass_streak}/{status.passes_to_advance} '
               "passing cycles</p>")
@@ -199,8 +222,11 @@ def _detail(check: CheckRecord) -> str:
     return counts_text(check) or check.message
 
 
-def _verdict(check: CheckRecord) -> str:
-    """The verdict badge; an inconclusive check says how many more samples it needs."""
+def _verdict(check: CheckRecord, shown: str | None = None) -> str:
+    """The verdict badge; an inconclusive check says how many more samples it needs; a check
+    not judged yet is `waiting`, whatever its last verdict said."""
+    if shown == WAITING:
+        return f'<span class="verdict nodata">{WAITING}</span>'
     css = _VERDICT_CLASS.get(verdict_word(check), "nodata")
     badge = f'<span class="verdict {css}">{e(verdict_word(check))}</span>'
     more = more_text(check)
@@ -229,17 +255,20 @@ def _objectives(status: StatusView) -> str:
 
 
 def _details(status: StatusView) -> str:
+    now = status.now
     rows = [
-        ("entered", short_time(status.entered_at)),
-        ("flags wanted", flags_text(status.flags.desired)),
-        ("flags the service reports", flags_text(status.flags.reported)),
-        ("flags confirmed at", short_time(status.flags.confirmed_at)),
-        ("cooldown until", short_time(status.cooldown_until)),
-        ("baseline", ", ".join(f"{k} = {v:.4g}" for k, v in status.baseline.items()) or NOTHING),
-        ("last evaluation", short_time(status.last_evaluation_at)),
-        ("time scale", f"{status.time_scale:g}"),
+        ("entered", when(status.entered_at, now)),
+        ("flags wanted", e(flags_text(status.flags.desired))),
+        ("flags the service reports", e(flags_text(status.flags.reported))),
+        ("flags confirmed", when(status.flags.confirmed_at, now)),
+        ("cooldown until", when(status.cooldown_until, now)),
+        ("baseline", e(", ".join(f"{k} = {v:.4g}" for k, v in status.baseline.items())
+                       or NOTHING)),
+        ("last evaluation", when(status.last_evaluation_at, now)),
+        ("time scale", e(f"{status.time_scale:g}")),
     ]
-    cells = "".join(f'<div class="muted">{e(k)}</div><div>{e(v)}</div>' for k, v in rows)
+    # Each value is already HTML: escaped text, or a <time> built from escaped parts.
+    cells = "".join(f'<div class="muted">{e(k)}</div><div>{v}</div>' for k, v in rows)
     return f'<section><h2>Details</h2><div class="kv">{cells}</div></section>'
 
 

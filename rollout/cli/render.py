@@ -33,12 +33,13 @@ from rollout.formatting import (
     transition_evidence,
     verdict_word,
 )
+from rollout.next_step import WAITING, next_step, relative, shown_verdict
 from rollout.records import CheckRecord, CycleResult, LogEntry
 from rollout.status import StatusView
 
 VERDICT_STYLE: Final = {"pass": "bold green", "fail": "bold red", "no data": "dim",
                         "error": "bold yellow", "inconclusive": "bold blue", "met": "bold green",
-                        "missed": "bold magenta"}
+                        "missed": "bold magenta", "waiting": "dim", "failing": "bold red"}
 ACTION_STYLE: Final = {"advance": "green", "complete": "bold green", "rollback": "bold red",
                        "hold": "", "pause": "yellow", "resume": "cyan"}
 
@@ -67,19 +68,30 @@ def render_status(out: Console, status: StatusView) -> None:
     if status.bake_seconds is not None:
         left = status.bake_remaining_seconds or 0.0
         baked = "baked" if left <= 0 else f"{_duration(left)} left"
-        out.print(Text(f"In stage {_duration(status.time_in_stage_seconds)} of a "
+        out.print(Text(f"In stage since {relative(status.entered_at, status.now)}, "
+                       f"{_duration(status.time_in_stage_seconds)} of a "
                        f"{_duration(status.bake_seconds)} bake ({baked}); "
                        f"{status.pass_streak}/{status.passes_to_advance} passing cycles"))
     for line in _state_lines(status):
         out.print(line)
+    step = next_step(status)
+    out.print(Text("Next: ", style="bold") + Text(step.headline, style="bold cyan"),
+              soft_wrap=True)
+    for blocker in step.blockers:
+        out.print(Text(f"  \u2022 {blocker.label}: ")
+                  + Text(blocker.state, style=VERDICT_STYLE.get(blocker.state, "bold"))
+                  + Text(f" \u2014 {blocker.needs}"), soft_wrap=True)
     out.print(Text(f"Flags wanted: {flags_text(status.flags.desired)}; the service reports: "
                    f"{flags_text(status.flags.reported)}"))
     decision = status.last_decision
     if decision:
         out.print(Text("Last decision ", style="bold") + action_text(
-            str(decision.action), f" at {short_time(decision.at)}: {decision.reason}"))
+            str(decision.action), f" {relative(decision.at, status.now)} "
+                                  f"({short_time(decision.at)}): {decision.reason}"))
     if status.enforced_checks:
-        out.print(checks_table(status.enforced_checks, status.failure_streaks))
+        shown = {c.check: shown_verdict(status, c) for c in status.enforced_checks}
+        out.print(checks_table(status.enforced_checks, status.failure_streaks,
+                               waiting={name for name, v in shown.items() if v == WAITING}))
     if status.objectives:
         out.print(objectives_table(status.objectives, completed=status.completed_at is not None))
     holder = status.leader.holder
@@ -124,7 +136,8 @@ def _state_lines(status: StatusView) -> list[Text]:
     return lines
 
 
-def checks_table(checks: Sequence[CheckRecord], streaks: Mapping[str, int]) -> Table:
+def checks_table(checks: Sequence[CheckRecord], streaks: Mapping[str, int],
+                 waiting: frozenset[str] | set[str] = frozenset()) -> Table:
     """Gates, guardrails and baseline checks; a statistical one with its estimate, bound,
     margin or limit and n, and when inconclusive how many more samples (≈ how long)."""
     with_evidence = any(check.evidence is not None for check in checks)
@@ -148,7 +161,8 @@ def checks_table(checks: Sequence[CheckRecord], streaks: Mapping[str, int]) -> T
             target = f"{check.comparator or ''} {limit}".strip() if limit else "-"
         bound = [Text(bound_text(check) or "-")] if with_evidence else []
         table.add_row(
-            Text(check.label or check.check), Text(kind), _verdict_cell(check),
+            Text(check.label or check.check), Text(kind),
+            Text(WAITING, style="dim") if check.check in waiting else _verdict_cell(check),
             Text(check.value_text or "-"), *bound, Text(target), Text(n_text(check)),
         )
     return table

@@ -331,7 +331,12 @@ async def test_an_advance_notice_lists_the_deciding_checks_and_the_objectives() 
     h = await _walk_with_evidence()
     [sent] = h.notifier.sent
     assert sent.event == "transition" and sent.title == "Rollout advanced: mid \u2192 top"
-    heading, gate, objectives, objective = sent.details
+    heading, gate, objectives, objective, what_next, *waiting = sent.details
+    # ... and what happens next: the new stage's bake, and its checks waiting for the flags
+    assert what_next.startswith("What happens next: completes when the bake ends in 1 min "
+                                "and after 1 more passing cycle; blocked by ")
+    assert waiting and all(line.startswith("\u2022 ") and ": waiting \u2014 judged once the "
+                           "service reports this stage's flags" in line for line in waiting)
     assert heading == "Decided by:"
     assert gate.startswith("\u2022 L1 stale rate 0 %, \u2264 ")
     assert gate.endswith(" (95 %); limit \u2264 1 % (n=1 000): pass")
@@ -374,8 +379,10 @@ async def test_the_completion_notice_and_status_report_the_objectives() -> None:
     [sent] = h.notifier.sent
     assert sent.title == "Rollout complete: top"
     assert "Objectives (reported, never blocking):" in sent.details
-    assert sent.details[-1].startswith("\u2022 cost share 40 %, ")
-    assert sent.details[-1].endswith(": missed")
+    assert sent.details[-1] == ("What happens next: complete: nothing more to do; the "
+                                "guardrails are still watched")
+    assert sent.details[-2].startswith("\u2022 cost share 40 %, ")
+    assert sent.details[-2].endswith(": missed")
     status = build_status(h.plan, h.store.stored_state(), h.store.last, h.now)
     assert status.completed_at is not None
     [objective] = status.objectives
@@ -388,4 +395,6 @@ async def test_the_completion_notice_and_status_report_the_objectives() -> None:
 async def test_a_manual_transition_lists_no_evidence(h: Harness) -> None:
     await h.command("promote")
     [sent] = h.notifier.sent
-    assert sent.event == "transition" and sent.details == ()
+    # no evidence: only what happens next
+    assert sent.event == "transition" and sent.details[0].startswith("What happens next: ")
+    assert "Decided by:" not in sent.details

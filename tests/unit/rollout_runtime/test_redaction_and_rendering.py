@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from rich.console import Console
@@ -234,7 +235,9 @@ def test_slack_payload_escapes_every_mrkdwn_text_and_keeps_a_plain_copy() -> Non
 
 def _evidence_state(stage: str, *, completed: bool = False) -> RolloutState:
     state = replace(RolloutState.initial("off", T0), stage_index=EVIDENCE_PLAN.index_of(stage),
-                    stage_name=stage)
+                    stage_name=stage,
+                    # judged: the service reported the flags an hour ago
+                    flags_confirmed_at=T0 - timedelta(hours=1))
     return state.completed(T0) if completed else state
 
 

@@ -97,7 +97,9 @@ async def test_scheduler_jobs_never_overlap_and_coalesce(h: Harness) -> None:
 
 def _at(stage: str, *, completed: bool = False) -> RolloutState:
     state = replace(RolloutState.initial("off", T0), stage_index=PLAN.index_of(stage),
-                    stage_name=stage)
+                    stage_name=stage,
+                    # judged: the service reported the flags an hour ago
+                    flags_confirmed_at=T0 - timedelta(hours=1))
     return state.completed(T0) if completed else state
 
 
