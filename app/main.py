@@ -221,7 +221,9 @@ def create_app(
                                      settings.breaker_reset_seconds, on_change=on_breaker)
             cache = RedisCache(redis, breaker, metrics,
                                timeout_seconds=settings.redis_timeout_seconds,
-                               generation_ttl_seconds=max(86_400, settings.l1_ttl_seconds * 2))
+                               generation_ttl_seconds=max(86_400, settings.l1_ttl_seconds * 2),
+                               wait_replicas=settings.invalidation_replicas,
+                               wait_ms=settings.redis_invalidation_wait_ms)
             keys = KeyBuilder(settings.cache_key_secret.get_secret_value().encode(),
                               settings.cache_key_prefix)
             flags = _FlagGauge(await build_flag_source(settings, redis), metrics)

@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     # the other nodes are discovered from it. Caches and the local flag store then use
     # redis-py's async cluster client.
     redis_cluster: bool = False
+    # Replicas that must acknowledge a generation bump (`WAIT n ms` after the MULTI) before
+    # it counts as applied: a failover cannot then bring an old generation back. Fewer in
+    # time: the invalidation stays pending (no L1 for that workspace) and is applied again.
+    # Unset: 1 with REDIS_CLUSTER=true (each master has a replica), 0 on one server.
+    redis_invalidation_replicas: int | None = Field(default=None, ge=0, le=5)
+    redis_invalidation_wait_ms: int = Field(default=100, ge=1, le=5000)
     database_url: str = "sqlite+aiosqlite:///./ai-cache.db"
 
     # Providers
@@ -143,7 +149,8 @@ class Settings(BaseSettings):
             raise ValueError("SERVICE_API_TOKEN must be at least 16 characters")
         return value
 
-    @field_validator("auth_jwks_url", "auth_issuer", "auth_jwks_file", mode="before")
+    @field_validator("auth_jwks_url", "auth_issuer", "auth_jwks_file",
+                     "redis_invalidation_replicas", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -155,6 +162,13 @@ class Settings(BaseSettings):
         if self.outbox_poll_seconds > self.outbox_lease_seconds / 2:
             raise ValueError("OUTBOX_POLL_SECONDS must be at most half of OUTBOX_LEASE_SECONDS")
         return self
+
+    @property
+    def invalidation_replicas(self) -> int:
+        """REDIS_INVALIDATION_REPLICAS, or its default for the Redis mode."""
+        if self.redis_invalidation_replicas is not None:
+            return self.redis_invalidation_replicas
+        return 1 if self.redis_cluster else 0
 
     @model_validator(mode="after")
     def _redis_url_fits_the_mode(self) -> Settings:

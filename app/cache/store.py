@@ -16,10 +16,10 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import PipelineCommand, RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from app.cache.breaker import CircuitBreaker
@@ -98,6 +98,11 @@ class CacheUnavailable(Exception):
     """Redis could not be used for this operation (error, timeout, or circuit open)."""
 
 
+class NotReplicated(CacheUnavailable):
+    """A generation bump reached the master but not enough replicas in time: treated as not
+    applied (the invalidation stays pending), since a failover could lose it."""
+
+
 @dataclass(frozen=True, slots=True)
 class L1Lookup:
     status: L1Status
@@ -149,12 +154,16 @@ class RedisCache:
         *,
         timeout_seconds: float = 0.05,
         generation_ttl_seconds: int = 86_400,
+        wait_replicas: int = 0,
+        wait_ms: int = 50,
     ) -> None:
         self._redis = redis
         self._breaker = breaker
         self._metrics = metrics
         self._timeout = timeout_seconds
         self._generation_ttl = generation_ttl_seconds
+        self._wait_replicas = wait_replicas
+        self._wait_ms = wait_ms if wait_replicas else 0
         self._lookup_script = _LuaScript(_LOOKUP)
         self._fill_script = _LuaScript(_FILL)
 
@@ -276,19 +285,65 @@ class RedisCache:
         self._breaker.record_success()
 
     async def bump_generations(self, generation_keys: list[str]) -> None:
-        """O(1) invalidation: give each generation a new random token, atomically."""
+        """O(1) invalidation: give each generation a new random token, atomically.
+
+        With `wait_replicas` (a cluster's masters have replicas), the MULTI is followed by
+        `WAIT wait_replicas wait_ms` on the same connection: a failover promotes a replica,
+        and a replica that never received the new token would make the entries of the old
+        generation current again. When fewer replicas acknowledge in time the bump raises
+        NotReplicated: the caller keeps the intent pending (no L1 for the workspace) and
+        applies it again, so it fails closed instead of trusting an unreplicated token.
+        """
         if not self._breaker.allow():
             raise CacheUnavailable("circuit open")
+        tokens = [(key, os.urandom(8).hex()) for key in generation_keys]
         try:
-            async with asyncio.timeout(self._timeout):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for key in generation_keys:
-                        pipe.set(key, os.urandom(8).hex(), ex=self._generation_ttl)
-                    await pipe.execute()
+            async with asyncio.timeout(self._timeout + self._wait_ms / 1000):
+                if self._wait_replicas:
+                    acked = await self._bump_and_wait(tokens)
+                else:
+                    async with self._redis.pipeline(transaction=True) as pipe:
+                        for key, token in tokens:
+                            pipe.set(key, token, ex=self._generation_ttl)
+                        await pipe.execute()
+                    acked = 0
         except REDIS_FAILURES as exc:
             self._fail("query_result", "invalidate", exc)
             raise CacheUnavailable(type(exc).__name__) from exc
-        self._breaker.record_success()
+        self._breaker.record_success()  # Redis answered; only replication is behind
+        if acked < self._wait_replicas:
+            log.warning("invalidation not replicated in time", extra={
+                "replicas_acked": acked, "replicas_wanted": self._wait_replicas,
+                "wait_ms": self._wait_ms})
+            raise NotReplicated(f"{acked} of {self._wait_replicas} replicas in "
+                                f"{self._wait_ms} ms")
+
+    async def _bump_and_wait(self, tokens: list[tuple[str, str]]) -> int:
+        """MULTI, the SETs, EXEC, then WAIT, pipelined on one connection (WAIT counts the
+        writes of its own connection) to the master of the keys' slot. Returns how many
+        replicas acknowledged."""
+        commands: list[tuple[Any, ...]] = [
+            ("MULTI",),
+            *(("SET", key, token, "EX", self._generation_ttl) for key, token in tokens),
+            ("EXEC",),
+            ("WAIT", self._wait_replicas, self._wait_ms),
+        ]
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.initialize()  # the slot map, read on first use (no-op after)
+            node = self._redis.get_node_from_key(tokens[0][0])
+            if node is None:
+                raise RedisClusterException(f"no master for {tokens[0][0]}")
+            pipeline = [PipelineCommand(i, *args) for i, args in enumerate(commands)]
+            await node.execute_pipeline(pipeline)
+            for command in pipeline:
+                if isinstance(command.result, BaseException):
+                    raise command.result
+            return int(cast(int, pipeline[-1].result))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for args in commands:
+                pipe.execute_command(*args)
+            results = await pipe.execute()
+        return int(results[-1])
 
     async def current_generations(self, keys: L1Keys) -> str | None:
         """The generations `keys` depend on now, in lookup format; None if unknown."""

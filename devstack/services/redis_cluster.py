@@ -95,8 +95,8 @@ def node_roles(service: RedisClusterService) -> dict[int, str]:
 
 
 def _whole(ports: list[int]) -> bool:
-    """Every node says ok, and sees 3 masters and 3 replicas (roles travel by gossip after
-    `cluster_state:ok`)."""
+    """Every node says ok, sees 3 masters and 3 replicas (roles travel by gossip after
+    `cluster_state:ok`), and its replication link is up."""
     count = len(ports)
     for port in ports:
         if not node_state_ok(port, count):
@@ -104,7 +104,19 @@ def _whole(ports: list[int]) -> bool:
         roles = list(_roles_seen_by(port).values())
         if roles.count("master") != MASTERS or roles.count("slave") != count - MASTERS:
             return False
+        if not _replication_up(port):
+            return False
     return True
+
+
+def _replication_up(port: int) -> bool:
+    """A replica has finished its first sync; a master has its replicas online (until then
+    a WAIT for one replica times out)."""
+    info = _info_fields(_cli(port, "info", "replication", timeout=2.0))
+    if info.get("role") == "slave":
+        return info.get("master_link_status") == "up"
+    online = [v for k, v in info.items() if k.startswith("slave") and "state=online" in v]
+    return len(online) == REPLICAS_PER_MASTER
 
 
 def _start_node(binary: str, root: Path, port: int, bus_port: int) -> tuple[int, int | None]:
