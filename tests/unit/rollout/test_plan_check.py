@@ -103,7 +103,7 @@ def test_a_guardrail_is_timed_for_proving_a_regression(plan: Plan) -> None:
     row = rows_of(plan, 10.0)[("l1-50", "cache_integrity_guardrail")]
     # 1.5 x the 0.5 % limit, proven at the guardrail's alpha_fail.
     assert row.rate == pytest.approx(0.0075)
-    assert row.samples == samples_for_limit(0.0075, 0.005, 0.05, 0.0005)
+    assert row.samples == samples_for_limit(0.0075, 0.005, 0.05, 0.00045)
     # Audits: the L1 cohort (50 %) x its hit rate (30 %).
     assert row.trials_per_second == pytest.approx(10.0 * 0.5 * 0.3)
 

@@ -48,8 +48,8 @@ def test_plans_compared_see_the_same_draws(plan: Plan) -> None:
 
 @pytest.mark.parametrize("rate", [0.5, 30.0])
 def test_a_healthy_rollout_rarely_rolls_back(plan: Plan, rate: float) -> None:
-    """The plan spends guardrail_alpha_fail = 0.05 % on at most 19 sequences: a healthy
-    rollout rolls back with probability <= 0.95 %. Of 100 runs, 5 or more rollbacks would
+    """The plan spends guardrail_alpha_fail = 0.045 % on at most 21 sequences: a healthy
+    rollout rolls back with probability <= 0.945 %. Of 100 runs, 5 or more rollbacks would
     happen with probability < 0.4 % if that holds."""
     batch = Batch((("p", plan),), scenario_spec("healthy"), Traffic(rate),
                   RunSpec(HOUR, timedelta(days=35)), runs=100, key=(11,))
