@@ -44,7 +44,8 @@ from rollout.status_page import render_status_page
 log = logging.getLogger("rollout.server")
 
 COMMANDS: Final[tuple[CommandName, ...]] = ("pause", "resume", "promote", "rollback")
-PAGE_HISTORY: Final = 12
+# The page folds the holds between transitions: it reads enough entries to fill its rows.
+PAGE_HISTORY: Final = 500
 MAX_HISTORY: Final = 1000
 
 

@@ -29,11 +29,13 @@ from rollout.formatting import (
     transition_evidence,
     verdict_word,
 )
+from rollout.history_view import TIMES, HeldRun, fold_holds
 from rollout.next_step import WAITING, next_step, relative, shown_verdict
 from rollout.records import CheckRecord, LogEntry
 from rollout.status import StageView, StatusView
 
 REFRESH_SECONDS: Final = 10
+HISTORY_ROWS: Final = 12
 _DOT: Final = " \u00b7 "
 
 _VERDICT_CLASS: Final = {"pass": "pass", "fail": "fail", "no data": "nodata", "error": "error",
@@ -95,7 +97,7 @@ def render_status_page(status: StatusView, history: Sequence[LogEntry]) -> str:
         _checks(status),
         _objectives(status),
         _details(status),
-        _history(history),
+        _history(history, status.now),
         f'<p class="muted">Refreshes every {REFRESH_SECONDS} s. JSON: '
         '<a href="api/status">/api/status</a>, <a href="api/history">/api/history</a>, '
         '<a href="metrics">/metrics</a>.</p></main></body></html>',
@@ -272,11 +274,18 @@ def _details(status: StatusView) -> str:
     return f'<section><h2>Details</h2><div class="kv">{cells}</div></section>'
 
 
-def _history(history: Sequence[LogEntry]) -> str:
+def _history(history: Sequence[LogEntry], now: datetime) -> str:
+    """Transitions and manual actions, each run of holds folded into one row."""
     if not history:
         return '<section><h2>Last decisions</h2><p class="muted">Nothing yet.</p></section>'
     rows = []
-    for entry in history:
+    for entry in fold_holds(history)[:HISTORY_ROWS]:
+        if isinstance(entry, HeldRun):
+            rows.append(f'<tr class="held"><td class="mono">{when(entry.last_at, now)}</td>'
+                        f'<td><span class="verdict nodata">held {entry.count}{TIMES}</span>'
+                        f"</td><td>{e(entry.stage)}</td><td></td>"
+                        f'<td class="muted">for: {e(entry.reason)}</td></tr>')
+            continue
         action = entry.action or entry.kind
         moved = entry.from_stage or ""
         if entry.moved:
@@ -286,11 +295,13 @@ def _history(history: Sequence[LogEntry]) -> str:
         reason = e(entry.reason or entry.note or "")
         if entry.moved or action == "complete":
             reason += _evidence_html(transition_evidence(entry.checks, action))
-        rows.append(f'<tr><td class="mono">{e(short_time(entry.at))}</td>'
+        rows.append(f'<tr><td class="mono">{when(entry.at, now)}</td>'
                     f'<td><span class="verdict {css}">{e(action)}</span></td>'
                     f"<td>{e(moved)}</td><td>{e(entry.by or '')}</td>"
                     f"<td>{reason}</td></tr>")
-    return ("<section><h2>Last decisions</h2><table><tr><th>at</th><th>action</th>"
+    return ('<section id="history"><h2>Last decisions</h2><p class="muted">Transitions and '
+            "manual actions; holds folded. Every entry: <code>rollout history</code> or "
+            '<a href="api/history">/api/history</a>.</p><table><tr><th>at</th><th>action</th>'
             "<th>stage</th><th>by</th><th>reason</th></tr>" + "".join(rows) + "</table></section>")
 
 

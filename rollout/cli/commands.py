@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.text import Text
 
 from rollout.cli.client import ControllerClient
@@ -30,9 +32,11 @@ from rollout.cli.render import (
     render_dry_run,
     render_history,
     render_status,
+    status_renderables,
 )
 from rollout.core.plan import Plan, human_duration
 from rollout.core.plan_loader import PlanError, load_plan
+from rollout.history_view import HistoryRow, fold_holds
 from rollout.ports import StateStore, StoreError
 from rollout.records import CycleResult, LogEntry
 from rollout.redaction import masked, masked_model
@@ -41,6 +45,7 @@ from rollout.settings import RolloutSettings
 from rollout.status import StatusView, build_status
 
 _T = TypeVar("_T")
+MAX_HISTORY: Final = 1000  # what /api/history serves at most (rollout.server)
 
 
 def cmd_run(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
@@ -78,15 +83,42 @@ def print_settings(out: Console, settings: RolloutSettings, *, insecure: bool) -
 
 
 def cmd_status(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
-    if settings.rollout_url:
-        status = ControllerClient(settings).status()
-    else:
-        status = asyncio.run(_status_from_store(settings))
+    if args.watch is not None:
+        if args.json:
+            raise CliError("--watch redraws for a person; for scripts poll `rollout status "
+                           "--json`", EXIT_BAD_INPUT)
+        return watch_status(settings, out, args.watch)
+    status = read_status(settings)
     if args.json:
         print_json(out, status)
     else:
         render_status(out, status)
     return EXIT_OK
+
+
+def read_status(settings: RolloutSettings) -> StatusView:
+    if settings.rollout_url:
+        return ControllerClient(settings).status()
+    return asyncio.run(_status_from_store(settings))
+
+
+def watch_status(settings: RolloutSettings, out: Console, seconds: float) -> int:
+    """Redraw the status every `seconds` (like `kubectl argo rollouts get rollout --watch`)
+    until Ctrl-C, which ends it with exit 0. A failed read is shown in place and retried:
+    a controller restarting must not end the watch."""
+    try:
+        with Live(console=out, auto_refresh=False, transient=False) as live:
+            while True:
+                try:
+                    shown: RenderableType = Group(*status_renderables(read_status(settings)))
+                except CliError as exc:
+                    shown = Text(f"error: {exc.message} (retrying every {seconds:g} s)",
+                                 style="bold red")
+                live.update(Group(shown, Text(f"\nEvery {seconds:g} s; Ctrl-C to stop.",
+                                              style="dim")), refresh=True)
+                time.sleep(seconds)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 async def _status_from_store(settings: RolloutSettings) -> StatusView:
@@ -105,22 +137,27 @@ async def _status_from_store(settings: RolloutSettings) -> StatusView:
 
 
 def cmd_history(args: argparse.Namespace, settings: RolloutSettings, out: Console) -> int:
+    # Folding needs the holds behind the rows shown: read up to 50 entries a row.
+    wanted = min(MAX_HISTORY, args.limit * 50) if args.transitions else args.limit
     if settings.rollout_url:
-        entries = ControllerClient(settings).history(args.limit)
+        entries = ControllerClient(settings).history(wanted)
     else:
 
         async def read(store: StateStore) -> list[LogEntry]:
-            entries = await store.history(args.limit)
+            entries = await store.history(wanted)
             if not entries:
                 await require_rollout(store, settings)
             return entries
 
         entries = asyncio.run(with_store(settings, read))
     entries = [masked_model(entry) for entry in entries]
+    rows: list[HistoryRow] = list(entries)
+    if args.transitions:
+        rows = fold_holds(entries)[:args.limit]
     if args.json:
-        print_json(out, entries)
+        print_json(out, rows)
     else:
-        render_history(out, entries)
+        render_history(out, rows, folded=args.transitions)
     return EXIT_OK
 
 

@@ -56,9 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start without an explicit REDIS_URL, PROMETHEUS_URL and command "
                           "credentials (a laptop only: defaults to 127.0.0.1, and nobody may "
                           "command it)")
-    sub.add_parser("status", parents=[as_json], help="where the rollout is and why")
+    status = sub.add_parser("status", parents=[as_json], help="where the rollout is and why")
+    status.add_argument("--watch", nargs="?", type=_positive_float, const=2.0, default=None,
+                        metavar="SECONDS", help="redraw every SECONDS (default 2) until Ctrl-C")
     history = sub.add_parser("history", parents=[as_json], help="the decision log, newest first")
-    history.add_argument("--limit", type=_positive_int, default=20)
+    history.add_argument("--limit", type=_positive_int, default=20, help="rows shown")
+    history.add_argument("--transitions", action="store_true",
+                         help="transitions and manual actions only, holds folded "
+                              "('held 11x at l2 for: ...')")
     _add_steering(sub, as_json)
 
     evaluate = sub.add_parser("evaluate", parents=[as_json],
@@ -109,6 +114,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
 
 

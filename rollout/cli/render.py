@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -33,8 +33,9 @@ from rollout.formatting import (
     transition_evidence,
     verdict_word,
 )
+from rollout.history_view import TIMES, HeldRun, HistoryRow
 from rollout.next_step import WAITING, next_step, relative, shown_verdict
-from rollout.records import CheckRecord, CycleResult, LogEntry
+from rollout.records import CheckRecord, CycleResult
 from rollout.status import StatusView
 
 VERDICT_STYLE: Final = {"pass": "bold green", "fail": "bold red", "no data": "dim",
@@ -61,46 +62,54 @@ def action_text(action: str, rest: str = "") -> Text:
 
 
 def render_status(out: Console, status: StatusView) -> None:
-    out.print(Text("Rollout stage ", style="bold") + Text(status.stage, style="bold cyan"))
-    out.print(_timeline(status))
+    for part in status_renderables(status):
+        out.print(part)
+
+
+def status_renderables(status: StatusView) -> list[RenderableType]:
+    """The status as lines and tables: printed once by `rollout status`, redrawn by
+    `rollout status --watch`."""
+    parts: list[RenderableType] = []
+    parts.append(Text("Rollout stage ", style="bold") + Text(status.stage, style="bold cyan"))
+    parts.append(_timeline(status))
     if not status.initialised:
-        out.print(Text("The controller has not run yet (no state stored).", style="yellow"))
+        parts.append(Text("The controller has not run yet (no state stored).", style="yellow"))
     if status.bake_seconds is not None:
         left = status.bake_remaining_seconds or 0.0
         baked = "baked" if left <= 0 else f"{_duration(left)} left"
-        out.print(Text(f"In stage since {relative(status.entered_at, status.now)}, "
-                       f"{_duration(status.time_in_stage_seconds)} of a "
-                       f"{_duration(status.bake_seconds)} bake ({baked}); "
-                       f"{status.pass_streak}/{status.passes_to_advance} passing cycles"))
+        parts.append(Text(f"In stage since {relative(status.entered_at, status.now)}, "
+                           f"{_duration(status.time_in_stage_seconds)} of a "
+                           f"{_duration(status.bake_seconds)} bake ({baked}); "
+                           f"{status.pass_streak}/{status.passes_to_advance} passing cycles"))
     for line in _state_lines(status):
-        out.print(line)
+        parts.append(line)
     step = next_step(status)
-    out.print(Text("Next: ", style="bold") + Text(step.headline, style="bold cyan"),
-              soft_wrap=True)
+    parts.append(Text("Next: ", style="bold") + Text(step.headline, style="bold cyan"))
     for blocker in step.blockers:
-        out.print(Text(f"  \u2022 {blocker.label}: ")
-                  + Text(blocker.state, style=VERDICT_STYLE.get(blocker.state, "bold"))
-                  + Text(f" \u2014 {blocker.needs}"), soft_wrap=True)
-    out.print(Text(f"Flags wanted: {flags_text(status.flags.desired)}; the service reports: "
-                   f"{flags_text(status.flags.reported)}"))
+        parts.append(Text(f"  \u2022 {blocker.label}: ")
+                      + Text(blocker.state, style=VERDICT_STYLE.get(blocker.state, "bold"))
+                      + Text(f" \u2014 {blocker.needs}"))
+    parts.append(Text(f"Flags wanted: {flags_text(status.flags.desired)}; the service reports: "
+                       f"{flags_text(status.flags.reported)}"))
     decision = status.last_decision
     if decision:
-        out.print(Text("Last decision ", style="bold") + action_text(
+        parts.append(Text("Last decision ", style="bold") + action_text(
             str(decision.action), f" {relative(decision.at, status.now)} "
                                   f"({short_time(decision.at)}): {decision.reason}"))
     if status.enforced_checks:
         shown = {c.check: shown_verdict(status, c) for c in status.enforced_checks}
-        out.print(checks_table(status.enforced_checks, status.failure_streaks,
-                               waiting={name for name, v in shown.items() if v == WAITING}))
+        parts.append(checks_table(status.enforced_checks, status.failure_streaks,
+                                   waiting={name for name, v in shown.items() if v == WAITING}))
     if status.objectives:
-        out.print(objectives_table(status.objectives, completed=status.completed_at is not None))
+        parts.append(objectives_table(status.objectives, completed=status.completed_at is not None))
     holder = status.leader.holder
-    out.print(Text(f"Leader: {holder}" if holder else "Leader: nobody holds the lease",
-                   style="dim" if holder else "yellow"))
+    parts.append(Text(f"Leader: {holder}" if holder else "Leader: nobody holds the lease",
+                       style="dim" if holder else "yellow"))
     intent = status.pending_intent
     if intent:
-        out.print(Text(f"Transition in flight: {intent.from_stage} \u2192 {intent.to_stage} "
-                       f"since {short_time(intent.at)}", style="yellow"))
+        parts.append(Text(f"Transition in flight: {intent.from_stage} \u2192 {intent.to_stage} "
+                           f"since {short_time(intent.at)}", style="yellow"))
+    return parts
 
 
 def _timeline(status: StatusView) -> Text:
@@ -192,14 +201,21 @@ def _verdict_cell(check: CheckRecord) -> Text:
     return cell
 
 
-def render_history(out: Console, entries: Sequence[LogEntry]) -> None:
+def render_history(out: Console, entries: Sequence[HistoryRow], *,
+                   folded: bool = False) -> None:
     if not entries:
         out.print("The decision log is empty: the controller has not run yet.")
         return
-    table = Table(title=f"Decision log (newest first, {len(entries)})", show_lines=False)
+    what = "transitions and manual actions, holds folded" if folded else "newest first"
+    table = Table(title=f"Decision log ({what}, {len(entries)})", show_lines=False)
     for column in ("at", "what", "stage", "by", "reason"):
         table.add_column(column, overflow="fold")
     for entry in entries:
+        if isinstance(entry, HeldRun):
+            table.add_row(Text(short_time(entry.last_at), style="dim"),
+                          Text(f"held {entry.count}{TIMES}", style="dim"), Text(entry.stage),
+                          Text(""), Text(f"for: {entry.reason}", style="dim"))
+            continue
         action = entry.action or ""
         what = action if entry.kind in ("cycle", "command") else f"{entry.kind} {action}".strip()
         stage = entry.from_stage or ""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -196,6 +198,70 @@ def test_status_and_history_read_redis_when_no_controller_url(
     assert json.loads(out)["initialised"] is False
     code, out, _ = run_cli(capsys, "history", "--json", "--limit", "3")
     assert [e["kind"] for e in json.loads(out)] == ["flags-set"]
+
+
+def test_history_transitions_folds_the_holds(
+    env: dict[str, str], redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = RolloutKeys(env["ROLLOUT_NAME"]).log
+
+    def add(action: str, stage: str, to: str, kind: str = "cycle") -> None:
+        redis.xadd(log, {"entry": LogEntry(
+            kind=kind, at=datetime.now(UTC), action=action, from_stage=stage, to_stage=to,
+            reason=f"{action} at {stage}", by="tester").model_dump_json()})
+
+    add("advance", "off", "dark-launch")
+    for _ in range(11):
+        add("hold", "dark-launch", "dark-launch")
+    add("pause", "dark-launch", "dark-launch", kind="command")
+    code, out, _ = run_cli(capsys, "history", "--transitions")
+    assert code == 0
+    assert "held 11\u00d7" in out and "for: hold at dark-launch" in out
+    assert "pause" in out and "advance" in out and out.count("hold at dark-launch") == 1
+    code, out, _ = run_cli(capsys, "history", "--transitions", "--json", "--limit", "2")
+    rows = json.loads(out)
+    assert [r.get("action") or f"held {r['count']}" for r in rows] == ["pause", "held 11"]
+    code, out, _ = run_cli(capsys, "history", "--limit", "5")  # every entry, unfolded
+    assert out.count("hold at dark-launch") == 4
+
+
+def test_status_watch_redraws_until_ctrl_c(
+    env: dict[str, str], redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a terminal (a pty), `status --watch` draws, redraws when the state changes, and
+    Ctrl-C ends it with exit 0."""
+    key = RolloutKeys(env["ROLLOUT_NAME"]).state
+    state = {"stage_index": 0, "stage_name": "off", "entered_at": "2025-01-01T00:00:00+00:00"}
+    redis.set(key, json.dumps(state))
+    leader, follower = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "status", "--watch", "0.2"], cwd=REPO_ROOT,
+        env=subprocess_env(env | {"TERM": "xterm"}), stdin=follower, stdout=follower,
+        stderr=subprocess.PIPE, text=True,
+    )
+    os.close(follower)
+    seen: list[str] = []
+
+    def shows(text: str) -> bool:
+        ready, _, _ = select.select([leader], [], [], 0.1)
+        if ready:
+            seen.append(os.read(leader, 65536).decode(errors="replace"))
+        return text in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", "".join(seen))
+
+    try:
+        until(lambda: shows("Rollout stage off"), within=30, what=f"first draw: {seen}")
+        redis.set(key, json.dumps(state | {"stage_index": 1, "stage_name": "dark-launch"}))
+        until(lambda: shows("Rollout stage dark-launch"),
+              within=30, what=f"redraw: {seen[-1:]}")
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+        os.close(leader)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert "Next: " in "".join(seen)
+    code, out, _ = run_cli(capsys, "status", "--watch", "--json")
+    assert code == 2 and "--watch" in json.loads(out)["error"]
 
 
 def test_a_wrong_rollout_name_lists_the_names_found(

@@ -176,8 +176,9 @@ def test_the_history_lists_what_a_transition_rests_on() -> None:
     page = render_status_page(build_status(PLAN, _at("mid"), None, T0),
                               [rollback, advance, hold])
     history = page[page.index("<h2>Last decisions</h2>"):]
-    rows = history.split("<tr>")[2:]
+    rows = history.split("<tr")[2:]
     assert len(rows) == 3
+    assert rows[2].startswith(' class="held">')  # a hold is folded: "held 1x at mid"
     breach = ("L1 cohort error rate +2 pp, \u2265 +1.2 pp (99.95 %); margin \u2264 +1 pp vs "
               "control cohort (n=10 000 vs 50 000): fail")
     assert "Decided by:" in rows[0] and breach in rows[0]
