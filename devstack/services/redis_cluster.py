@@ -37,6 +37,7 @@ class RedisClusterService(DetailedService):
     node_ports: list[int] = field(default_factory=list)
     node_pids: list[int] = field(default_factory=list)
     node_pid_starts: list[int | None] = field(default_factory=list)
+    node_bus_ports: list[int] = field(default_factory=list)
 
     def node_url(self, port: int) -> str:
         return f"redis://127.0.0.1:{port}"
@@ -121,7 +122,7 @@ def _replication_up(port: int) -> bool:
 
 def _start_node(binary: str, root: Path, port: int, bus_port: int) -> tuple[int, int | None]:
     node_dir = root / str(port)
-    node_dir.mkdir(parents=True)
+    node_dir.mkdir(parents=True, exist_ok=True)  # a restarted node keeps its nodes.conf
     args = [
         binary, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
         "--cluster-port", str(bus_port), "--cluster-config-file", f"nodes-{port}.conf",
@@ -171,6 +172,7 @@ def start_private_cluster(*, name: str = "redis-cluster", timeout: float = 60.0
             service.node_ports.append(port)
             service.node_pids.append(pid)
             service.node_pid_starts.append(started)
+            service.node_bus_ports.append(bus_port)
         service.pid, service.pid_started = service.node_pids[0], service.node_pid_starts[0]
         _create(node_ports, timeout)
         wait_until(lambda: _whole(node_ports), timeout=timeout,
@@ -207,6 +209,42 @@ def stop_node(service: RedisClusterService, port: int, *, sig: int | None = None
             stop_pid(pid, started=started, sig=sig, timeout=5.0)
     service.node_pids[index] = 0
     service.node_pid_starts[index] = None
+
+
+def restart_node(service: RedisClusterService, port: int, *, timeout: float = 60.0) -> None:
+    """Start a stopped node again on its ports and directory: its nodes.conf keeps its
+    identity, so it rejoins (as a replica if its slots were failed over); without
+    persistence it comes back empty (data loss) and syncs from its master. Returns when
+    the whole cluster is ok again, 3 masters and 3 replicas, replication up."""
+    index = service.node_ports.index(port)
+    if service.node_pid(port) is not None:
+        raise ServiceError(f"node {port} is still running")
+    assert service.data_dir is not None
+    binary = ensure_apt("redis-server", "redis-server")
+    pid, started = _start_node(binary, Path(service.data_dir), port,
+                               service.node_bus_ports[index])
+    service.node_pids[index], service.node_pid_starts[index] = pid, started
+    if index == 0:
+        service.pid, service.pid_started = pid, started
+    wait_until(lambda: _whole(service.node_ports), timeout=timeout,
+               what=f"{service.name} whole again after node {port} restarted")
+
+
+def master_of_slot(service: RedisClusterService, slot: int) -> int | None:
+    """The port of the live master serving `slot`, as the first live node sees it."""
+    for port in service.node_ports:
+        if service.node_pid(port) is None:
+            continue
+        for line in _cli(port, "cluster", "nodes", timeout=2.0).splitlines():
+            parts = line.split()
+            if len(parts) < 9 or "master" not in parts[2] or "fail" in parts[2]:
+                continue
+            for ranges in parts[8:]:
+                low, _, high = ranges.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return int(parts[1].split("@", 1)[0].rsplit(":", 1)[1])
+        return None
+    return None
 
 
 def stop(service: Service) -> None:

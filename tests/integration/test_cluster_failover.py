@@ -1,0 +1,142 @@
+"""A Redis Cluster master killed under traffic (issue 14): no answer built from notes older
+than a write that had returned before the query started, errors only while the slot has no
+master (fail open, counted), and the caches back once the killed node rejoins.
+
+The service runs on a cluster of this test's own (REDIS_CLUSTER=true, invalidations waited
+for one replica). Steady readers and note writers; the master that holds the workspace's
+slot gets SIGKILL by pid; its replica is promoted; the killed node is started again on its
+ports (empty: no persistence) and rejoins as the replica of the promoted master. Blocking
+steps run in a thread so the service's event loop keeps serving throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from devstack.readiness import wait_until
+from devstack.services import redis_cluster as cluster_svc
+from tests.integration.test_invalidation_race import GatedProvider, cited_versions
+from tests.integration.test_query_api import AUTH, CLIENT, WS, add_note
+from tests.support.service import make_settings, metric_value, running_service, set_flags
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def doomed_cluster() -> Iterator[cluster_svc.RedisClusterService]:
+    """A cluster of this test's own: one of its masters is killed."""
+    service = cluster_svc.start_private_cluster(name="redis-cluster-failover")
+    yield service
+    cluster_svc.stop(service)
+
+
+class Traffic:
+    """Readers and writers until stopped; every answer checked against the versions whose
+    write had returned before the query started (the race test's oracle)."""
+
+    def __init__(self, client: httpx.AsyncClient, notes: list[dict[str, object]]) -> None:
+        self.client = client
+        self.acknowledged = {str(n["id"]): 1 for n in notes}
+        self.violations: list[str] = []
+        self.answers = 0
+        self.hits = 0
+        self.cache_errors = 0
+        self.stop = asyncio.Event()
+        self.rng = random.Random(7)
+
+    async def reader(self) -> None:
+        while not self.stop.is_set():
+            required = dict(self.acknowledged)
+            response = await self.client.post(
+                f"/v1/workspaces/{WS}/query", headers=AUTH,
+                json={"query": "How is the patient sleeping?",
+                      "client_id": self.rng.choice([str(CLIENT), None])})
+            assert response.status_code == 200, response.text
+            self.answers += 1
+            self.hits += response.json()["cache"]["l1"] == "hit"
+            self.cache_errors += response.json()["cache"]["l1"] == "error"
+            for session, version in cited_versions(response.json()["answer"]).items():
+                if version < required[session]:
+                    self.violations.append(f"{session} v{version} < v{required[session]}")
+            await asyncio.sleep(0.005)
+
+    async def writer(self) -> None:
+        revision = 0
+        while not self.stop.is_set():
+            target = self.rng.choice(list(self.acknowledged))
+            revision += 1
+            response = await self.client.patch(
+                f"/v1/workspaces/{WS}/sessions/{target}", headers=AUTH,
+                json={"plan": f"Revision {revision} at {time.monotonic()}"})
+            if response.status_code == 409:
+                continue
+            assert response.status_code == 200, response.text
+            self.acknowledged[target] = max(self.acknowledged[target],
+                                            response.json()["version"])
+            await asyncio.sleep(self.rng.uniform(0.05, 0.15))
+
+    async def until(self, condition: str, predicate: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():  # type: ignore[operator]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
+            await asyncio.sleep(0.05)
+
+
+async def test_a_master_killed_under_traffic_serves_no_old_notes(
+    doomed_cluster: cluster_svc.RedisClusterService, tmp_path: Path,
+) -> None:
+    cluster = doomed_cluster
+    raw = RedisCluster.from_url(cluster.url)
+    await set_flags(raw, l2=True, l1_percent=100)
+    slot = int(await raw.cluster_keyslot(f"{{{WS}}}"))
+    await raw.aclose()
+    killed = cluster_svc.master_of_slot(cluster, slot)
+    assert killed is not None
+    provider = GatedProvider(seed=3)
+    provider.max_jitter = 0.01
+    settings = make_settings(cluster.url, f"sqlite+aiosqlite:///{tmp_path / 'n.db'}",
+                             redis_cluster=True, redis_timeout_seconds=0.2,
+                             breaker_reset_seconds=0.2, flag_cache_seconds=0.5)
+    assert settings.invalidation_replicas == 1
+    async with running_service(settings, provider=provider) as (client, app):
+        notes = [await add_note(client, WS, CLIENT, f"Note {i}: sleeping {5 + i} hours.")
+                 for i in range(3)]
+        traffic = Traffic(client, notes)
+        workers = [asyncio.create_task(traffic.reader()) for _ in range(6)]
+        workers += [asyncio.create_task(traffic.writer()) for _ in range(2)]
+        try:
+            await traffic.until("L1 hits before the failover", lambda: traffic.hits >= 20, 30)
+            hits_before, answers_before = traffic.hits, traffic.answers
+            await asyncio.to_thread(cluster_svc.stop_node, cluster, killed, sig=signal.SIGKILL)
+            await asyncio.to_thread(
+                wait_until, lambda: cluster_svc.master_of_slot(cluster, slot) not in
+                (None, killed), timeout=30, what="the replica promoted")
+            await asyncio.to_thread(cluster_svc.restart_node, cluster, killed)
+            hits_at_rejoin = traffic.hits
+            await traffic.until("L1 hits after the killed node rejoined",
+                                lambda: traffic.hits >= hits_at_rejoin + 20, 40)
+        finally:
+            traffic.stop.set()
+            await asyncio.gather(*workers, return_exceptions=False)
+        errors = metric_value(app, "ai_agent_cache_errors_total", cache_layer="query_result",
+                              op="lookup")
+    print(f"failover: answers={traffic.answers} hits={traffic.hits} "
+          f"l1_errors={traffic.cache_errors} lookup_errors={errors:.0f} "
+          f"last_versions={sorted(traffic.acknowledged.values())} "
+          f"violations={len(traffic.violations)}")
+    assert traffic.violations == []
+    assert traffic.answers > answers_before and hits_before >= 20
+    # The failover happened under traffic: lookups failed (open, counted) while the slot
+    # had no master; every request was still answered (each reader asserts 200).
+    assert errors >= 1
+    assert cluster_svc.master_of_slot(cluster, slot) not in (None, killed)
