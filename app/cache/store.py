@@ -299,7 +299,7 @@ class RedisCache:
         tokens = [(key, os.urandom(8).hex()) for key in generation_keys]
         try:
             async with asyncio.timeout(self._timeout + self._wait_ms / 1000):
-                if self._wait_replicas:
+                if self._wait_replicas or isinstance(self._redis, RedisCluster):
                     acked = await self._bump_and_wait(tokens)
                 else:
                     async with self._redis.pipeline(transaction=True) as pipe:
@@ -319,14 +319,16 @@ class RedisCache:
                                 f"{self._wait_ms} ms")
 
     async def _bump_and_wait(self, tokens: list[tuple[str, str]]) -> int:
-        """MULTI, the SETs, EXEC, then WAIT, pipelined on one connection (WAIT counts the
-        writes of its own connection) to the master of the keys' slot. Returns how many
-        replicas acknowledged."""
+        """MULTI, the SETs, EXEC, then (with `wait_replicas`) WAIT, pipelined on one
+        connection (WAIT counts the writes of its own connection) to the master of the
+        keys' slot. Returns how many replicas acknowledged (0 without a WAIT). On a cluster
+        this is also the path without a WAIT: redis-py's cluster transaction costs about
+        1 ms more a bump (bench/cluster_bench.py)."""
         commands: list[tuple[Any, ...]] = [
             ("MULTI",),
             *(("SET", key, token, "EX", self._generation_ttl) for key, token in tokens),
             ("EXEC",),
-            ("WAIT", self._wait_replicas, self._wait_ms),
+            *([("WAIT", self._wait_replicas, self._wait_ms)] if self._wait_replicas else []),
         ]
         if isinstance(self._redis, RedisCluster):
             await self._redis.initialize()  # the slot map, read on first use (no-op after)
@@ -338,12 +340,12 @@ class RedisCache:
             for command in pipeline:
                 if isinstance(command.result, BaseException):
                     raise command.result
-            return int(cast(int, pipeline[-1].result))
+            return int(cast(int, pipeline[-1].result)) if self._wait_replicas else 0
         async with self._redis.pipeline(transaction=False) as pipe:
             for args in commands:
                 pipe.execute_command(*args)
             results = await pipe.execute()
-        return int(results[-1])
+        return int(results[-1]) if self._wait_replicas else 0
 
     async def current_generations(self, keys: L1Keys) -> str | None:
         """The generations `keys` depend on now, in lookup format; None if unknown."""
