@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -39,7 +40,7 @@ from rollout.records import FlagsRecord, LogEntry
 from rollout.redaction import masked, masked_model
 from rollout.runtime_types import CommandFailed, CommandName, ManualCommand, NotLeader
 from rollout.status import StatusView, build_status
-from rollout.status_page import render_status_page
+from rollout.status_page import render_status_fragment, render_status_page
 
 log = logging.getLogger("rollout.server")
 
@@ -125,7 +126,8 @@ def create_app(
         return HistoryPage(entries=[masked_model(e) for e in entries], limit=limit)
 
     @app.get("/", response_class=HTMLResponse, response_model=None)
-    async def page() -> HTMLResponse:
+    async def page(fragment: bool = Query(default=False, description=(
+            "only the header and main, which the page swaps in"))) -> HTMLResponse:
         try:
             snapshot = await gather_status(controller)
             entries = await controller.ports.store.history(PAGE_HISTORY)
@@ -135,8 +137,15 @@ def create_app(
                 f"</title><p>Cannot read the rollout state: {_escape(masked(str(exc)))}</p>",
                 status_code=503,
             )
-        # The page needs no token: what it shows is masked (rollout.redaction).
-        return HTMLResponse(render_status_page(snapshot, [masked_model(e) for e in entries]))
+        # The page needs no token: what it shows is masked (rollout.redaction). Its one
+        # style and one script run under a fresh nonce; nothing else may (CSP).
+        nonce = secrets.token_urlsafe(16)
+        shown = [masked_model(e) for e in entries]
+        return HTMLResponse(
+            render_status_fragment(snapshot, shown) if fragment
+            else render_status_page(snapshot, shown, nonce=nonce),
+            headers={"Content-Security-Policy": page_csp(nonce),
+                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
     async def read_command(name: CommandName, request: Request) -> ManualCommand | JSONResponse:
         caller = await _steering_caller(callers, request)
@@ -189,6 +198,14 @@ def create_app(
                 "application/json": {"schema": CommandBody.model_json_schema()}}}},
         )
     return app
+
+
+def page_csp(nonce: str) -> str:
+    """The status page's policy: its own inline style and script by nonce, fetches to this
+    origin only, no plugins, frames, base or form targets."""
+    return (f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+            "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
 
 
 def _error(status: int, detail: str, **extra: Any) -> JSONResponse:

@@ -33,8 +33,9 @@ from rollout.history_view import TIMES, HeldRun, fold_holds
 from rollout.next_step import WAITING, next_step, relative, shown_verdict
 from rollout.records import CheckRecord, LogEntry
 from rollout.status import StageView, StatusView
+from rollout.status_svg import check_charts, stage_chart
 
-REFRESH_SECONDS: Final = 10
+REFRESH_SECONDS: Final = 5
 HISTORY_ROWS: Final = 12
 _DOT: Final = " \u00b7 "
 
@@ -60,8 +61,19 @@ background:#fff}
 .stage.done{background:#e7f6ec;border-color:#3b9c5a}
 .stage.current{background:#e8f0fe;border-color:#2d6cdf;box-shadow:0 0 0 2px #2d6cdf33}
 .stage.complete{background:#d7f0df;border-color:#1f7a3f}
-.bar{height:6px;background:#e3e7ed;border-radius:3px;margin-top:6px;overflow:hidden}
-.bar span{display:block;height:100%;background:#2d6cdf}
+.bar{display:block;width:100%;height:6px;background:#e3e7ed;border-radius:3px;margin-top:6px}
+.bar rect{fill:#2d6cdf}
+.chart{display:block;width:100%;max-width:900px;margin:6px 0 10px;font-size:11px}
+.chart text{fill:#3a4352}.chart .grid{stroke:#eceff3}
+.stage-line{fill:none;stroke:#2d6cdf;stroke-width:2.5}.chart circle{fill:#2d6cdf}
+.chart .limit{stroke:#b42318;stroke-dasharray:5 4}.chart .limit-label{fill:#b42318}
+.chart .bound{fill:none;stroke:#1c4fa8;stroke-width:1.5}
+.chart .estimate-line{fill:none;stroke:#1d2430;stroke-width:1;opacity:.5}
+.chart circle.estimate{fill:#1d2430}.chart .caption{font-size:12px;font-weight:600}
+#controls{padding:0 24px;max-width:1200px}#steer{display:flex;gap:8px;flex-wrap:wrap}
+#steer label{display:flex;gap:4px;align-items:center}
+#steer button{padding:4px 12px;border-radius:5px;border:1px solid #2d6cdf;background:#e8f0fe;
+cursor:pointer}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #eceff3;vertical-align:top}
 th{font-size:12px;color:#5a6473;text-transform:uppercase}
@@ -78,29 +90,102 @@ th{font-size:12px;color:#5a6473;text-transform:uppercase}
 .kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}
 """
 
+# Polls /api/status and, when it changed, fetches the page and swaps its header and main
+# (never the form: what someone is typing stays). Steering POSTs JSON with the Bearer
+# token. Only textContent is written: nothing from the server is parsed as HTML but the
+# page itself, which the server escaped.
+_SCRIPT: Final = """
+(() => {
+  let seen = null;
+  const every = REFRESH_SECONDS * 1000;
+  const state = s => JSON.stringify([s.stage, s.last_evaluation_at, s.paused, s.pause,
+    s.completed_at, s.in_cooldown, s.awaiting_resume, s.pending_intent]);
+  async function redraw() {
+    const part = await fetch('?fragment=1', {cache: 'no-store'});
+    if (!part.ok) { return; }
+    const doc = new DOMParser().parseFromString(await part.text(), 'text/html');
+    for (const name of ['header', 'main']) {
+      document.querySelector(name).replaceWith(doc.querySelector(name));
+    }
+    document.title = document.querySelector('header').dataset.title;
+  }
+  async function tick() {
+    try {
+      const response = await fetch('api/status', {cache: 'no-store'});
+      const now = state(await response.json());
+      if (seen !== null && now !== seen) { await redraw(); }
+      seen = now;
+    } catch (err) { /* the controller restarting: try again next time */ }
+  }
+  const form = document.getElementById('steer');
+  const result = document.getElementById('steer-result');
+  form.addEventListener('submit', async event => {
+    event.preventDefault();
+    const command = event.submitter ? event.submitter.value : 'pause';
+    const body = {who: form.who.value.trim(), why: form.why.value.trim()};
+    if (!form.token.value || !body.why || !body.who) {
+      result.textContent = 'a token, who and a reason are needed';
+      return;
+    }
+    try {
+      const response = await fetch('api/' + command, {method: 'POST', body: JSON.stringify(body),
+        headers: {'Content-Type': 'application/json',
+                  'Authorization': 'Bearer ' + form.token.value}});
+      const data = await response.json().catch(() => ({}));
+      result.textContent = response.ok ? command + ': ' + (data.reason || 'done')
+        : command + ' refused (' + response.status + '): ' + (data.detail || '');
+    } catch (err) { result.textContent = command + ' failed: ' + err; }
+    seen = null;
+    await redraw();
+  });
+  tick();
+  setInterval(tick, every);
+})();
+""".replace("REFRESH_SECONDS", str(REFRESH_SECONDS))
+
 e = html.escape
 
 
-def render_status_page(status: StatusView, history: Sequence[LogEntry]) -> str:
+def render_status_page(status: StatusView, history: Sequence[LogEntry], *,
+                       nonce: str = "") -> str:
+    """The page; `nonce` is the one the Content-Security-Policy header allows for its one
+    <style> and its one <script> (rollout.server sets both)."""
+    attr = f' nonce="{e(nonce)}"' if nonce else ""
+    return "".join([
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        '<link rel="icon" href="data:,">',  # no /favicon.ico request (a 404 in the log)
+        f"<title>{page_title(status)}</title><style{attr}>{_CSS}</style></head><body>",
+        render_status_fragment(status, history),
+        _controls(),
+        f"<script{attr}>{_SCRIPT}</script></body></html>",
+    ])
+
+
+def page_title(status: StatusView) -> str:
+    return f"rollout: {e(status.stage)} \u2014 {e(status.headline())}"
+
+
+def render_status_fragment(status: StatusView, history: Sequence[LogEntry]) -> str:
+    """The page's header and main, which its script swaps in when /api/status changed
+    (no style nor script in it: the new content needs no nonce)."""
     headline = status.headline()
     parts = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">',
-        '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        f"<title>rollout: {e(status.stage)} \u2014 {e(headline)}</title><style>{_CSS}</style>"
-        "</head><body><header><h1>AI cache rollout</h1>",
+        f'<header data-title="{page_title(status)}"><h1>AI cache rollout</h1>',
         f'<span class="state">{e(status.stage)}</span><span>{e(headline)}</span>',
         f'<span class="muted">{e(_leader_line(status))}</span></header><main>',
         _banners(status),
         _next(status),
         _timeline(status),
+        _charts(status, history),
         _checks(status),
         _objectives(status),
         _details(status),
         _history(history, status.now),
-        f'<p class="muted">Refreshes every {REFRESH_SECONDS} s. JSON: '
+        f'<p class="muted">Checks <a href="api/status">/api/status</a> every '
+        f"{REFRESH_SECONDS} s and redraws when it changes. JSON: "
         '<a href="api/status">/api/status</a>, <a href="api/history">/api/history</a>, '
-        '<a href="metrics">/metrics</a>.</p></main></body></html>',
+        '<a href="metrics">/metrics</a>.</p></main>',
     ]
     return "".join(parts)
 
@@ -159,6 +244,31 @@ def _next(status: StatusView) -> str:
             f"{blockers}</section>")
 
 
+def _charts(status: StatusView, history: Sequence[LogEntry]) -> str:
+    checks = check_charts(status, history)
+    note = ("" if checks else '<p class="muted">No statistical check measured in this stage '
+            "yet.</p>")
+    return ('<section id="timeline"><h2>Timeline</h2>'
+            f"{stage_chart(status, history)}"
+            '<p class="muted">Each statistical check of this stage, cycle by cycle: the '
+            "estimate (dots), the bound its verdict rests on (blue) and the limit or margin "
+            f"(red).</p>{checks}{note}</section>")
+
+
+def _controls() -> str:
+    """Steering: every command needs an operator token (or JWT) and a reason; the page
+    keeps neither (the token stays in this form, sent only as a Bearer header)."""
+    buttons = "".join(f'<button type="submit" name="command" value="{c}" id="do-{c}">{c}'
+                      "</button>" for c in ("pause", "resume", "promote", "rollback"))
+    return ('<aside id="controls"><section><h2>Steer</h2><form id="steer">'
+            '<label>token <input type="password" name="token" id="token" '
+            'autocomplete="off"></label>'
+            '<label>who <input name="who" id="who"></label>'
+            '<label>why <input name="why" id="why" size="40"></label>'
+            f'{buttons}</form><p id="steer-result" class="muted" role="status"></p>'
+            "</section></aside>")
+
+
 def _timeline(status: StatusView) -> str:
     cells = [_stage_cell(status, stage) for stage in status.stages]
     return f'<section><h2>Stages</h2><div class="timeline">{"".join(cells)}</div></section>'
@@ -169,7 +279,9 @@ def _stage_cell(status: StatusView, stage: StageView) -> str:
         bake = status.bake_seconds or 0.0
         spent = status.time_in_stage_seconds
         share = 100.0 if not bake else min(100.0, 100.0 * spent / bake)
-        progress = (f'<div class="bar"><span style="width:{share:.0f}%"></span></div>'
+        # An SVG width, not a style attribute: the CSP allows no inline style attributes.
+        progress = (f'<svg class="bar" viewBox="0 0 100 6" preserveAspectRatio="none">'
+                    f'<rect width="{share:.0f}" height="6"/></svg>'
                     f'<div class="meta">{e(_duration(spent))} of {e(_duration(bake))} bake</div>')
     else:
         progress = f'<div class="meta">bake {e(_duration(stage.bake_seconds))}</div>'

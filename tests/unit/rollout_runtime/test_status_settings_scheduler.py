@@ -54,10 +54,14 @@ def test_the_page_escapes_what_people_typed() -> None:
     state = RolloutState.initial("off", T0).paused("<b>mallory</b>", "<script>x()</script>", T0)
     status = build_status(plan, state, None, T0, instance_id="i", is_leader=True, holder="i")
     page = render_status_page(status, [LogEntry(kind="command", at=T0, action="pause",
-                                                by="<b>mallory</b>", reason="<script>")])
+                                                by="<b>mallory</b>", reason="<script>")],
+                              nonce="n0nce")
     assert "<script>" not in page and "&lt;script&gt;" in page
+    # the page's own script and style only, each with the nonce the CSP allows
+    assert page.count("<script") == 1 and '<script nonce="n0nce">' in page
+    assert page.count("<style") == 1 and '<style nonce="n0nce">' in page
     assert "<b>mallory</b>" not in page
-    assert "Paused by" in page and 'http-equiv="refresh"' in page
+    assert "Paused by" in page and "fetch('api/status'" in page
 
 
 def test_settings_fallbacks(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
@@ -203,7 +207,7 @@ def test_the_page_shows_old_checks_without_evidence_and_escapes_labels() -> None
         kind="cycle", at=T0, action="hold", from_stage="mid", to_stage="mid",
         checks=(hostile,)), T0), [LogEntry(kind="cycle", at=T0, action="advance",
                                            from_stage="mid", to_stage="top",
-                                           checks=(hostile,))])
+                                           checks=(hostile,))], nonce="n")
     assert "<script>" not in page and "&lt;script&gt;x()&lt;/script&gt;" in page
 
 
