@@ -57,9 +57,11 @@ from devstack.demo.profiles import (
     DEMO_DIR,
     FULL,
     QUICK,
+    REDIS_TIMEOUT,
     DemoFailed,
     Profile,
     audit_note,
+    redis_timeout_note,
 )
 from devstack.demo.replay import replay_hint
 from devstack.demo.runner import Runner
@@ -183,8 +185,8 @@ def _run(demo: Demo, console: Console, plain: bool,
                   f"{', with a fault at ' + args.fault_stage if args.fault else ''}")
     for line in demo.deviations:
         console.print(f"  plan deviation: {line}", style="yellow", markup=False)
-    console.print(f"  service setting: {audit_note(args.audit_max_per_second)}",
-                  style="yellow", markup=False)
+    for note in (audit_note(args.audit_max_per_second), redis_timeout_note(REDIS_TIMEOUT)):
+        console.print(f"  service setting: {note}", style="yellow", markup=False)
     console.print(f"  process logs: {LOG_DIR}", style="dim")
     demo.start_services(lambda text: console.print(f"  {text}", style="dim"))
     model = LiveModel(

@@ -23,6 +23,7 @@ from devstack.demo.profiles import (
     DAY,
     DEMO_DIR,
     KEEP_RUNS,
+    REDIS_TIMEOUT,
     RULE_FILES,
     RUNS_DIR,
     DemoFailed,
@@ -174,6 +175,7 @@ class Demo:
             # seconds, so its cap is above the service's default 5/s (see AUDIT_NOTE).
             "L1_AUDIT_SAMPLE_RATE": f"{self.args.audit_rate:g}",
             "L1_AUDIT_MAX_PER_SECOND": f"{self.args.audit_max_per_second:g}",
+            "REDIS_TIMEOUT_SECONDS": f"{REDIS_TIMEOUT:g}",  # see profiles.REDIS_TIMEOUT
             "INSTANCE_NAME": f"replica-{index}",
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",
