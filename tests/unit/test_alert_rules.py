@@ -34,8 +34,11 @@ RUNBOOK_SECTIONS = (
     "## How to confirm",
     "## What the rollout controller has already done",
     "## What to do",
+    "## Escalation",
     "## How to silence safely",
 )
+RUNBOOK_BASE = "{{ $externalLabels.runbook_base_url }}/"
+GRAFANA_BASE = "{{ $externalLabels.grafana_url }}"
 DURATION = re.compile(r"(\d+)([smhdw])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -164,12 +167,16 @@ def test_alert_waits_at_least_its_window(rule: Rule) -> None:
 @pytest.mark.parametrize("rule", alerts(), ids=alert_ids())
 def test_runbook_exists_and_is_complete(rule: Rule) -> None:
     url = rule.body["annotations"]["runbook_url"]
-    assert url == f"alerts/runbooks/{rule.name}.md", f"{rule.name}: runbook_url {url!r}"
-    path = REPO_ROOT / url
-    assert path.is_file(), f"missing runbook {url}"
+    assert url == f"{RUNBOOK_BASE}{rule.name}.md", f"{rule.name}: runbook_url {url!r}"
+    path = RUNBOOKS_DIR / f"{rule.name}.md"
+    assert path.is_file(), f"missing runbook {path}"
     text = path.read_text(encoding="utf-8")
     for section in RUNBOOK_SECTIONS:
         assert section in text, f"{url} lacks section {section!r}"
+    # the rollout's state and recent flag changes are the first thing to look at
+    confirm = text[text.index("## How to confirm"):]
+    assert "`rollout status`" in confirm.split("\n\n")[1], f"{path.name}: no rollout status step"
+    assert "`rollout flags show`" in confirm and "--transitions" in confirm
     silence = re.search(r"amtool silence add[^\n]*alertname=\"?" + re.escape(rule.name), text)
     assert silence, f"{url}: no amtool silence example matching alertname={rule.name}"
     assert re.search(r"--(duration|expires)", text), f"{url}: the silence example needs an expiry"
@@ -187,6 +194,8 @@ def test_every_runbook_belongs_to_an_alert() -> None:
 @pytest.mark.parametrize("rule", alerts(), ids=alert_ids())
 def test_dashboard_url_points_at_an_existing_panel(rule: Rule) -> None:
     url = rule.body["annotations"]["dashboard_url"]
+    assert url.startswith(GRAFANA_BASE), f"{rule.name}: dashboard_url {url!r} has no base"
+    url = url.removeprefix(GRAFANA_BASE)
     match = re.fullmatch(r"/d/([\w-]+)/[\w-]+\?viewPanel=(\d+)", url)
     assert match, f"{rule.name}: dashboard_url {url!r} is not /d/<uid>/<slug>?viewPanel=<id>"
     uid, panel = match.group(1), int(match.group(2))
@@ -223,3 +232,13 @@ def test_zero_traffic_case_covers_every_service_alert() -> None:
                 if service_alerts <= quiet:
                     return
     pytest.fail("no zero-traffic promtool test expects every service alert to stay quiet")
+
+
+def test_prometheus_sets_the_link_bases_from_the_environment() -> None:
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus.yml").read_text())
+    assert config["global"]["external_labels"] == {
+        "runbook_base_url": "${RUNBOOK_BASE_URL}", "grafana_url": "${GRAFANA_URL}"}
+    compose = yaml.safe_load((REPO_ROOT / "deploy" / "compose.yaml").read_text())
+    prometheus = compose["services"]["prometheus"]
+    assert "--enable-feature=expand-external-labels" in prometheus["command"]
+    assert set(prometheus["environment"]) == {"RUNBOOK_BASE_URL", "GRAFANA_URL"}
