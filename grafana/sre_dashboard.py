@@ -36,6 +36,17 @@ ALERT_HIT_RATE = """(sum(rate(ai_agent_cache_hits_total[1h])) or vector(0))
 /
 ((sum(rate(ai_agent_cache_hits_total[1h])) or vector(0))
   + (sum(rate(ai_agent_cache_misses_total[1h])) or vector(0)) > 0)"""
+# The same, per workspace: the ten lowest (a tenant importing notes misses by design; the
+# runbook's first question is "one workspace or all of them?").
+WORKSPACE_HIT_RATE = """bottomk(10,
+  (sum by (workspace_id) (rate(ai_agent_cache_hits_total[1h]))
+    or sum by (workspace_id) (rate(ai_agent_cache_misses_total[1h])) * 0)
+  /
+  ((sum by (workspace_id) (rate(ai_agent_cache_hits_total[1h]))
+    or sum by (workspace_id) (rate(ai_agent_cache_misses_total[1h])) * 0)
+    + (sum by (workspace_id) (rate(ai_agent_cache_misses_total[1h]))
+      or sum by (workspace_id) (rate(ai_agent_cache_hits_total[1h])) * 0) > 0)
+)"""
 
 UP_DOWN = {0: ("down", "red"), 1: ("up", "green")}
 
@@ -311,6 +322,19 @@ def build() -> dash.Dashboard:
                 {0: ("closed", "green"), 1: ("open", "red")},
                 width=12,
                 height=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                53,
+                "Hit rate per workspace (1 h, the 10 lowest)",
+                "What AIAgentLowCacheHitRate evaluates, per workspace: one tenant low "
+                "(new notes, a bulk import) or all of them? Dashed: the alert's 30 %.",
+                [(WORKSPACE_HIT_RATE, "{{workspace_id}}")],
+                unit="percentunit",
+                threshold=0.3,
+                width=24,
+                max_value=1,
             )
         )
         .with_panel(

@@ -69,6 +69,7 @@ PROMQL_WORDS = {
     "avg_over_time",
     "sort_desc",
     "topk",
+    "bottomk",
     "le",
     "bool",
 }
