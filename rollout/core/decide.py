@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
 from rollout.core.decision import (
     ARROW,
@@ -372,11 +373,27 @@ def _hold(plan: Plan, state: RolloutState, now: datetime, reason: str) -> Decisi
 
 
 def _is_newly_overdue(plan: Plan, state: RolloutState, now: datetime) -> bool:
-    limit = plan.settings.hold_too_long
+    limit = overdue_after(plan)
     if limit is None or state.completed_at is not None or state.overdue_notified_at is not None:
         return False
-    deadline = state.entered_at + plan.bake_of(state.stage_index) + plan.scaled(limit)
-    return now >= deadline
+    return now >= state.entered_at + plan.bake_of(state.stage_index) + limit
+
+
+# An overdue notice needs at least this many evaluations past the bake (and one window).
+OVERDUE_MIN_CYCLES: Final = 10
+
+
+def overdue_after(plan: Plan) -> timedelta | None:
+    """How long past its bake a stage is held before "held too long" is notified:
+    hold_too_long scaled with the plan's time scale, but never less than the shortest
+    window plus ten evaluation intervals — what judging a stage takes in real time, which
+    no time scale shortens (evidence needs samples). Without the floor a scaled demo (bakes
+    of seconds) was "held too long" at nearly every stage (issue 13)."""
+    limit = plan.settings.hold_too_long
+    if limit is None:
+        return None
+    floor = plan.settings.min_window + OVERDUE_MIN_CYCLES * plan.settings.evaluation_interval
+    return max(plan.scaled(limit), floor)
 
 
 def _names(names: Iterable[str], shown: int = 3) -> str:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rollout.core.commands import pause, promote, resume, rollback
-from rollout.core.decide import decide
+from rollout.core.decide import decide, overdue_after
 from rollout.core.decision import Action, CommandRejected, Decision
 from rollout.core.flags import FlagSettings
 from rollout.core.observations import Observation, Observations, Verdict
@@ -471,3 +471,22 @@ def test_a_breach_rolls_back_to_its_guardrails_target(stage: str, failing: set[s
 def test_only_a_guardrail_has_a_rollback_target() -> None:
     with pytest.raises(ValueError, match="only a guardrail"):
         dataclasses.replace(GATE, rollback_to="off")
+
+
+@pytest.mark.parametrize(("past_bake", "overdue"), [
+    (timedelta(minutes=5), False),  # the scaled 1 d is 1 s, but ten cycles have not passed
+    (timedelta(minutes=10), False),
+    (timedelta(minutes=10, seconds=1), True),  # min_window (1 s) + 10 x 1 min
+])
+def test_hold_too_long_is_scaled_but_never_shorter_than_ten_cycles(
+    past_bake: timedelta, overdue: bool
+) -> None:
+    """Issue 13: a scaled plan (a day is a second) must not call every stage held too long:
+    judging a stage takes real evaluations, which no time scale shortens."""
+    plan = make_plan(time_scale=1 / 86400, evaluation_interval=timedelta(minutes=1))
+    assert overdue_after(plan) == timedelta(minutes=10, seconds=1)
+    assert overdue_after(PLAN) == timedelta(days=1)  # unscaled: the plan's hold_too_long
+    bake = plan.bake_of(INDEX["mid"])
+    decision = decide(at(entered=T0), seen(verdicts={"gate_hit": Verdict.FAIL}), plan,
+                      T0 + bake + past_bake)
+    assert decision.overdue is overdue
