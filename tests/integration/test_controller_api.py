@@ -143,9 +143,18 @@ async def test_status_page_for_people(api: Api) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
-    assert '<meta http-equiv="refresh"' in page
+    # refreshed by its own script, which the CSP allows by this response's nonce only
+    csp = response.headers["content-security-policy"]
+    nonce = csp.split("script-src 'nonce-")[1].split("'")[0]
+    assert f'<script nonce="{nonce}">' in page and "fetch('api/status'" in page
     assert "Stages" in page and "Gates and guardrails" in page and "Last decisions" in page
+    assert "Next" in page and 'id="stage-chart"' in page
     assert "off" in page and "mid" in page
+    fragment = (await api.http.get("/", params={"fragment": "true"})).text
+    assert fragment.startswith("<header") and fragment.endswith("</main>")
+    assert "<script" not in fragment and "<style" not in fragment
+    second = (await api.http.get("/")).headers["content-security-policy"]
+    assert second != csp  # a fresh nonce per response
 
 
 async def test_status_history_and_page_show_the_evidence(redis_service: Service) -> None:
