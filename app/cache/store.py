@@ -12,6 +12,7 @@ the L2 entry), an invalidation is one MULTI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -336,10 +337,17 @@ class RedisCache:
             if node is None:
                 raise RedisClusterException(f"no master for {tokens[0][0]}")
             pipeline = [PipelineCommand(i, *args) for i, args in enumerate(commands)]
-            await node.execute_pipeline(pipeline)
-            for command in pipeline:
-                if isinstance(command.result, BaseException):
-                    raise command.result
+            try:
+                await node.execute_pipeline(pipeline)
+                for command in pipeline:
+                    if isinstance(command.result, BaseException):
+                        raise command.result
+            except REDIS_FAILURES:
+                # This path bypasses the client's own MOVED/connection handling: re-read
+                # the slot map so that the retry (the outbox relay's) finds the new master.
+                with contextlib.suppress(*REDIS_FAILURES):
+                    await self._redis.nodes_manager.initialize()
+                raise
             return int(cast(int, pipeline[-1].result)) if self._wait_replicas else 0
         async with self._redis.pipeline(transaction=False) as pipe:
             for args in commands:

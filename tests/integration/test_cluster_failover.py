@@ -21,8 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio.cluster import RedisCluster
 
+from app.cache.breaker import CircuitBreaker
+from app.cache.keys import KeyBuilder
+from app.cache.store import CacheUnavailable, RedisCache
+from app.metrics import ServiceMetrics
 from devstack.readiness import wait_until
 from devstack.services import redis_cluster as cluster_svc
 from tests.integration.test_invalidation_race import GatedProvider, cited_versions
@@ -150,3 +155,33 @@ async def test_a_master_killed_under_traffic_serves_no_old_notes(
     assert errors >= 1
     if restart == "after-failover":
         assert now_master not in (None, killed)
+
+
+async def test_bumps_alone_find_the_promoted_master(
+    doomed_cluster: cluster_svc.RedisClusterService,
+) -> None:
+    """The outbox relay may be the only client of a workspace's slot after a failover: its
+    bumps (sent on the master's own connection, past the cluster client's redirections)
+    must re-read the slot map and reach the promoted master, replicated again."""
+    cluster = doomed_cluster
+    client = RedisCluster.from_url(cluster.url)
+    cache = RedisCache(client, CircuitBreaker(1_000, 0.1), ServiceMetrics(CollectorRegistry()),
+                       timeout_seconds=1.0, wait_replicas=1, wait_ms=200)
+    generations = [KeyBuilder(b"s").workspace_generation(WS)]
+    await cache.bump_generations(generations)
+    slot = int(await client.cluster_keyslot(generations[0]))
+    killed = cluster_svc.master_of_slot(cluster, slot)
+    assert killed is not None
+    await asyncio.to_thread(cluster_svc.stop_node, cluster, killed, sig=signal.SIGKILL)
+    await asyncio.to_thread(wait_until, lambda: cluster_svc.master_of_slot(cluster, slot)
+                            not in (None, killed), timeout=30, what="the replica promoted")
+    await asyncio.to_thread(cluster_svc.restart_node, cluster, killed)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            await cache.bump_generations(generations)
+            break
+        except CacheUnavailable:
+            assert time.monotonic() < deadline, "bumps never reached the promoted master"
+            await asyncio.sleep(0.1)
+    await client.aclose()
