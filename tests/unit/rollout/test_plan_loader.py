@@ -161,7 +161,8 @@ def test_default_plan_guardrails_match_the_design(default_plan: Plan) -> None:
     assert (cohort.test, cohort.margin) == (NI, 0.01) and cohort.control is not None
     cohort_slow = stat_of(guardrails["l1_cohort_slow_guardrail"])
     assert (cohort_slow.test, cohort_slow.margin) == (NI, 0.03)
-    assert cohort_slow.control is not None and cohort_slow.slower_than == Threshold(absolute=2.0)
+    assert cohort_slow.control is not None
+    assert cohort_slow.slower_than == Threshold(absolute=2.0)
     slow = stat_of(guardrails["slow_answers_guardrail"])
     assert (slow.test, slow.baseline, slow.margin) == (NI, "baseline_slow_share", 0.02)
     assert slow.slower_than == Threshold(absolute=2.0)
