@@ -152,8 +152,8 @@ def test_default_plan_guardrails_match_the_design(default_plan: Plan) -> None:
     guardrails = {c.name: c for c in default_plan.guardrails}
     assert list(guardrails) == [
         "error_rate_guardrail", "l1_cohort_error_guardrail", "l1_cohort_slow_guardrail",
-        "slow_answers_guardrail", "redis_oom_guardrail", "cache_integrity_guardrail", "l2_integrity_guardrail",
-        "redis_evictions_guardrail",
+        "slow_answers_guardrail", "redis_oom_guardrail", "cache_integrity_guardrail",
+        "l2_integrity_guardrail", "redis_evictions_guardrail",
     ]
     error = stat_of(guardrails["error_rate_guardrail"])
     assert (error.test, error.baseline, error.margin) == (NI, "baseline_error_rate", 0.01)
