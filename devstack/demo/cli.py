@@ -127,8 +127,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     parser.add_argument("--audit-max-per-second", type=float, default=AUDIT_CAP,
                         help="L1_AUDIT_MAX_PER_SECOND per replica (default %(default)g; the "
                              "service's own default is 5)")
-    parser.add_argument("--chart", type=Path, help="PNG path (default docs/rollout-demo.png; "
-                        ".run/demo/rollout-demo-fault.png with --fault)")
+    parser.add_argument("--chart", type=Path, help="PNG path (default .run/demo/rollout-demo.png"
+                        "; .run/demo/rollout-demo-fault.png with --fault)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="write the chart to docs/rollout-demo.png (the README's figure)")
     parser.add_argument("--result-json", type=Path, help="write everything measured here")
     parser.add_argument("--plain", action="store_true",
                         help="plain lines instead of the live view (default when not a TTY)")

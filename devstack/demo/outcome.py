@@ -100,8 +100,7 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
         console.print()
         console.print(render_objectives(objectives))
     if visits:
-        chart_path = demo.args.chart or (
-            DEFAULT_CHART if not demo.args.fault else DEMO_DIR / "rollout-demo-fault.png")
+        chart_path = chart_path_for(demo.args)
         title = ("Staged rollout of the AI caches — default plan, 1 plan day = "
                  f"{demo.day_seconds:.3g} s" + (" — with a fault" if runner.fault else ""))
         events = []
@@ -213,3 +212,12 @@ def _trim_alert(payload: dict[str, Any]) -> dict[str, Any]:
     return {"receiver": payload.get("receiver"), "status": payload.get("status"),
             "alerts": [{k: a.get(k) for k in keep} for a in payload.get("alerts", [])]}
 
+
+def chart_path_for(args: Any) -> Path:
+    """--chart, else .run/demo/: the tracked docs/ chart changes only when asked
+    (--write-docs), so a run never leaves the checkout modified."""
+    if args.chart is not None:
+        return Path(args.chart)
+    if args.write_docs and not args.fault:
+        return DEFAULT_CHART
+    return DEMO_DIR / ("rollout-demo-fault.png" if args.fault else "rollout-demo.png")

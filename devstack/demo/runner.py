@@ -113,6 +113,8 @@ class Runner:
             model.event(f"controller started: plan days of {demo.day_seconds:.3g} s "
                         f"(time scale {self.demo.time_scale:.3g}), evaluating every "
                         f"{demo.profile.interval:g} s")
+            for line in demo.attach_lines():
+                model.event(line)
             model.phase = "rolling out"
             deadline = time.monotonic() + demo.profile.max_minutes * 60
             while True:

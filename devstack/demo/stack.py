@@ -230,6 +230,22 @@ class Demo:
         _wait_ready(proc, f"{self.controller_url}/healthz", what="the controller",
                     log_file=log_file, timeout=30)
 
+    def attach_lines(self) -> list[str]:
+        """What someone at another terminal pastes to watch and steer this run (also written
+        to .run/demo/attach.env): the controller's URL, name, token and state Redis."""
+        settings = {"ROLLOUT_URL": self.controller_url, "ROLLOUT_NAME": f"demo-{self.run_id}",
+                    "ROLLOUT_API_TOKEN": self.api_token, "REDIS_URL": self.redis_url,
+                    "ROLLOUT_REDIS_URL": self.state_url, "PROMETHEUS_URL": self.prometheus_url}
+        (DEMO_DIR / "attach.env").write_text(
+            "".join(f"{name}={value}\n" for name, value in settings.items()))
+        exports = " ".join(f"{name}={value}" for name, value in settings.items())
+        return [
+            "attach from another terminal (also in .run/demo/attach.env):",
+            f"  export {exports}",
+            "  .venv/bin/rollout status --watch   # pause --why …, resume, history --transitions",
+            f"  page: {self.controller_url}/",
+        ]
+
     def close(self) -> None:
         self.stack.close()
         # A Ctrl-C that lands inside subprocess.Popen (after the fork, before we learnt the
