@@ -107,10 +107,9 @@ async def test_a_master_killed_under_traffic_serves_no_old_notes(
     usually before its replica's failover timeout — it comes back as the master with no
     data, and its replica resyncs to empty (a node restart with data loss)."""
     cluster = doomed_cluster
-    raw = RedisCluster.from_url(cluster.url)
-    await set_flags(raw, l2=True, l1_percent=100)
-    slot = int(await raw.cluster_keyslot(f"{{{WS}}}"))
-    await raw.aclose()
+    flags = RedisCluster.from_url(cluster.url)
+    await set_flags(flags, l2=True, l1_percent=100)
+    slot = int(await flags.cluster_keyslot(f"{{{WS}}}"))
     killed = cluster_svc.master_of_slot(cluster, slot)
     assert killed is not None
     provider = GatedProvider(seed=3)
@@ -134,6 +133,10 @@ async def test_a_master_killed_under_traffic_serves_no_old_notes(
                     wait_until, lambda: cluster_svc.master_of_slot(cluster, slot) not in
                     (None, killed), timeout=30, what="the replica promoted")
             await asyncio.to_thread(cluster_svc.restart_node, cluster, killed)
+            # The flag hash shares the killed master's slot range here: restarted empty
+            # (at-once), it lost the flags as well (the service reads them as off, fail
+            # safe); the controller writes them again on its next cycle, as this does.
+            await set_flags(flags, l2=True, l1_percent=100)
             hits_at_rejoin = traffic.hits
             await traffic.until("L1 hits after the killed node rejoined",
                                 lambda: traffic.hits >= hits_at_rejoin + 20, 40)
@@ -142,6 +145,7 @@ async def test_a_master_killed_under_traffic_serves_no_old_notes(
             await asyncio.gather(*workers, return_exceptions=False)
         errors = metric_value(app, "ai_agent_cache_errors_total", cache_layer="query_result",
                               op="lookup")
+    await flags.aclose()
     now_master = cluster_svc.master_of_slot(cluster, slot)
     print(f"{restart}: master {'kept' if now_master == killed else 'failed over'}, "
           f"answers={traffic.answers} hits={traffic.hits} "
