@@ -200,7 +200,8 @@ def test_stale_l1_answers_roll_back_to_l2_on_proof_then_hold(run: dict[str, Any]
     assert breached["verdict"] == "fail" and evidence["events"] > 0
     # Proven: the lower bound (at the guardrail's alpha_fail) above the limit.
     assert evidence["lower"] > evidence["limit"] == 0.005
-    assert evidence["alpha_fail"] == pytest.approx(0.0005)
+    settings = yaml.safe_load(Path(run["replay"]["plan"]).read_text())["settings"]
+    assert evidence["alpha_fail"] == pytest.approx(settings["guardrail_alpha_fail"])
 
     # Before the fault the guardrail never failed (and passed on the stage's own audits);
     # the statistical guardrail acted on its first failing cycle.
