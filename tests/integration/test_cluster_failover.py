@@ -143,19 +143,21 @@ async def test_a_master_killed_under_traffic_serves_no_old_notes(
         finally:
             traffic.stop.set()
             await asyncio.gather(*workers, return_exceptions=False)
-        errors = metric_value(app, "ai_agent_cache_errors_total", cache_layer="query_result",
-                              op="lookup")
+        errors = sum(metric_value(app, "ai_agent_cache_errors_total", cache_layer=layer,
+                                  op=op)
+                     for layer in ("query_result", "embedding")
+                     for op in ("lookup", "fill", "invalidate", "delete"))
     await flags.aclose()
     now_master = cluster_svc.master_of_slot(cluster, slot)
     print(f"{restart}: master {'kept' if now_master == killed else 'failed over'}, "
           f"answers={traffic.answers} hits={traffic.hits} "
-          f"l1_errors={traffic.cache_errors} lookup_errors={errors:.0f} "
+          f"l1_errors={traffic.cache_errors} cache_errors={errors:.0f} "
           f"last_versions={sorted(traffic.acknowledged.values())} "
           f"violations={len(traffic.violations)}")
     assert traffic.violations == []
     assert traffic.answers > answers_before and hits_before >= 20
-    # The failover happened under traffic: lookups failed (open, counted) while the slot
-    # had no master; every request was still answered (each reader asserts 200).
+    # The failover happened under traffic: cache calls failed (open, counted) while the
+    # slot had no master; every request was still answered (each reader asserts 200).
     assert errors >= 1
     if restart == "after-failover":
         assert now_master not in (None, killed)
