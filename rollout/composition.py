@@ -116,7 +116,7 @@ def build_flag_writer(settings: RolloutSettings) -> FlagWriter:
         return UnleashAdmin(settings.unleash_url, token.get_secret_value(),
                             environment=settings.unleash_environment,
                             project=settings.unleash_project)
-    return LocalFlagWriter.from_url(settings.redis_url)
+    return LocalFlagWriter.from_url(settings.redis_url, cluster=settings.redis_cluster)
 
 
 def build_state_store(settings: RolloutSettings) -> StateStore:

@@ -49,6 +49,10 @@ class RolloutSettings(BaseSettings):
                            description="the service's Redis: local flag store, and the "
                                        "controller's state unless ROLLOUT_REDIS_URL "
                                        "(run needs one of the two)")
+    # REDIS_CLUSTER means the same as to the service: REDIS_URL names one node of a cluster.
+    redis_cluster: bool = Field(default=False, description="REDIS_URL names one node of a "
+                                "Redis Cluster (the local flag store's); ROLLOUT_REDIS_URL "
+                                "is then required for the controller's state")
     # The controller's own Redis for state, log and lease; falls back to REDIS_URL.
     rollout_redis_url: str | None = Field(default=None, description="the controller's own "
                                           "Redis for state, log and lease (preferred)")
@@ -148,6 +152,10 @@ class RolloutSettings(BaseSettings):
         missing = []
         if not given & {"redis_url", "rollout_redis_url"}:
             missing.append("REDIS_URL (or ROLLOUT_REDIS_URL)")
+        if self.redis_cluster and self.rollout_redis_url is None:
+            # State, log and lease use transactions across their keys: their own Redis.
+            missing.append("ROLLOUT_REDIS_URL (REDIS_CLUSTER=true: the controller's state "
+                           "needs its own Redis)")
         if "prometheus_url" not in given:
             missing.append("PROMETHEUS_URL")
         if not (self.api_token or self.rollout_auth_jwt_secret or self.rollout_auth_jwks_file

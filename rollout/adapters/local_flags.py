@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from typing import Final, Self
 
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    AuthenticationError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from app.contract import (
     FLAG_L1_QUERY_RESULTS,
@@ -60,22 +66,31 @@ def decode_settings(fields: Mapping[str, str]) -> FlagSettings:
 class LocalFlagWriter:
     """FlagWriter over the local flag store. Owns the Redis client only if it made it."""
 
-    def __init__(self, redis: Redis, *, key: str = LOCAL_FLAGS_KEY,
+    def __init__(self, redis: Redis | RedisCluster, *, key: str = LOCAL_FLAGS_KEY,
                  owns_client: bool = False) -> None:
         self._redis = redis
         self._key = key
         self._owns_client = owns_client
 
     @classmethod
-    def from_url(cls, url: str, *, key: str = LOCAL_FLAGS_KEY,
-                 timeout: float = 2.0) -> LocalFlagWriter:
+    def from_url(cls, url: str, *, key: str = LOCAL_FLAGS_KEY, timeout: float = 2.0,
+                 cluster: bool = False) -> LocalFlagWriter:
+        """`cluster`: `url` names one node of the Redis Cluster the service's caches and
+        flag store live on (REDIS_CLUSTER=true); the hash is one key, so one slot."""
         # Short timeouts: a hung Redis must cost the controller one cycle, not hang it.
-        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                decode_responses=False)
+        client: Redis | RedisCluster = (
+            RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                  decode_responses=False) if cluster else
+            Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                           decode_responses=False))
         return cls(client, key=key, owns_client=True)
 
     @property
     def target(self) -> str:
+        if isinstance(self._redis, RedisCluster):
+            seed = self._redis.get_default_node()
+            where = f"{seed.host}:{seed.port}" if seed else "?"
+            return f"local flag store redis cluster {where} key={self._key}"
         kwargs = self._redis.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
         return f"local flag store redis {where}/{kwargs.get('db', 0)} key={self._key}"
@@ -91,7 +106,7 @@ class LocalFlagWriter:
         if changed:
             try:
                 await self._redis.hset(self._key, mapping=wanted)  # type: ignore[arg-type]
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 raise _error(exc, "HSET", self._key) from exc
             writes = tuple(
                 FlagWrite(_FLAG_OF_FIELD[f], "hset",
@@ -113,7 +128,7 @@ class LocalFlagWriter:
     async def _fields(self) -> dict[str, str]:
         try:
             raw = await self._redis.hgetall(self._key)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise _error(exc, "HGETALL", self._key) from exc
         return {_text(k): _text(v) for k, v in raw.items()}
 

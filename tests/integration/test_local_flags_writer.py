@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from app.contract import (
     FLAG_L1_QUERY_RESULTS,
@@ -15,12 +16,15 @@ from app.contract import (
     LOCAL_FIELD_SHADOW,
     LOCAL_FLAGS_KEY,
 )
+from app.flags.local import LocalFlagSource
 from devstack.services.common import Service
 from devstack.services.redis import start_private_redis
 from devstack.services.redis import stop as stop_redis
 from rollout.adapters.local_flags import LocalFlagWriter
+from rollout.composition import build_flag_writer
 from rollout.core.flags import FlagSettings
 from rollout.ports import FlagWriter, PermanentFlagError, TemporaryFlagError
+from rollout.settings import RolloutSettings
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +151,25 @@ async def test_redis_down_is_a_temporary_error() -> None:
     finally:
         if running:
             stop_redis(service)
+
+
+async def test_on_a_cluster_the_service_reads_each_stage_the_controller_writes(
+    redis_cluster_service: Service,
+) -> None:
+    """REDIS_CLUSTER=true for both: build_flag_writer makes a cluster writer, and the
+    service's local flag source (its cluster client) reads exactly what it wrote."""
+    settings = RolloutSettings(  # type: ignore[call-arg]
+        _env_file=None, redis_url=redis_cluster_service.url, redis_cluster=True)
+    assert "ROLLOUT_REDIS_URL" in " ".join(settings.missing_for_run())
+    reader = RedisCluster.from_url(redis_cluster_service.url)
+    await reader.delete(LOCAL_FLAGS_KEY)
+    source = LocalFlagSource(reader, cache_seconds=0.0, timeout_seconds=2.0)
+    writer = build_flag_writer(settings)
+    assert isinstance(writer, LocalFlagWriter) and "redis cluster" in writer.target
+    async with writer:
+        for stage in SETTINGS:
+            await writer.apply(stage)
+            seen = await source.snapshot()
+            assert (seen.shadow, seen.l2, seen.l1_percent, seen.source) == (
+                stage.shadow, stage.l2, stage.l1_percent, "local")
+    await reader.aclose()
