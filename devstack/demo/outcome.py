@@ -123,8 +123,8 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
         console.rule("the fault scenario")
         assert fault.injected_at is not None and fault.rolled_back_at is not None
         console.print(f"rollback {fault.rollback.from_stage} → {fault.rollback.to_stage} "
-                      f"{fault.rolled_back_at - fault.injected_at:.1f} s after the fault, at "
-                      f"the {fault.cycles_to_rollback}th evaluation after it. Reason:")
+                      f"{fault.rolled_back_at - fault.injected_at:.1f} s after the fault "
+                      f"({fault.cycles_to_rollback} evaluations). Reason:")
         console.print(f"  {fault.rollback.reason}", markup=False, highlight=False)
         for line in transition_evidence(fault.rollback.checks, "rollback"):
             console.print(f"  {line}", markup=False, highlight=False)
