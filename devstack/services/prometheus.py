@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,6 +56,7 @@ class PrometheusService(DetailedService):
     evaluation_interval: float = 15.0
     rule_files: list[str] = field(default_factory=list)
     alertmanager: str | None = None
+    external_labels: dict[str, str] = field(default_factory=dict)
 
     create_data_dir: ClassVar[bool] = False  # reconfiguring a stopped server writes nothing
 
@@ -80,6 +81,7 @@ def start_private_prometheus(
     name: str = "prometheus", port: int | None = None, retention: str = "1d",
     alert_resend_delay: float | None = None, timeout: float = START_TIMEOUT,
     tsdb_from: str | os.PathLike[str] | None = None,
+    external_labels: Mapping[str, str] | None = None,
 ) -> PrometheusService:
     """Start Prometheus on 127.0.0.1 with a generated config and a throwaway TSDB; we own it.
 
@@ -102,7 +104,7 @@ def start_private_prometheus(
             rule_files=[str(Path(p).resolve()) for p in rule_files],
             alertmanager=alertmanager, retention=retention, timeout=timeout,
             alert_resend_delay=alert_resend_delay or evaluation_interval or scrape_interval,
-            tsdb_from=tsdb_from,
+            tsdb_from=tsdb_from, external_labels=dict(external_labels or {}),
         ),
         port,
     )
@@ -113,6 +115,7 @@ def _start_once(
     scrape_interval: float, evaluation_interval: float, rule_files: list[str],
     alertmanager: str | None, retention: str, timeout: float, alert_resend_delay: float,
     tsdb_from: str | os.PathLike[str] | None = None,
+    external_labels: dict[str, str] | None = None,
 ) -> PrometheusService:
     data_dir = Path(tempfile.mkdtemp(prefix=f"aicache-{name}-"))
     log_file = LOG_DIR / f"{name}-{port}.log"
@@ -122,6 +125,7 @@ def _start_once(
         targets={job: list(addresses) for job, addresses in targets.items()},
         scrape_interval=scrape_interval, evaluation_interval=evaluation_interval,
         rule_files=rule_files, alertmanager=alertmanager,
+        external_labels=dict(external_labels or {}),
     )
     try:
         if tsdb_from is not None:
@@ -159,6 +163,7 @@ def _write_config(svc: PrometheusService) -> None:
         targets=svc.targets, scrape_interval=svc.scrape_interval,
         evaluation_interval=svc.evaluation_interval, rule_files=svc.rule_files,
         alertmanager=svc.alertmanager, self_port=svc.port,
+        external_labels=svc.external_labels,
     ))
 
 

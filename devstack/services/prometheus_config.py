@@ -27,9 +27,10 @@ def duration(seconds: float) -> str:
 def render_config(
     *, targets: Targets, scrape_interval: float = 15.0, evaluation_interval: float = 15.0,
     rule_files: Sequence[str | os.PathLike[str]] = (), alertmanager: str | None = None,
-    self_port: int | None = None,
+    self_port: int | None = None, external_labels: Mapping[str, str] | None = None,
 ) -> str:
-    """prometheus.yml text: one static job per entry of `targets` (job → ["host:port", ...])."""
+    """prometheus.yml text: one static job per entry of `targets` (job → ["host:port", ...]);
+    `external_labels` as in deploy/prometheus.yml (the alerts build their links from them)."""
     interval = duration(scrape_interval)
     config: dict[str, Any] = {
         "global": {
@@ -40,6 +41,8 @@ def render_config(
         },
         "scrape_configs": [],
     }
+    if external_labels:
+        config["global"]["external_labels"] = dict(external_labels)
     if rule_files:
         config["rule_files"] = [str(Path(path).resolve()) for path in rule_files]
     if alertmanager:

@@ -110,7 +110,7 @@ def test_redis_down_is_delivered_with_its_runbook_and_dashboard(
         prometheus = prom_svc.start_private_prometheus(
             targets={REDIS_JOB: [exporter_svc.target_of(exporter)]}, scrape_interval=1.0,
             rule_files=[tmp_path / RULE_FILE.name], alertmanager=am_svc.target_of(alertmanager),
-            name="prometheus-alert-delivery",
+            name="prometheus-alert-delivery", external_labels=LINK_BASES,
         )
         cleanup.callback(prom_svc.stop, prometheus)
 
@@ -150,16 +150,18 @@ def test_redis_down_is_delivered_with_its_runbook_and_dashboard(
         assert f"{REASON} on {labels['instance']}" in annotations["description"]
         assert "<no value>" not in json.dumps(annotations)
 
+        # Links are absolute, from Prometheus' external labels (deploy/prometheus.yml), and
+        # point at a runbook that exists and a panel of the dashboard as built.
         runbook_url = annotations["runbook_url"]
-        assert runbook_url == project_rule["annotations"]["runbook_url"]
-        assert re.fullmatch(r"alerts/runbooks/[A-Za-z]+\.md", runbook_url), runbook_url
-        runbook = REPO_ROOT / runbook_url
+        base = LINK_BASES["runbook_base_url"]
+        assert re.fullmatch(re.escape(base) + r"/[A-Za-z]+\.md", runbook_url), runbook_url
+        runbook = REPO_ROOT / "alerts" / "runbooks" / runbook_url.removeprefix(base + "/")
         assert runbook.is_file(), runbook
         assert ALERT in runbook.read_text(encoding="utf-8")
 
         dashboard_url = annotations["dashboard_url"]
-        assert dashboard_url == project_rule["annotations"]["dashboard_url"]
-        assert_dashboard_panel_exists(dashboard_url)
+        assert dashboard_url.startswith(LINK_BASES["grafana_url"] + "/d/"), dashboard_url
+        assert_dashboard_panel_exists(dashboard_url.removeprefix(LINK_BASES["grafana_url"]))
 
         # Redis back on the same port: the exporter reconnects, the alert resolves and the
         # resolution is delivered too (the receiver has send_resolved).
@@ -172,6 +174,10 @@ def test_redis_down_is_delivered_with_its_runbook_and_dashboard(
 
         _, resolution = wait_for(resolved, what=f"{ALERT} resolved at the webhook")[0]
         assert resolution["annotations"]["runbook_url"] == runbook_url
+
+
+LINK_BASES = {"runbook_base_url": "https://git.clinic.example/ai-cache/alerts/runbooks",
+              "grafana_url": "https://grafana.clinic.example"}
 
 
 def assert_dashboard_panel_exists(dashboard_url: str) -> None:

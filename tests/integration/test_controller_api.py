@@ -278,7 +278,8 @@ async def test_a_standby_refuses_commands_and_names_the_leader(redis_service: Se
 
 
 def bearer(role: str, *, sub: str = "alice@clinic", audience: str = AUDIENCE,
-           secret: str = JWT_SECRET, ttl_seconds: float = 600) -> dict[str, str]:
+           secret: str = JWT_SECRET, ttl_seconds: float = 6 * 3600) -> dict[str, str]:
+    # Minted at collection, used up to a whole suite later: a TTL longer than any run.
     token = mint(secret, workspaces=[], role=role, sub=sub, audience=audience,
                  ttl_seconds=ttl_seconds)
     return {"Authorization": f"Bearer {token}"}

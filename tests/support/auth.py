@@ -21,7 +21,7 @@ STATIC_TOKEN = "tests-static-service-token"  # the SERVICE_API_TOKEN opt-in, whe
 
 
 def token(*workspaces: uuid.UUID | str, role: str = "clinician", sub: str = "test-clinician",
-          ttl_seconds: float = 3600.0) -> str:
+          ttl_seconds: float = 6 * 3600.0) -> str:
     return ISSUER.token(workspaces, role=role, sub=sub, ttl_seconds=ttl_seconds)
 
 
@@ -63,7 +63,7 @@ def jwks(*keys: dict[str, Any]) -> bytes:
 
 def signed(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str | None,
            *workspaces: uuid.UUID | str, role: str = "clinician", sub: str = "test-clinician",
-           audience: str = "ai-cache", ttl_seconds: float = 3600.0, **claims: Any) -> str:
+           audience: str = "ai-cache", ttl_seconds: float = 6 * 3600.0, **claims: Any) -> str:
     """An RS256 (RSA key) or ES256 (EC key) JWT."""
     now = int(time.time())
     payload: dict[str, Any] = {"sub": sub, "role": role, "aud": audience,

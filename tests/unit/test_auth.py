@@ -32,11 +32,15 @@ def verifier(**kwargs: Any) -> TokenVerifier:
     return TokenVerifier(**options)
 
 
+# Tokens are minted when the module is collected and used up to a whole suite later.
+TTL = 6 * 3600
+
+
 def raw(secret: str = SECRET, algorithm: str = "HS256", **overrides: Any) -> str:
     """An HS256 token with the usual claims, `overrides` applied (None removes a claim)."""
     now = int(time.time())
     claims: dict[str, Any] = {"sub": "dr-a", "role": "clinician", "workspaces": [str(WS)],
-                              "aud": "ai-cache", "iat": now, "exp": now + 600}
+                              "aud": "ai-cache", "iat": now, "exp": now + TTL}
     for name, value in overrides.items():
         if value is None:
             claims.pop(name, None)
@@ -96,11 +100,11 @@ async def test_a_good_token_gives_its_claims() -> None:
     (raw(workspaces=str(WS)), "claims"),
     (raw(workspaces=["not-a-uuid"]), "claims"),
     (raw(workspaces=[7]), "claims"),
-    (raw(nbf=int(time.time()) + 3600), "invalid"),
+    (raw(nbf=int(time.time()) + TTL), "invalid"),
     ("not.a.jwt", "malformed"),
     ("x" * 9000, "malformed"),
     (jwt.encode({"sub": "a", "role": "service", "workspaces": [str(WS)], "aud": "ai-cache",
-                 "exp": int(time.time()) + 60}, None, algorithm="none"), "unknown_key"),
+                 "exp": int(time.time()) + TTL}, None, algorithm="none"), "unknown_key"),
     (raw(secret=SECRET * 2, algorithm="HS512"), "unknown_key"),
 ], ids=["expired", "bad-signature", "audience", "no-audience", "no-exp", "no-sub",
         "empty-sub", "no-role", "no-workspaces", "workspaces-not-a-list",
