@@ -15,45 +15,18 @@ it is a test tool, not a Redis protocol parser.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from rollout.adapters.redis_state import RolloutKeys
+from tests.support.tcp_proxy import TcpProxy
 
-READ_SIZE = 65536
 
-
-class RedisGate:
+class RedisGate(TcpProxy):
     def __init__(self, upstream_host: str, upstream_port: int, keys: RolloutKeys) -> None:
-        self._upstream = (upstream_host, upstream_port)
+        super().__init__(upstream_host, upstream_port)
         self._intent = keys.intent.encode()
         self._log = keys.log.encode()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self.intent_passed = asyncio.Event()
         self.commit_held = asyncio.Event()
-        self.port = 0
-
-    async def start(self) -> RedisGate:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await task
-        if self._server is not None:
-            await self._server.wait_closed()
 
     def _holds(self, chunk: bytes) -> bool:
         """Hold the first commit after an intent: the write that would record the stage."""
@@ -64,26 +37,8 @@ class RedisGate:
             return False
         return self.intent_passed.is_set() and self._log in chunk and self._intent in chunk
 
-    async def _serve(self, client_reader: asyncio.StreamReader,
-                     client_writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self._upstream)
-        self._writers.update((client_writer, upstream_writer))
-        up = asyncio.create_task(self._pump(client_reader, upstream_writer, gated=True))
-        down = asyncio.create_task(self._pump(upstream_reader, client_writer, gated=False))
-        self._tasks.update((up, down))
-        for task in (up, down):
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                    gated: bool) -> None:
-        try:
-            while chunk := await reader.read(READ_SIZE):
-                if gated and self._holds(chunk):
-                    self.commit_held.set()
-                    await asyncio.Event().wait()  # this connection never moves again
-                writer.write(chunk)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+    async def _admit(self, chunk: bytes) -> bool:
+        if self._holds(chunk):
+            self.commit_held.set()
+            await asyncio.Event().wait()  # this connection never moves again
+        return True

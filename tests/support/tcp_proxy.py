@@ -9,12 +9,15 @@
 * `restore()`: forward everything again.
 
 A test tool, not a protocol parser: markers are matched in the raw bytes a client sends.
+Subclasses decide what happens to each chunk a client sends by overriding `_admit`
+(tests.support.redis_gate holds one command there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Self
 
 READ_SIZE = 65536
 
@@ -30,7 +33,7 @@ class TcpProxy:
         self.port = 0
         self.refused_count = 0
 
-    async def start(self) -> TcpProxy:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -80,13 +83,19 @@ class TcpProxy:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def _admit(self, chunk: bytes) -> bool:
+        """Whether a chunk from a client goes on to the server; False closes its connection."""
+        if self._refused and self._refused in chunk:
+            self.refused_count += 1
+            return False
+        return True
+
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter], *,
                     upstream: bool) -> None:
         try:
             while chunk := await reader.read(READ_SIZE):
-                if self._cut or (upstream and self._refused and self._refused in chunk):
-                    self.refused_count += int(not self._cut)
+                if self._cut or (upstream and not await self._admit(chunk)):
                     break
                 writer.write(chunk)
                 await writer.drain()
