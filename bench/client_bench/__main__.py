@@ -1,0 +1,3 @@
+from bench.client_bench.cli import main
+
+raise SystemExit(main())
