@@ -7,14 +7,18 @@ import binascii
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from starlette.types import ASGIApp
 
 from app import contract
 from app.api.auth import AUDIT_LOGGER, Authenticate
@@ -97,15 +101,54 @@ def build_redis(settings: Settings) -> Redis | RedisCluster:
             health_check_interval=0,
             decode_responses=False,
         )
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=None,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        health_check_interval=0,
-        decode_responses=False,
+    if settings.redis_sentinels:
+        return build_sentinel_master(settings)
+    return Redis.from_url(settings.redis_url, **_server_options(settings))
+
+
+class SentinelMaster(Redis):
+    """`master_for`'s client, closing the sentinels' own clients when it is closed."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        await self.connection_pool.sentinel_manager.aclose()  # type: ignore[attr-defined]
+
+
+def build_sentinel_master(settings: Settings) -> Redis:
+    """The Sentinel-managed master (REDIS_SENTINELS, REDIS_SENTINEL_MASTER) as redis-py's
+    `Sentinel(...).master_for(name)` gives it: each new connection asks the sentinels where
+    the master is (a failover is followed at the next connection, and a command that failed
+    drops its connection), and a connection to a demoted master is dropped at its first
+    READONLY reply. Database, credentials and TLS come from REDIS_URL; host and port from
+    the sentinels."""
+    options: dict[str, Any] = dict(parse_url(settings.redis_url))
+    for sentinel_given in ("host", "port", "path"):
+        options.pop(sentinel_given, None)
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True  # SentinelConnectionPool picks its own TLS connection class
+    password = settings.redis_sentinel_password
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py: untyped
+        settings.sentinel_addresses,
+        # The sentinels' clients as the master's: no retries, no socket timeout (the
+        # caller's asyncio deadline bounds each operation, the connect included).
+        sentinel_kwargs={
+            "socket_timeout": None,
+            "socket_connect_timeout": settings.redis_timeout_seconds,
+            "retry": Retry(NoBackoff(), 0),
+            "password": password.get_secret_value() if password else None,
+        },
     )
+    master: Redis = sentinel.master_for(settings.redis_sentinel_master,
+                                        redis_class=SentinelMaster,
+                                        **{**options, **_server_options(settings)})
+    return master
+
+
+def _server_options(settings: Settings) -> dict[str, Any]:
+    """One server's client options (single Redis, Sentinel's master): see build_redis."""
+    return {"socket_timeout": None, "socket_connect_timeout": settings.redis_timeout_seconds,
+            "retry": Retry(NoBackoff(), 0), "retry_on_timeout": False,
+            "health_check_interval": 0, "decode_responses": False}
 
 
 async def build_flag_source(settings: Settings, redis: Redis | RedisCluster) -> FlagSource:
@@ -176,6 +219,24 @@ class _FlagGauge:
 
     async def aclose(self) -> None:
         await self._source.aclose()
+
+
+class ServiceApp(FastAPI):
+    """The FastAPI application with the query fast path (app/api/fast_query.py) wrapped
+    around its whole middleware stack, so that an L1 hit passes through nothing else."""
+
+    def __init__(self, *, fast_path: bool, fast_path_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._fast_path = fast_path
+        self._fast_path_body_bytes = fast_path_body_bytes
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if not self._fast_path:
+            return stack
+        return QueryFastPath(stack, container=lambda: self.state.container,
+                             max_body_bytes=self._fast_path_body_bytes,
+                             exception_handlers=self.exception_handlers)
 
 
 def create_app(
@@ -253,7 +314,10 @@ def create_app(
                      "on" if envelope.encrypting else "off")
             yield
 
-    app = FastAPI(
+    app = ServiceApp(
+        fast_path=settings.query_fast_path,
+        # A JSON-escaped query may take 6 bytes a character; a longer body is the route's.
+        fast_path_body_bytes=settings.max_query_chars * 6 + 1024,
         title="AI cache service",
         summary="Clinical RAG answers over session notes, with L1/L2 Redis caches behind flags.",
         version="0.1.0",
@@ -261,12 +325,7 @@ def create_app(
     )
     app.include_router(router)
     install_error_handlers(app)
-    if settings.query_fast_path:
-        # The query route's hot path ahead of FastAPI's machinery (app/api/fast_query.py). A
-        # JSON-escaped query may take 6 bytes a character; a longer body is FastAPI's to judge.
-        app.add_middleware(QueryFastPath, max_body_bytes=settings.max_query_chars * 6 + 1024,
-                           exception_handlers=app.exception_handlers)
-    # No body past the limit reaches the fast path or a route.
+    # No body past the limit reaches a route.
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     # Outermost of ours (added last): a request without a valid token reaches nothing else,
     # not even the body limit (its body is never read).

@@ -22,10 +22,20 @@ class Settings(BaseSettings):
     # the other nodes are discovered from it. Caches and the local flag store then use
     # redis-py's async cluster client.
     redis_cluster: bool = False
+    # REDIS_SENTINELS=host:port,host:port and REDIS_SENTINEL_MASTER=name: a Sentinel-managed
+    # master, reached as redis-py's Sentinel(...).master_for(name) does (each new connection
+    # asks the sentinels where the master is, so a failover is followed). REDIS_URL then gives
+    # only the database, credentials and TLS (rediss://) of the master's connections: its
+    # host and port are not used. REDIS_SENTINEL_PASSWORD: the sentinels' own password, if
+    # they have one. Not with REDIS_CLUSTER=true.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: SecretStr | None = None
     # Replicas that must acknowledge a generation bump (`WAIT n ms` after the MULTI) before
     # it counts as applied: a failover cannot then bring an old generation back. Fewer in
     # time: the invalidation stays pending (no L1 for that workspace) and is applied again.
-    # Unset: 1 with REDIS_CLUSTER=true (each master has a replica), 0 on one server.
+    # Unset: 1 with REDIS_CLUSTER=true or REDIS_SENTINELS (a master that fails over has a
+    # replica), 0 on one server.
     redis_invalidation_replicas: int | None = Field(default=None, ge=0, le=5)
     redis_invalidation_wait_ms: int = Field(default=100, ge=1, le=5000)
     database_url: str = "sqlite+aiosqlite:///./ai-cache.db"
@@ -150,7 +160,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("auth_jwks_url", "auth_issuer", "auth_jwks_file",
-                     "redis_invalidation_replicas", mode="before")
+                     "redis_invalidation_replicas", "redis_sentinel_password", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -168,11 +178,22 @@ class Settings(BaseSettings):
         """REDIS_INVALIDATION_REPLICAS, or its default for the Redis mode."""
         if self.redis_invalidation_replicas is not None:
             return self.redis_invalidation_replicas
-        return 1 if self.redis_cluster else 0
+        return 1 if self.redis_cluster or self.redis_sentinels else 0
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; empty without Sentinel."""
+        return parse_sentinels(self.redis_sentinels)
 
     @model_validator(mode="after")
     def _redis_url_fits_the_mode(self) -> Settings:
         check_redis_url(self.redis_url, cluster=self.redis_cluster)
+        return self
+
+    @model_validator(mode="after")
+    def _sentinel_settings_agree(self) -> Settings:
+        check_sentinel_settings(self.redis_sentinels, self.redis_sentinel_master,
+                                cluster=self.redis_cluster, redis_url=self.redis_url)
         return self
 
     @model_validator(mode="after")
@@ -196,3 +217,39 @@ def check_redis_url(url: str, *, cluster: bool) -> None:
     if parts.path.strip("/") not in ("", "0"):
         raise ValueError(f"REDIS_URL: a Redis Cluster has only database 0, not "
                          f"{parts.path.strip('/')!r}")
+
+
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` (an IPv6 host in brackets) as (host, port) pairs."""
+    addresses = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS: {item!r} is not host:port "
+                             "(expected host:port,host:port)")
+        addresses.append((host, int(port)))
+    return addresses
+
+
+def check_sentinel_settings(sentinels: str, master: str, *, cluster: bool,
+                            redis_url: str) -> None:
+    """Refuse a half-given or contradictory Sentinel configuration, naming the setting."""
+    addresses = parse_sentinels(sentinels)
+    if not addresses:
+        if master.strip():
+            raise ValueError("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not "
+                             "(host:port,host:port of the sentinels)")
+        return
+    if cluster:
+        raise ValueError("REDIS_SENTINELS and REDIS_CLUSTER=true are exclusive: a Redis "
+                         "Cluster fails over by itself, Sentinel manages one master")
+    if not master.strip() or any(ch.isspace() for ch in master):
+        raise ValueError("REDIS_SENTINEL_MASTER: with REDIS_SENTINELS it must name the "
+                         "master the sentinels monitor (their `sentinel monitor NAME …`)")
+    if urlsplit(redis_url).scheme not in ("redis", "rediss"):
+        raise ValueError("REDIS_URL: with REDIS_SENTINELS it must be redis://… or rediss://… "
+                         "(it gives the master's database, credentials and TLS; Sentinel "
+                         "names its host and port)")

@@ -116,7 +116,11 @@ def build_flag_writer(settings: RolloutSettings) -> FlagWriter:
         return UnleashAdmin(settings.unleash_url, token.get_secret_value(),
                             environment=settings.unleash_environment,
                             project=settings.unleash_project)
-    return LocalFlagWriter.from_url(settings.redis_url, cluster=settings.redis_cluster)
+    password = settings.redis_sentinel_password
+    return LocalFlagWriter.from_url(
+        settings.redis_url, cluster=settings.redis_cluster,
+        sentinels=settings.sentinel_addresses, sentinel_master=settings.redis_sentinel_master,
+        sentinel_password=password.get_secret_value() if password else None)
 
 
 def build_state_store(settings: RolloutSettings) -> StateStore:

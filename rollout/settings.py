@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rollout.redaction import MASK, masked
@@ -53,6 +53,15 @@ class RolloutSettings(BaseSettings):
     redis_cluster: bool = Field(default=False, description="REDIS_URL names one node of a "
                                 "Redis Cluster (the local flag store's); ROLLOUT_REDIS_URL "
                                 "is then required for the controller's state")
+    # REDIS_SENTINELS / REDIS_SENTINEL_MASTER mean the same as to the service: the local flag
+    # store is on a Sentinel-managed master (REDIS_URL gives its database and credentials).
+    redis_sentinels: str = Field(default="", description="host:port,host:port of the "
+                                 "sentinels of the service's Redis (the local flag store's); "
+                                 "ROLLOUT_REDIS_URL is then required for the controller's state")
+    redis_sentinel_master: str = Field(default="", description="the master name the "
+                                       "sentinels monitor (with REDIS_SENTINELS)")
+    redis_sentinel_password: SecretStr | None = Field(default=None, description=(
+        "the sentinels' own password, if any"))
     # The controller's own Redis for state, log and lease; falls back to REDIS_URL.
     rollout_redis_url: str | None = Field(default=None, description="the controller's own "
                                           "Redis for state, log and lease (preferred)")
@@ -111,7 +120,8 @@ class RolloutSettings(BaseSettings):
     @field_validator(
         "rollout_redis_url", "unleash_url", "rollout_url", "rollout_webhook_url",
         "rollout_plan", "rollout_auth_jwt_secret", "rollout_auth_jwks_file",
-        "rollout_auth_jwks_url", "rollout_auth_issuer", mode="before",
+        "rollout_auth_jwks_url", "rollout_auth_issuer", "redis_sentinel_password",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -133,6 +143,24 @@ class RolloutSettings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in _REDIS_SCHEMES:
             raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {masked(value)!r}")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str) -> str:
+        parse_sentinels(value)  # refused here, naming the variable, not at the first write
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_settings_agree(self) -> RolloutSettings:
+        if self.redis_sentinels and self.redis_cluster:
+            raise ValueError("REDIS_SENTINELS and REDIS_CLUSTER=true are exclusive")
+        if bool(self.redis_sentinels.strip()) != bool(self.redis_sentinel_master.strip()):
+            raise ValueError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together (the "
+                             "sentinels, and the name of the master they monitor)")
+        if self.redis_sentinels and urlsplit(self.redis_url).scheme == "unix":
+            raise ValueError("REDIS_URL: with REDIS_SENTINELS it must be redis://… or "
+                             "rediss://… (the master's database and credentials)")
+        return self
 
     @field_validator("prometheus_url", "unleash_url", "rollout_url", "rollout_webhook_url",
                      "rollout_auth_jwks_url")
@@ -156,6 +184,10 @@ class RolloutSettings(BaseSettings):
             # State, log and lease use transactions across their keys: their own Redis.
             missing.append("ROLLOUT_REDIS_URL (REDIS_CLUSTER=true: the controller's state "
                            "needs its own Redis)")
+        if self.redis_sentinels and self.rollout_redis_url is None:
+            # REDIS_URL's host is not the master's under Sentinel: state on its own Redis.
+            missing.append("ROLLOUT_REDIS_URL (REDIS_SENTINELS: the controller's state "
+                           "needs its own Redis)")
         if "prometheus_url" not in given:
             missing.append("PROMETHEUS_URL")
         if not (self.api_token or self.rollout_auth_jwt_secret or self.rollout_auth_jwks_file
@@ -178,6 +210,11 @@ class RolloutSettings(BaseSettings):
                 shown = masked(str(value))
             rows.append((name.upper(), shown, name in self.model_fields_set))
         return rows
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; empty without Sentinel."""
+        return parse_sentinels(self.redis_sentinels)
 
     @property
     def state_redis_url(self) -> str:
@@ -204,6 +241,22 @@ class RolloutSettings(BaseSettings):
 
 
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` (an IPv6 host in brackets) as (host, port) pairs: the service's
+    REDIS_SENTINELS convention (app/settings.py; the controller may not import it)."""
+    addresses = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS: {item!r} is not host:port "
+                             "(expected host:port,host:port)")
+        addresses.append((host, int(port)))
+    return addresses
 
 
 def settings_help() -> str:

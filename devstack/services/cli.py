@@ -19,6 +19,7 @@ from devstack.services import (
     redis,
     redis_cluster,
     redis_exporter,
+    redis_sentinel,
     unleash,
 )
 from devstack.services.common import Service
@@ -29,10 +30,12 @@ STARTERS = {
     "redis_exporter": redis_exporter.ensure_redis_exporter,
     "alertmanager": alertmanager.ensure_alertmanager,
     "redis_cluster": redis_cluster.ensure_redis_cluster,
+    "redis_sentinel": redis_sentinel.ensure_redis_sentinel,
 }
 STOPPERS = {"redis": redis.stop, "postgres": postgres.stop, "unleash": unleash.stop,
             "prometheus": prometheus.stop, "redis_exporter": redis_exporter.stop,
-            "alertmanager": alertmanager.stop, "redis_cluster": redis_cluster.stop}
+            "alertmanager": alertmanager.stop, "redis_cluster": redis_cluster.stop,
+            "redis_sentinel": redis_sentinel.stop}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,13 @@ canonical text (a hand-edited " 1" is rewritten as "1").
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final, Self
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Self
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import (
     AuthenticationError,
     RedisClusterException,
@@ -67,17 +69,30 @@ class LocalFlagWriter:
     """FlagWriter over the local flag store. Owns the Redis client only if it made it."""
 
     def __init__(self, redis: Redis | RedisCluster, *, key: str = LOCAL_FLAGS_KEY,
-                 owns_client: bool = False) -> None:
+                 owns_client: bool = False, sentinel: Sentinel | None = None) -> None:
         self._redis = redis
         self._key = key
         self._owns_client = owns_client
+        self._sentinel = sentinel  # closed with the client we made
 
     @classmethod
     def from_url(cls, url: str, *, key: str = LOCAL_FLAGS_KEY, timeout: float = 2.0,
-                 cluster: bool = False) -> LocalFlagWriter:
+                 cluster: bool = False, sentinels: Sequence[tuple[str, int]] = (),
+                 sentinel_master: str = "", sentinel_password: str | None = None,
+                 ) -> LocalFlagWriter:
         """`cluster`: `url` names one node of the Redis Cluster the service's caches and
-        flag store live on (REDIS_CLUSTER=true); the hash is one key, so one slot."""
+        flag store live on (REDIS_CLUSTER=true); the hash is one key, so one slot.
+        `sentinels`: the store is on the master `sentinel_master` these sentinels monitor
+        (REDIS_SENTINELS), `url` giving only its database, credentials and TLS."""
         # Short timeouts: a hung Redis must cost the controller one cycle, not hang it.
+        if sentinels:
+            sentinel = Sentinel(list(sentinels), sentinel_kwargs={  # type: ignore[no-untyped-call]
+                "socket_timeout": timeout, "socket_connect_timeout": timeout,
+                "password": sentinel_password})
+            master = sentinel.master_for(sentinel_master, **_master_options(url),
+                                         socket_timeout=timeout,
+                                         socket_connect_timeout=timeout, decode_responses=False)
+            return cls(master, key=key, owns_client=True, sentinel=sentinel)
         client: Redis | RedisCluster = (
             RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                   decode_responses=False) if cluster else
@@ -92,6 +107,10 @@ class LocalFlagWriter:
             where = f"{seed.host}:{seed.port}" if seed else "?"
             return f"local flag store redis cluster {where} key={self._key}"
         kwargs = self._redis.connection_pool.connection_kwargs
+        if self._sentinel is not None:
+            master = getattr(self._redis.connection_pool, "service_name", "?")
+            return (f"local flag store redis sentinel master {master}/{kwargs.get('db', 0)} "
+                    f"key={self._key}")
         where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
         return f"local flag store redis {where}/{kwargs.get('db', 0)} key={self._key}"
 
@@ -118,6 +137,8 @@ class LocalFlagWriter:
     async def aclose(self) -> None:
         if self._owns_client:
             await self._redis.aclose()
+            if self._sentinel is not None:
+                await self._sentinel.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -131,6 +152,17 @@ class LocalFlagWriter:
         except (RedisError, RedisClusterException, OSError) as exc:
             raise _error(exc, "HGETALL", self._key) from exc
         return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _master_options(url: str) -> dict[str, Any]:
+    """REDIS_URL's database, credentials and TLS for a Sentinel-managed master (the
+    sentinels name its host and port)."""
+    options: dict[str, Any] = dict(parse_url(url))
+    for sentinel_given in ("host", "port", "path"):
+        options.pop(sentinel_given, None)
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True  # SentinelConnectionPool picks its own TLS connection class
+    return options
 
 
 def _text(value: bytes | str) -> str:
