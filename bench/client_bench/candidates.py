@@ -264,3 +264,29 @@ ALL: tuple[type[Candidate], ...] = (RedisPyEvalsha, ServiceLookup, DirectFromPoo
                                     DirectPacked, DirectPrepacked, CoredisEvalsha,
                                     GlideScript, GlideCustom, Floor, CeilingGet)
 ON_CLUSTER = tuple(c for c in ALL if c is not DirectFromPool)  # a cluster has no one pool
+
+
+class FloorReusingCancelled(Floor):
+    """The cancellation check's control (never timed): the floor, but a connection goes
+    back to the idle set even when its call was cancelled mid-read. The check must call it
+    UNSAFE, or it proves nothing about the others."""
+
+    key, label, role = "e-bad", "control: reuses a cancelled connection", "control"
+
+    async def _call(self, packed: bytes) -> Any:
+        if self._idle:
+            conn = self._idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(*self._address)
+            self._writers.append(writer)
+            conn = (reader, writer, hiredis.Reader())
+        reader, writer, parser = conn
+        try:
+            writer.write(packed)
+            reply = parser.gets()
+            while reply is False:
+                parser.feed(await reader.read(65_536))
+                reply = parser.gets()
+            return reply
+        finally:
+            self._idle.append(conn)

@@ -47,14 +47,15 @@ SCRIPT = _LOOKUP
 SCRIPT_SHA = hashlib.sha1(_LOOKUP, usedforsecurity=False).hexdigest()
 
 
-def answer_of_size(entry_bytes: int, header_bytes: int) -> CachedAnswer:
-    """A 3-source answer whose L1 entry (header, newline, sealed value) is `entry_bytes`."""
+def answer_of_size(entry_bytes: int, header_bytes: int, fill: str = "s") -> CachedAnswer:
+    """A 3-source answer whose L1 entry (header, newline, sealed value) is `entry_bytes`;
+    `fill` tells answers apart (a late reply must be told from the right one)."""
     sources = tuple(SourceRef(uuid.UUID(int=i + 1), i + 1, 0.9 - i / 10) for i in range(3))
     overhead = header_bytes + 1 + len(Envelope().seal(encode_answer(CachedAnswer("", sources)),
                                                       "k"))
     if entry_bytes < overhead:
         raise ValueError(f"an entry cannot be smaller than {overhead} B")
-    return CachedAnswer("s" * (entry_bytes - overhead), sources)
+    return CachedAnswer(fill * (entry_bytes - overhead), sources)
 
 
 def _cache(client: Redis | RedisCluster) -> RedisCache:
@@ -75,12 +76,13 @@ async def seed(client: Redis | RedisCluster) -> tuple[list[Lookup], bytes]:
     lookups and the ceiling's value."""
     cache = _cache(client)
     lookups = []
-    for question in QUESTIONS:
+    for index, question in enumerate(QUESTIONS):
         keys, l2_key = l1_keys(question)
         found = await cache.lookup(keys, l2_key, l2_on_l1_hit=False)
         assert found.l1 is not None, "lookup failed on a fresh Redis"
         generations = found.l1.generations
-        value = Envelope().seal(encode_answer(answer_of_size(ENTRY_BYTES, len(generations))),
+        value = Envelope().seal(encode_answer(answer_of_size(ENTRY_BYTES, len(generations),
+                                                          "st"[index])),
                                 keys.entry)
         if not await cache.fill(keys, generations, value, 3_600):
             raise RuntimeError("the fill was refused on a quiet Redis")

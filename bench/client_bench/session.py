@@ -10,7 +10,14 @@ from typing import Any
 import redis
 import uvloop
 
-from bench.client_bench.candidates import ALL, ON_CLUSTER, Candidate, Target, redis_py
+from bench.client_bench.candidates import (
+    ALL,
+    ON_CLUSTER,
+    Candidate,
+    FloorReusingCancelled,
+    Target,
+    redis_py,
+)
 from bench.client_bench.fixture import ENTRY_BYTES, seed
 from bench.client_bench.runner import Sample, cancellation, check, measure
 from bench.client_bench.stats import Spread, ratios, rotate, spread
@@ -70,19 +77,23 @@ async def _deployment(args: argparse.Namespace, target: Target) -> dict[str, Any
         safety = {}
         if not target.cluster:  # CLIENT PAUSE on one server; the clients' code is the same
             admin = redis.Redis(target.host, target.port)
+            control = FloorReusingCancelled(target)
+            await control.open()
             try:
-                for candidate in candidates:
+                for candidate in [*candidates, control]:
                     safety[candidate.key] = await cancellation(candidate, lookups, ceiling,
                                                                admin)
             finally:
                 admin.close()
+                await control.close()
         fallbacks = {c.key: c.cluster_direct.fallbacks for c in candidates
                      if hasattr(c, "cluster_direct")}
     finally:
         for candidate in candidates:
             await candidate.close()
     return {"direct_fallbacks": fallbacks,
-            "candidates": {c.key: {"label": c.label, "role": c.role} for c in candidates},
+            "candidates": {c.key: {"label": c.label, "role": c.role}
+                           for c in [*candidates, FloorReusingCancelled(target)]},
             "concurrency": {str(n): _summary(by) for n, by in samples.items()},
             "cancellation": safety}
 
