@@ -13,6 +13,12 @@
 * `rollout run` with the bundled default plan, its days scaled to seconds
   (ROLLOUT_TIME_SCALE), notifying the same webhook sink on a path of its own.
 
+`--cluster` runs the same rollout with the caches and the local flag store on a Redis Cluster
+(3 masters + 3 replicas on loopback ports, started and stopped by the demo, a redis_exporter
+per node; REDIS_CLUSTER=true for the replicas and the controller's flag writer) while the
+controller's state stays on its own noeviction Redis; the demo prints the nodes and, at the
+end, which node held which keys (cluster.py).
+
 It shows the rollout live (stage, time against bake, every gate, guardrail and objective
 with its estimate, bound, margin or limit, n and verdict — counts since the stage's flags
 were confirmed —, each decision), then prints the impact per stage measured on this run,
@@ -103,6 +109,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
                              "completed, so one run shows the whole rollout and the rollback)")
     parser.add_argument("--unleash", action="store_true",
                         help="flags through a real Unleash server instead of the local store")
+    parser.add_argument("--cluster", action="store_true",
+                        help="the caches and the local flag store on a Redis Cluster of 3 "
+                             "masters + 3 replicas (the controller's state on its own Redis)")
     parser.add_argument("--quick", action="store_true",
                         help="the shortened profile of the e2e test (days of 5 s, min_window "
                              "10 s, deviations listed in the plan)")
@@ -135,6 +144,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     parser.add_argument("--plain", action="store_true",
                         help="plain lines instead of the live view (default when not a TTY)")
     args = parser.parse_args(argv)
+    if args.cluster and args.write_docs:
+        # The README's figure and the figures quoted next to it are of the single-Redis run.
+        parser.error("--write-docs cannot be combined with --cluster: docs/rollout-demo.png is "
+                     "the README's single-Redis run (a cluster run's chart goes to "
+                     ".run/demo/rollout-demo-cluster.png, or --chart PATH)")
     base = QUICK if args.quick else FULL
     overrides = {name: getattr(args, name) for name in
                  ("day_seconds", "interval", "rate", "min_window", "min_sample_factor",
@@ -183,7 +197,8 @@ def _run(demo: Demo, console: Console, plain: bool,
     args, profile = demo.args, demo.profile
     console.print(f"[bold]ai-cache rollout demo[/] — default plan, 1 plan day = "
                   f"{demo.day_seconds:.3g} s, {profile.rate:g} req/s over two "
-                  f"replicas{', flags in Unleash' if args.unleash else ''}"
+                  f"replicas{', on a Redis Cluster' if args.cluster else ''}"
+                  f"{', flags in Unleash' if args.unleash else ''}"
                   f"{', with a fault at ' + args.fault_stage if args.fault else ''}")
     for line in demo.deviations:
         console.print(f"  plan deviation: {line}", style="yellow", markup=False)
@@ -191,8 +206,11 @@ def _run(demo: Demo, console: Console, plain: bool,
         console.print(f"  service setting: {note}", style="yellow", markup=False)
     console.print(f"  process logs: {LOG_DIR}", style="dim")
     demo.start_services(lambda text: console.print(f"  {text}", style="dim"))
+    for line in demo.backend_lines():
+        console.print(f"  {line}", style="yellow", markup=False)
     model = LiveModel(
-        title="ai-cache rollout demo" + (" — fault scenario" if args.fault else ""),
+        title="ai-cache rollout demo" + (" on a Redis Cluster" if args.cluster else "")
+        + (" — fault scenario" if args.fault else ""),
         subtitle=(f"default plan, time scale {demo.time_scale:.3g} (1 plan day = "
                   f"{demo.day_seconds:.3g} s) · controller {demo.controller_url} · "
                   f"Prometheus {demo.prometheus_url}"),

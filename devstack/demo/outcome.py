@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
 from rich.console import Console
 
 from devstack.demo.chart import ChartInputs, write_chart
+from devstack.demo.cluster import Placement, census
 from devstack.demo.impact import StageImpact, impact_table
 from devstack.demo.impact_table import render_table, summary_lines
 from devstack.demo.objectives import (
@@ -34,13 +36,21 @@ from rollout.status import StatusView
 
 def build_result(demo: Demo, runner: Runner, started: float, rows: list[StageImpact],
                  objectives: list[ObjectiveResult], replay: ReplayRecord | None,
-                 chart: Path | None, ok: bool, error: str | None) -> dict[str, Any]:
+                 chart: Path | None, ok: bool, error: str | None,
+                 placement: Placement | None = None) -> dict[str, Any]:
     fault, status = runner.fault, runner.model.status
     windows = {c.name: demo.plan.window_of(c).total_seconds() for c in demo.plan.all_checks()}
     return {
         "ok": ok,
         "error": error,
         "scenario": "fault" if fault else "default",
+        "redis": {
+            "cluster": demo.cluster is not None,
+            "url": demo.redis_url,
+            "state_url": demo.state_url,
+            "nodes": [] if demo.cluster is None else list(demo.cluster.node_ports),
+            "placement": None if placement is None else placement.to_dict(),
+        },
         "profile": dataclasses.asdict(demo.profile),
         "time_scale": demo.time_scale,
         "plan_path": str(demo.plan_path),
@@ -102,7 +112,9 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
     if visits:
         chart_path = chart_path_for(demo.args)
         title = ("Staged rollout of the AI caches — default plan, 1 plan day = "
-                 f"{demo.day_seconds:.3g} s" + (" — with a fault" if runner.fault else ""))
+                 f"{demo.day_seconds:.3g} s"
+                 + (" — on a Redis Cluster" if demo.cluster is not None else "")
+                 + (" — with a fault" if runner.fault else ""))
         events = []
         if runner.fault and runner.fault.injected_at:
             events.append((runner.fault.injected_at, "fault: notes changed\nbehind the cache"))
@@ -137,13 +149,34 @@ def finish(demo: Demo, runner: Runner, console: Console, started: float, ok: boo
         if notes:
             console.print("the controller's notification (ROLLOUT_WEBHOOK_URL):")
             console.print_json(json.dumps(notes[0]))
+    placement = _cluster_summary(demo, console)
     replay = replay_record(demo, runner, end)
     if replay is not None:
         replay.write(demo.run_dir / "run.json")
         console.print()
         for line in replay.lines():
             console.print(line, markup=False, highlight=False)
-    return build_result(demo, runner, started, rows, objectives, replay, chart, ok, error)
+    return build_result(demo, runner, started, rows, objectives, replay, chart, ok, error,
+                        placement)
+
+
+def _cluster_summary(demo: Demo, console: Console) -> Placement | None:
+    """On a cluster: the nodes again, and which node held which keys (read before anything
+    is stopped)."""
+    if demo.cluster is None:
+        return None
+    console.print()
+    console.rule("Redis Cluster")
+    for line in demo.backend_lines():
+        console.print(line, markup=False, highlight=False)
+    try:
+        placement = census(demo.cluster, demo.state_url)
+    except (OSError, RedisError) as exc:  # the run's result stands without the census
+        console.print(f"could not read the keys' placement: {exc}", markup=False)
+        return None
+    for line in placement.lines():
+        console.print(line, markup=False, highlight=False)
+    return placement
 
 
 def _objective_lines(plan: Plan, baseline: dict[str, float]) -> list[tuple[str, float, str]]:
@@ -220,4 +253,6 @@ def chart_path_for(args: Any) -> Path:
         return Path(args.chart)
     if args.write_docs and not args.fault:
         return DEFAULT_CHART
-    return DEMO_DIR / ("rollout-demo-fault.png" if args.fault else "rollout-demo.png")
+    name = "rollout-demo" + ("-cluster" if args.cluster else "") + ("-fault" if args.fault
+                                                                     else "")
+    return DEMO_DIR / f"{name}.png"

@@ -1,5 +1,7 @@
-"""Everything the demo runs on this machine, started and stopped in order: two Redis servers,
-redis_exporter, optionally Unleash, Alertmanager (posting to the demo's webhook sink), two
+"""Everything the demo runs on this machine, started and stopped in order: two Redis servers
+(with --cluster: a Redis Cluster of 3 masters + 3 replicas for the caches and flags, and one
+Redis for the controller's state), redis_exporter (one per node on a cluster), optionally
+Unleash, Alertmanager (posting to the demo's webhook sink), two
 service replicas, Prometheus with the project's rules, and the controller. The ExitStack
 stops exactly what was started, by pid, also after a Ctrl-C."""
 
@@ -17,7 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from app.settings import Settings
 from devstack.auth import LocalIssuer
+from devstack.demo.cluster import FAULT_ON_A_CLUSTER, topology_lines
 from devstack.demo.plan import write_demo_plan
 from devstack.demo.profiles import (
     DAY,
@@ -38,6 +42,7 @@ from devstack.readiness import wait_for_http
 from devstack.services import alertmanager as am_svc
 from devstack.services import prometheus as prom_svc
 from devstack.services import redis as redis_svc
+from devstack.services import redis_cluster as cluster_svc
 from devstack.services import redis_exporter as exporter_svc
 from devstack.services.common import Service
 from devstack.webhook_sink import WebhookSink
@@ -91,6 +96,9 @@ class Demo:
         self.controller_url = self.prometheus_url = ""
         self.controller_port = 0
         self.unleash_env: dict[str, str] = {}
+        # --cluster: the caches and the local flag store on a Redis Cluster we start (and
+        # stop); REDIS_URL then names one of its nodes, REDIS_CLUSTER=true.
+        self.cluster: cluster_svc.RedisClusterService | None = None
         # Both replicas must derive the same cache keys (HMAC secret), never the dev default.
         self.key_secret = secrets.token_hex(32)
 
@@ -105,15 +113,7 @@ class Demo:
     def start_services(self, say: Callable[[str], None]) -> None:
         DEMO_DIR.mkdir(parents=True, exist_ok=True)
         self.stack.callback(self._remove_database)
-        say("starting Redis (caches + flags, and the controller's state)")
-        cache = self._own("redis-cache", redis_svc.start_private_redis(
-            name="demo-redis-cache", maxmemory="256mb", maxmemory_policy="allkeys-lru"),
-            redis_svc.stop)
-        state = self._own("redis-state", redis_svc.start_private_redis(
-            name="demo-redis-state", maxmemory_policy="noeviction"), redis_svc.stop)
-        self.redis_url, self.state_url = cache.url, state.url
-        exporter = self._own("redis-exporter", exporter_svc.start_private_redis_exporter(
-            cache.url, name="demo-redis-exporter"), exporter_svc.stop)
+        redis_targets = self._start_cluster(say) if self.args.cluster else self._start_redis(say)
         if self.args.unleash:
             say("starting Unleash (PostgreSQL + unleash-server; the first start installs it)")
             from devstack.services import unleash as unleash_svc
@@ -137,13 +137,76 @@ class Demo:
             rule_files=RULE_FILES, alertmanager=am_svc.target_of(alertmanager),
             targets={
                 "ai-cache-service": [r.removeprefix("http://") for r in self.replicas],
-                "redis": [exporter_svc.target_of(exporter)],
+                "redis": redis_targets,
                 "rollout-controller": [f"127.0.0.1:{controller_port}"],
             }), self._stop_prometheus_keeping_data)
         self.prometheus_url = prometheus.url
         prometheus.wait_for_series('up{job="ai-cache-service"} == 1', min_series=2, timeout=30)
-        prometheus.wait_for_series("redis_memory_max_bytes", timeout=30)
+        prometheus.wait_for_series("redis_memory_max_bytes", min_series=len(redis_targets),
+                                   timeout=30)
         self.controller_port = controller_port
+
+    def _start_redis(self, say: Callable[[str], None]) -> list[str]:
+        """One Redis for the caches and flags, one for the controller's state, and an
+        exporter for the first: the exporter's scrape target."""
+        say("starting Redis (caches + flags, and the controller's state)")
+        cache = self._own("redis-cache", redis_svc.start_private_redis(
+            name="demo-redis-cache", maxmemory="256mb", maxmemory_policy="allkeys-lru"),
+            redis_svc.stop)
+        self.redis_url, self.state_url = cache.url, self._start_state_redis().url
+        exporter = self._own("redis-exporter", exporter_svc.start_private_redis_exporter(
+            cache.url, name="demo-redis-exporter"), exporter_svc.stop)
+        return [exporter_svc.target_of(exporter)]
+
+    def _start_state_redis(self) -> Service:
+        # noeviction: the cache's eviction must never touch the rollout's own log.
+        return self._own("redis-state", redis_svc.start_private_redis(
+            name="demo-redis-state", maxmemory_policy="noeviction"), redis_svc.stop)
+
+    def _start_cluster(self, say: Callable[[str], None]) -> list[str]:
+        """A Redis Cluster for the caches and flags (each node limited like the single
+        cache Redis), a Redis for the controller's state, an exporter per node: their
+        scrape targets."""
+        say("starting a Redis Cluster (3 masters + 3 replicas: caches + flags) and a Redis "
+            "for the controller's state")
+        cluster = cluster_svc.start_private_cluster(name="demo-redis-cluster")
+        self.stack.callback(cluster_svc.stop, cluster)
+        self.cluster = cluster
+        for port, pid in zip(cluster.node_ports, cluster.node_pids, strict=True):
+            self.started.pids[f"redis-cluster-{port}"] = pid
+            self.started.urls[f"redis-cluster-{port}"] = cluster.node_url(port)
+        cluster_svc.config_set(cluster, "maxmemory", "256mb")
+        self.redis_url, self.state_url = cluster.url, self._start_state_redis().url
+        say("starting a redis_exporter per cluster node")
+        return self._start_cluster_exporters(cluster)
+
+    def _start_cluster_exporters(self, cluster: cluster_svc.RedisClusterService) -> list[str]:
+        targets = []
+        for port in cluster.node_ports:
+            exporter = self._own(f"redis-exporter-{port}",
+                                 exporter_svc.start_private_redis_exporter(
+                                     cluster.node_url(port), name=f"demo-redis-exporter-{port}"),
+                                 exporter_svc.stop)
+            targets.append(exporter_svc.target_of(exporter))
+        return targets
+
+    def backend_lines(self) -> list[str]:
+        """What the demo says about where the caches run (nothing on the single Redis)."""
+        if self.cluster is None:
+            return []
+        wait_ms = Settings.model_fields["redis_invalidation_wait_ms"].default  # the service's
+        lines = topology_lines(self.cluster, self.state_url, int(wait_ms))
+        if self.args.unleash:
+            lines.append("flags in Unleash: the cluster holds the caches only")
+        if self.args.fault:
+            lines.append(FAULT_ON_A_CLUSTER)
+        return lines
+
+    def redis_env(self) -> dict[str, str]:
+        """REDIS_URL for the replicas and the controller's flag writer (one node of the
+        cluster with REDIS_CLUSTER=true)."""
+        return {"REDIS_URL": self.redis_url} | (
+            {"REDIS_CLUSTER": "true"} if self.cluster is not None else {})
 
     def _stop_prometheus_keeping_data(self, service: Service) -> None:
         """Stop Prometheus, then keep its TSDB (and config) in the run's folder: a later
@@ -164,7 +227,7 @@ class Demo:
     def _start_replica(self, index: int) -> str:
         port = free_port()
         env = child_env({
-            "REDIS_URL": self.redis_url,
+            **self.redis_env(),
             "DATABASE_URL": self.database_url,
             "AI_PROVIDER": "local",
             "AI_LATENCY_SCALE": f"{self.args.latency_scale:g}",
@@ -205,7 +268,7 @@ class Demo:
 
     def start_controller(self) -> None:
         env = child_env({
-            "REDIS_URL": self.redis_url,
+            **self.redis_env(),
             "ROLLOUT_REDIS_URL": self.state_url,
             "PROMETHEUS_URL": self.prometheus_url,
             "ROLLOUT_PLAN": str(self.plan_path),
@@ -234,7 +297,7 @@ class Demo:
         """What someone at another terminal pastes to watch and steer this run (also written
         to .run/demo/attach.env): the controller's URL, name, token and state Redis."""
         settings = {"ROLLOUT_URL": self.controller_url, "ROLLOUT_NAME": f"demo-{self.run_id}",
-                    "ROLLOUT_API_TOKEN": self.api_token, "REDIS_URL": self.redis_url,
+                    "ROLLOUT_API_TOKEN": self.api_token, **self.redis_env(),
                     "ROLLOUT_REDIS_URL": self.state_url, "PROMETHEUS_URL": self.prometheus_url}
         (DEMO_DIR / "attach.env").write_text(
             "".join(f"{name}={value}\n" for name, value in settings.items()))

@@ -235,6 +235,17 @@ def restart_node(service: RedisClusterService, port: int, *, timeout: float = 60
                what=f"{service.name} whole again after node {port} restarted")
 
 
+def config_set(service: RedisClusterService, name: str, value: str) -> None:
+    """`CONFIG SET name value` on every node we started that still runs (nodes start
+    without a memory limit, for example: `config_set(cluster, "maxmemory", "256mb")`)."""
+    for port in service.node_ports:
+        if service.node_pid(port) is None:
+            continue
+        answer = _cli(port, "config", "set", name, value).strip()
+        if answer != "OK":
+            raise ServiceError(f"CONFIG SET {name} on node {port}: {answer or 'no answer'}")
+
+
 def master_of_slot(service: RedisClusterService, slot: int) -> int | None:
     """The port of the live master serving `slot`, as the first live node sees it."""
     for port in service.node_ports:
