@@ -114,7 +114,8 @@ class SentinelMaster(Redis):
         await self.connection_pool.sentinel_manager.aclose()  # type: ignore[attr-defined]
 
 
-def build_sentinel_master(settings: Settings) -> Redis:
+def build_sentinel_master(settings: Settings,
+                          redis_class: type[SentinelMaster] = SentinelMaster) -> Redis:
     """The Sentinel-managed master (REDIS_SENTINELS, REDIS_SENTINEL_MASTER) as redis-py's
     `Sentinel(...).master_for(name)` gives it: each new connection asks the sentinels where
     the master is (a failover is followed at the next connection, and a command that failed
@@ -139,7 +140,7 @@ def build_sentinel_master(settings: Settings) -> Redis:
         },
     )
     master: Redis = sentinel.master_for(settings.redis_sentinel_master,
-                                        redis_class=SentinelMaster,
+                                        redis_class=redis_class,
                                         **{**options, **_server_options(settings)})
     return master
 

@@ -1,5 +1,7 @@
-"""RedisCache against a real Redis — one contract suite, two backends (issue 14): every test
-runs on the private single Redis and on the private Redis Cluster (3 masters + 3 replicas).
+"""RedisCache against a real Redis — one contract suite, three backends (issue 14): every
+test runs on the private single Redis, on the private Redis Cluster (3 masters + 3 replicas)
+and on the private Sentinel-managed master (1 replica, 3 sentinels), through the client the
+service builds for each; where the master has a replica, bumps WAIT for it as the service's.
 
 Round trips, compare-and-set fills, client and workspace-wide generations, evicted
 generations, corrupt entries, the global L2 scope across slots, and fail-open.
@@ -10,16 +12,19 @@ from __future__ import annotations
 import uuid
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from app.cache.breaker import BreakerState, CircuitBreaker
 from app.cache.keys import KeyBuilder
 from app.cache.store import CacheUnavailable, L2Write, RedisCache
 from app.metrics import ServiceMetrics
-from devstack.network import free_port
 from devstack.services.common import Service
-from tests.support.redis_backends import CountingRedis, CountingRedisCluster, RedisBackend
+from tests.support.redis_backends import (
+    CountingRedis,
+    CountingRedisCluster,
+    RedisBackend,
+    on_every_backend,
+)
 
 WS = uuid.UUID("00000000-0000-4000-8000-00000000f001")
 CLIENT = uuid.UUID("00000000-0000-4000-8000-00000000f0c1")
@@ -29,8 +34,10 @@ OTHER = uuid.UUID("00000000-0000-4000-8000-00000000f0c2")
 def make_cache(backend: RedisBackend) -> tuple[RedisCache, CountingRedis | CountingRedisCluster]:
     client = backend.counting_client()
     breaker = CircuitBreaker(5, 1.0)
+    # A generous WAIT: a loaded CI machine must not turn a replicated bump into a failure.
     return RedisCache(client, breaker, ServiceMetrics(CollectorRegistry()),
-                      timeout_seconds=1.0), client
+                      timeout_seconds=1.0, wait_replicas=backend.replicas,
+                      wait_ms=2_000), client
 
 
 async def fill_once(cache: RedisCache, keys: KeyBuilder, client_id: uuid.UUID | None,
@@ -47,6 +54,7 @@ async def status(cache: RedisCache, keys: KeyBuilder, client_id: uuid.UUID | Non
     return found.l1.status
 
 
+@on_every_backend
 async def test_a_hit_is_one_round_trip_and_a_miss_two(redis_backend: RedisBackend) -> None:
     cache, client = make_cache(redis_backend)
     keys = KeyBuilder(b"s")
@@ -75,6 +83,7 @@ async def test_a_hit_is_one_round_trip_and_a_miss_two(redis_backend: RedisBacken
     await client.aclose()
 
 
+@on_every_backend
 async def test_fill_refuses_generations_that_changed(redis_backend: RedisBackend) -> None:
     """The CAS fill race: generations read before the notes, a bump, then the slow fill."""
     cache, client = make_cache(redis_backend)
@@ -91,6 +100,7 @@ async def test_fill_refuses_generations_that_changed(redis_backend: RedisBackend
     await client.aclose()
 
 
+@on_every_backend
 async def test_a_client_bump_drops_that_client_and_workspace_answers_only(
     redis_backend: RedisBackend,
 ) -> None:
@@ -107,6 +117,7 @@ async def test_a_client_bump_drops_that_client_and_workspace_answers_only(
     await client.aclose()
 
 
+@on_every_backend
 async def test_a_workspace_wide_invalidation_drops_every_answer(
     redis_backend: RedisBackend,
 ) -> None:
@@ -121,6 +132,7 @@ async def test_a_workspace_wide_invalidation_drops_every_answer(
     await client.aclose()
 
 
+@on_every_backend
 async def test_an_evicted_generation_never_revives_old_entries(
     redis_backend: RedisBackend,
 ) -> None:
@@ -137,6 +149,7 @@ async def test_an_evicted_generation_never_revives_old_entries(
     await client.aclose()
 
 
+@on_every_backend
 async def test_a_corrupt_entry_is_never_a_hit_and_can_be_deleted(
     redis_backend: RedisBackend,
 ) -> None:
@@ -153,6 +166,7 @@ async def test_a_corrupt_entry_is_never_a_hit_and_can_be_deleted(
     await client.aclose()
 
 
+@on_every_backend
 async def test_current_generations_match_what_a_lookup_read(
     redis_backend: RedisBackend,
 ) -> None:
@@ -166,6 +180,7 @@ async def test_current_generations_match_what_a_lookup_read(
     await client.aclose()
 
 
+@on_every_backend
 async def test_global_l2_scope_uses_a_pipeline_across_slots(
     redis_backend: RedisBackend,
 ) -> None:
@@ -179,12 +194,13 @@ async def test_global_l2_scope_uses_a_pipeline_across_slots(
     client.round_trips = 0
     hit = await cache.lookup(l1, l2)
     assert hit.l1 is not None and hit.l1.status == "hit" and hit.l2 == b"vec"
-    # One pipeline on one server; on a cluster the two slots' commands go out together
-    # (a cluster pipeline may not carry a script).
+    # One pipeline on one server (Sentinel's master too); on a cluster the two slots'
+    # commands go out together (a cluster pipeline may not carry a script).
     assert client.round_trips == (2 if redis_backend.cluster else 1)
     await client.aclose()
 
 
+@on_every_backend
 async def test_global_l2_scope_loads_the_script_where_it_is_missing(
     redis_backend: RedisBackend,
 ) -> None:
@@ -198,14 +214,14 @@ async def test_global_l2_scope_loads_the_script_where_it_is_missing(
     await client.aclose()
 
 
+@on_every_backend
 async def test_an_unreachable_redis_fails_open_and_opens_the_breaker(
     redis_backend: RedisBackend,
 ) -> None:
-    """Nothing listens: lookups report failure (the fresh path answers), fills and bumps
-    raise CacheUnavailable, never a Redis error; after the threshold no call is made."""
-    dead_url = f"redis://127.0.0.1:{free_port()}"
-    dead: Redis | RedisCluster = (RedisCluster.from_url(dead_url) if redis_backend.cluster
-                                  else Redis.from_url(dead_url))
+    """Nothing listens (on Sentinel: no sentinel, so no master): lookups report failure (the
+    fresh path answers), fills and bumps raise CacheUnavailable, never a Redis error; after
+    the threshold no call is made."""
+    dead = redis_backend.unreachable_client()
     breaker = CircuitBreaker(3, 60.0)
     cache = RedisCache(dead, breaker, ServiceMetrics(CollectorRegistry()), timeout_seconds=1.0)
     keys = KeyBuilder(b"s")
