@@ -49,6 +49,17 @@ WORKSPACE_HIT_RATE = """bottomk(10,
 )"""
 
 UP_DOWN = {0: ("down", "red"), 1: ("up", "green")}
+CLUSTER_STATE = {0: ("fail", "red"), 1: ("ok", "green")}
+ROLES = {0: ("replica", "blue"), 1: ("master", "purple")}
+# 1 on a master, 0 on a replica, per cluster node (redis_instance_info carries the role).
+NODE_ROLE = """max by (instance) (
+  redis_instance_info{role="master"} and on(job, instance) redis_cluster_enabled == 1)
+or max by (instance) (
+  redis_instance_info{role="slave"} and on(job, instance) redis_cluster_enabled == 1) * 0"""
+# What AIAgentRedisClusterMasterWithoutReplica reads, without its == 0.
+REPLICAS_PER_MASTER = """redis_connected_slaves
+and on(job, instance) redis_instance_info{role="master"}
+and on(job, instance) redis_cluster_enabled == 1"""
 
 
 def build() -> dash.Dashboard:
@@ -473,6 +484,58 @@ def build() -> dash.Dashboard:
                 UP_DOWN,
                 width=12,
                 height=8,
+            )
+        )
+        # A Redis Cluster: one series a node (instance = node host:port); empty on a
+        # single Redis (redis_cluster_* exist only on cluster-enabled nodes).
+        .with_panel(
+            p.state_panel(
+                45,
+                "Cluster state per node",
+                "CLUSTER INFO cluster_state as each node sees it. fail for 1 min: "
+                "AIAgentRedisClusterDegraded (a failover with a replica ready passes in seconds).",
+                [("redis_cluster_state", "{{instance}}")],
+                CLUSTER_STATE,
+                width=8,
+                height=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                46,
+                "Cluster slots per node",
+                "Slots ok / in PFAIL / in FAIL of 16384, as each node sees them. "
+                "Below 16384 ok for 1 min: AIAgentRedisClusterDegraded.",
+                [
+                    ("redis_cluster_slots_ok", "ok {{instance}}"),
+                    ("redis_cluster_slots_pfail", "pfail {{instance}}"),
+                    ("redis_cluster_slots_fail", "fail {{instance}}"),
+                ],
+                stepped=True,
+                width=8,
+            )
+        )
+        .with_panel(
+            p.timeseries_panel(
+                47,
+                "Replicas per master",
+                "Connected replicas of each master node. 0 for 5 min: "
+                "AIAgentRedisClusterMasterWithoutReplica (its slots survive no further failure).",
+                [(REPLICAS_PER_MASTER, "{{instance}}")],
+                stepped=True,
+                width=8,
+            )
+        )
+        .with_panel(
+            p.state_panel(
+                48,
+                "Role per node",
+                "master or replica, per cluster node: a failover shows as a replica "
+                "turning master (and the old master gone, then back as a replica).",
+                [(NODE_ROLE, "{{instance}}")],
+                ROLES,
+                width=24,
+                height=6,
             )
         )
         .with_row(dash.Row("Flags").id(105))

@@ -36,6 +36,15 @@ EXTERNAL_METRICS = {
     "redis_evicted_keys_total",
     "redis_errors_total",
     "redis_commands_rejected_calls_total",  # redis_exporter 1.45
+    # redis_exporter 1.45 on a Redis Cluster node (CLUSTER INFO, INFO replication / server),
+    # read off the real exporter against the local cluster (alerts/README.md)
+    "redis_cluster_enabled",
+    "redis_cluster_state",
+    "redis_cluster_slots_ok",
+    "redis_cluster_slots_pfail",
+    "redis_cluster_slots_fail",
+    "redis_connected_slaves",
+    "redis_instance_info",
     METRIC_ROLLOUT_CHECK_THRESHOLD,  # the controller's own, beyond the shared contract
     METRIC_ROLLOUT_STAGE_ENTERED,
 }

@@ -184,8 +184,23 @@ def test_scrape_targets_are_compose_services_on_their_ports() -> None:
                 command = " ".join(service.get("command", []))
                 env = service.get("environment", {})
                 known = exposed | {str(v) for v in env.values()} | set(re.findall(r"\d+", command))
-                if host != "redis-exporter":  # the exporter listens on its default, 9121
+                # Defaults: the exporter listens on 9121, Redis on 6379 (the `redis` job's
+                # targets are Redis nodes, scraped through the exporter).
+                if (host, port) not in {("redis-exporter", "9121"), ("redis", "6379")}:
                     assert port in known, f"{target}: port {port} not published or configured"
+
+
+def test_redis_nodes_are_scraped_through_the_exporter_as_themselves() -> None:
+    """The `redis` job is redis_exporter's multi-target form: every target a Redis node
+    (one for the compose Redis, every node for a cluster), `instance` the node itself."""
+    job = {j["job_name"]: j for j in prometheus_config()["scrape_configs"]}["redis"]
+    assert job["metrics_path"] == "/scrape"
+    relabel = job["relabel_configs"]
+    assert {"source_labels": ["__address__"], "target_label": "__param_target",
+            "replacement": "redis://$1"} in relabel
+    assert {"source_labels": ["__address__"], "target_label": "instance"} in relabel
+    exporter = [r["replacement"] for r in relabel if r.get("target_label") == "__address__"]
+    assert exporter == ["redis-exporter:9121"] and "redis-exporter" in services()
 
 
 def test_prometheus_loads_every_rule_file() -> None:
