@@ -261,10 +261,28 @@ def restart_as_replica(service: RedisSentinelService, port: int, *,
     master = current_master(service)
     assert master is not None
     _start_data_node(service, ensure_apt("redis-server", "redis-server"), port, master)
-    if port == service.port:  # the record's pid: what `scripts.svc start` checks is alive
-        service.pid, service.pid_started = service.pids[str(port)], service.pid_starts[str(port)]
+    _remember_record_pid(service, port)
     wait_until(lambda: is_whole(service), timeout=timeout,
                what=f"{service.name} whole again after node {port} restarted")
+
+
+def restart_at_once(service: RedisSentinelService, port: int, *,
+                    timeout: float = 60.0) -> None:
+    """Start a stopped master again on its port at once, empty (no persistence) and as a
+    master: a node restart with data loss, usually before the sentinels declare it down
+    (its replica then resyncs to the empty data set). Returns when the deployment is whole
+    again, whichever node the sentinels name master by then."""
+    if service.pid_of(port) is not None:
+        raise ServiceError(f"node {port} is still running")
+    _start_data_node(service, ensure_apt("redis-server", "redis-server"), port, None)
+    _remember_record_pid(service, port)
+    wait_until(lambda: is_whole(service), timeout=timeout,
+               what=f"{service.name} whole again after node {port} restarted")
+
+
+def _remember_record_pid(service: RedisSentinelService, port: int) -> None:
+    if port == service.port:  # the record's pid: what `scripts.svc start` checks is alive
+        service.pid, service.pid_started = service.pids[str(port)], service.pid_starts[str(port)]
 
 
 def stop(service: Service) -> None:

@@ -13,13 +13,11 @@ steps run in a thread so the service's event loop keeps serving throughout.
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio.cluster import RedisCluster
@@ -30,9 +28,10 @@ from app.cache.store import CacheUnavailable, RedisCache
 from app.metrics import ServiceMetrics
 from devstack.readiness import wait_until
 from devstack.services import redis_cluster as cluster_svc
-from tests.integration.test_invalidation_race import GatedProvider, cited_versions
-from tests.integration.test_query_api import AUTH, CLIENT, WS, add_note
-from tests.support.service import make_settings, metric_value, running_service, set_flags
+from tests.integration.test_invalidation_race import GatedProvider
+from tests.integration.test_query_api import CLIENT, WS, add_note
+from tests.support.failover_traffic import Traffic, cache_errors
+from tests.support.service import make_settings, running_service, set_flags
 
 pytestmark = pytest.mark.integration
 
@@ -43,59 +42,6 @@ def doomed_cluster() -> Iterator[cluster_svc.RedisClusterService]:
     service = cluster_svc.start_private_cluster(name="redis-cluster-failover")
     yield service
     cluster_svc.stop(service)
-
-
-class Traffic:
-    """Readers and writers until stopped; every answer checked against the versions whose
-    write had returned before the query started (the race test's oracle)."""
-
-    def __init__(self, client: httpx.AsyncClient, notes: list[dict[str, object]]) -> None:
-        self.client = client
-        self.acknowledged = {str(n["id"]): 1 for n in notes}
-        self.violations: list[str] = []
-        self.answers = 0
-        self.hits = 0
-        self.cache_errors = 0
-        self.stop = asyncio.Event()
-        self.rng = random.Random(7)
-
-    async def reader(self) -> None:
-        while not self.stop.is_set():
-            required = dict(self.acknowledged)
-            response = await self.client.post(
-                f"/v1/workspaces/{WS}/query", headers=AUTH,
-                json={"query": "How is the patient sleeping?",
-                      "client_id": self.rng.choice([str(CLIENT), None])})
-            assert response.status_code == 200, response.text
-            self.answers += 1
-            self.hits += response.json()["cache"]["l1"] == "hit"
-            self.cache_errors += response.json()["cache"]["l1"] == "error"
-            for session, version in cited_versions(response.json()["answer"]).items():
-                if version < required[session]:
-                    self.violations.append(f"{session} v{version} < v{required[session]}")
-            await asyncio.sleep(0.005)
-
-    async def writer(self) -> None:
-        revision = 0
-        while not self.stop.is_set():
-            target = self.rng.choice(list(self.acknowledged))
-            revision += 1
-            response = await self.client.patch(
-                f"/v1/workspaces/{WS}/sessions/{target}", headers=AUTH,
-                json={"plan": f"Revision {revision} at {time.monotonic()}"})
-            if response.status_code == 409:
-                continue
-            assert response.status_code == 200, response.text
-            self.acknowledged[target] = max(self.acknowledged[target],
-                                            response.json()["version"])
-            await asyncio.sleep(self.rng.uniform(0.05, 0.15))
-
-    async def until(self, condition: str, predicate: object, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():  # type: ignore[operator]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
-            await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("restart", ["after-failover", "at-once"])
@@ -122,9 +68,7 @@ async def test_a_master_killed_under_traffic_serves_no_old_notes(
         notes = [await add_note(client, WS, CLIENT, f"Note {i}: sleeping {5 + i} hours.")
                  for i in range(3)]
         traffic = Traffic(client, notes)
-        workers = [asyncio.create_task(traffic.reader()) for _ in range(6)]
-        workers += [asyncio.create_task(traffic.writer()) for _ in range(2)]
-        try:
+        async with traffic.running(readers=6, writers=2):
             await traffic.until("L1 hits before the failover", lambda: traffic.hits >= 20, 30)
             hits_before, answers_before = traffic.hits, traffic.answers
             await asyncio.to_thread(cluster_svc.stop_node, cluster, killed, sig=signal.SIGKILL)
@@ -140,13 +84,7 @@ async def test_a_master_killed_under_traffic_serves_no_old_notes(
             hits_at_rejoin = traffic.hits
             await traffic.until("L1 hits after the killed node rejoined",
                                 lambda: traffic.hits >= hits_at_rejoin + 20, 40)
-        finally:
-            traffic.stop.set()
-            await asyncio.gather(*workers, return_exceptions=False)
-        errors = sum(metric_value(app, "ai_agent_cache_errors_total", cache_layer=layer,
-                                  op=op)
-                     for layer in ("query_result", "embedding")
-                     for op in ("lookup", "fill", "invalidate", "delete"))
+        errors = cache_errors(app)
     await flags.aclose()
     now_master = cluster_svc.master_of_slot(cluster, slot)
     print(f"{restart}: master {'kept' if now_master == killed else 'failed over'}, "
