@@ -1,8 +1,8 @@
 """The caches on a Redis Cluster against one Redis, side by side in one run (issue 14).
 
-Starts a private single Redis and a private cluster (3 masters + 3 replicas) and drives the
-service's own RedisCache against both, in interleaved rounds (so a noisy neighbour on the
-machine hurts every variant alike):
+Part `store`: starts a private single Redis and a private cluster (3 masters + 3 replicas)
+and drives the service's own RedisCache against both, in interleaved rounds (so a noisy
+neighbour on the machine hurts every variant alike):
 
   * invalidation (the write path's Redis cost): one generation bump of a client and its
     workspace, sequentially — single Redis (MULTI), cluster without the durability wait,
@@ -11,10 +11,19 @@ machine hurts every variant alike):
     and p50 on the cluster against the single Redis (target: at least 0.9 of it at equal
     concurrency).
 
-This measures the store, not HTTP (bench/service_bench does the whole service).
+Part `http`: the whole write path with and without the durability wait. The real service
+(`python -m app`, started as bench/service_bench starts it) four times — on the cluster and
+on a private Sentinel-managed master (1 replica, 3 sentinels), each with
+REDIS_INVALIDATION_REPLICAS=1 (the default there) and 0 — takes note PATCHes over HTTP, one
+at a time (SQLite commit with its outbox row, the generation bump, the response). Rounds
+rotate the variants; per backend the figure is the median over rounds of each round's
+ratio of median latencies (WAIT 1 / no wait), with its spread, and the service's CPU per
+write (/proc utime+stime; the Redis processes' CPU is not in it). Every write must have
+been applied by the writer itself (ai_agent_cache_invalidation_intents_applied_total
+{via="write"}), or a NotReplicated bump's 1.1 lease wait would be measured.
 
-    .venv/bin/python -m bench.cluster_bench [--rounds 5] [--bumps 400] [--hits 4000]
-        [--concurrency 16] [--json bench/results/cluster_bench.json]
+    .venv/bin/python -m bench.cluster_bench [--parts store,http] [--rounds 5] [--bumps 400]
+        [--hits 4000] [--concurrency 16] [--writes 150] [--json bench/results/cluster_bench.json]
 """
 
 from __future__ import annotations
@@ -22,23 +31,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from app import contract
 from app.cache.breaker import CircuitBreaker
 from app.cache.keys import KeyBuilder
 from app.cache.store import RedisCache
 from app.metrics import ServiceMetrics
+from bench.service_bench.plan import REDIS_TIMEOUT_SECONDS, REPO, BenchError
+from bench.service_bench.rounds import rotate
+from bench.service_bench.servers import Server, start_server
+from bench.service_bench.wrk import cpu_ticks
+from devstack.auth import LocalIssuer
+from devstack.network import free_port
+from devstack.readiness import wait_until
 from devstack.services import redis as redis_svc
 from devstack.services import redis_cluster as cluster_svc
+from devstack.services import redis_sentinel as sentinel_svc
 
 WS = uuid.UUID("00000000-0000-4000-8000-00000000be01")
 CLIENT = uuid.UUID("00000000-0000-4000-8000-00000000be02")
@@ -129,17 +155,214 @@ def _print(results: list[Figures], concurrency: int) -> None:
           f"{hit_c.p50_us / hit_s.p50_us:.2f}x")
 
 
+# --- part http: the whole write path over HTTP, with and without the durability wait ----
+
+@dataclass
+class WriteTarget:
+    """One service process: a backend and REDIS_INVALIDATION_REPLICAS, its own SQLite file,
+    one note of its own workspace that every write PATCHes."""
+
+    backend: str  # cluster | sentinel
+    replicas: int
+    server: Server
+    workspace: uuid.UUID
+    headers: dict[str, str]
+    note_id: str = ""
+    writes: int = 0
+    round_medians: list[float] = field(default_factory=list)
+    samples: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+    @property
+    def variant(self) -> str:
+        return f"{self.backend}, WAIT {self.replicas}" if self.replicas else \
+            f"{self.backend}, no wait"
+
+    @property
+    def note_url(self) -> str:
+        return f"{self.server.url}/v1/workspaces/{self.workspace}/sessions/{self.note_id}"
+
+
+def _start_write_targets(stack: ExitStack, backends: dict[str, dict[str, str]]
+                         ) -> list[WriteTarget]:
+    """The real service (as bench/service_bench starts it) per backend, with the wait and
+    without; cwd a temp dir, so no developer's .env leaks into the measured settings."""
+    tmp = Path(tempfile.mkdtemp(prefix="aicache-cluster-bench-"))
+    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+    issuer = LocalIssuer.generate()
+    base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": os.environ.get("HOME", str(tmp)), "LANG": "C.UTF-8",
+                "PYTHONPATH": str(REPO), "AI_PROVIDER": "local", "AI_LATENCY_SCALE": "0",
+                "LOCAL_EMBEDDING_DIMENSIONS": "256", **issuer.env(),
+                "REDIS_TIMEOUT_SECONDS": str(REDIS_TIMEOUT_SECONDS), "LOG_LEVEL": "WARNING"}
+    targets = []
+    for backend, redis_env in backends.items():
+        for replicas in (1, 0):
+            port = free_port()
+            env = {**base_env, **redis_env, "REDIS_INVALIDATION_REPLICAS": str(replicas),
+                   "DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/{backend}-{replicas}.db"}
+            server = start_server(stack, f"writes-{backend}-{replicas}",
+                                  [sys.executable, "-m", "app", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, cwd=tmp, port=port)
+            workspace = uuid.uuid4()
+            targets.append(WriteTarget(backend, replicas, server, workspace,
+                                       issuer.headers([workspace], role="clinician",
+                                                      sub="bench")))
+    return targets
+
+
+def _create_note(http: httpx.Client, target: WriteTarget) -> None:
+    response = http.post(f"{target.server.url}/v1/workspaces/{target.workspace}/sessions",
+                         headers=target.headers,
+                         json={"client_id": str(uuid.uuid4()), "subjective": "Sleeping 6 h.",
+                               "objective": "Calm.", "assessment": "Improving.",
+                               "plan": "Revision 0"})
+    if response.status_code != 201:
+        raise BenchError(f"{target.variant}: creating the note answered "
+                         f"{response.status_code}: {response.text}")
+    target.note_id = str(response.json()["id"])
+
+
+def _write_batch(http: httpx.Client, target: WriteTarget, count: int) -> list[float]:
+    """`count` PATCHes one after the other; their latencies. Adds the service's CPU."""
+    latencies = []
+    ticks = cpu_ticks(target.server.pid)
+    for _ in range(count):
+        target.writes += 1
+        started = time.perf_counter()
+        response = http.patch(target.note_url, headers=target.headers,
+                              json={"plan": f"Revision {target.writes}"})
+        latencies.append(time.perf_counter() - started)
+        if response.status_code != 200:
+            raise BenchError(f"{target.variant}: PATCH answered {response.status_code}: "
+                             f"{response.text}")
+    target.cpu_seconds += (cpu_ticks(target.server.pid) - ticks) / os.sysconf("SC_CLK_TCK")
+    return latencies
+
+
+def _applied_by_writer(http: httpx.Client, target: WriteTarget) -> float:
+    text = http.get(f"{target.server.url}/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == contract.METRIC_INVALIDATION_APPLIED and \
+                    sample.labels.get("via") == contract.APPLIED_VIA_WRITE:
+                return sample.value
+    return 0.0
+
+
+def _check_every_write_applied(http: httpx.Client, target: WriteTarget) -> None:
+    """Each write's bump applied (and WAITed for) by the writer, none left to the relay:
+    the removal is batched in the background, so poll for the count."""
+    try:
+        wait_until(lambda: _applied_by_writer(http, target) >= target.writes, timeout=10,
+                   what=f"{target.writes} invalidations applied by {target.variant}'s writes")
+    except Exception as exc:
+        raise BenchError(f"{exc}: {_applied_by_writer(http, target):.0f} were") from exc
+
+
+def _measure_writes(targets: list[WriteTarget], rounds: int, writes: int) -> None:
+    with httpx.Client(timeout=10.0, trust_env=False) as http:
+        for target in targets:
+            _create_note(http, target)
+            _write_batch(http, target, 20)  # warm-up: connections, scripts, SQLite pages
+        warm = {id(t): t.writes for t in targets}
+        for target in targets:
+            target.cpu_seconds = 0.0  # the timed writes' only
+        for index in range(rounds):
+            for target in rotate(index, targets):
+                got = _write_batch(http, target, writes)
+                target.samples += got
+                target.round_medians.append(statistics.median(got))
+        for target in targets:
+            _check_every_write_applied(http, target)
+            target.writes -= warm[id(target)]  # timed writes only, for the CPU figure
+
+
+def _write_figures(targets: list[WriteTarget]) -> dict[str, Any]:
+    by = {(t.backend, t.replicas): t for t in targets}
+    figures: dict[str, Any] = {"variants": {}, "wait_cost": {}}
+    for t in targets:
+        ordered = sorted(t.samples)
+        figures["variants"][t.variant] = {
+            "writes": len(t.samples), "p50_ms": statistics.median(ordered) * 1e3,
+            "p95_ms": ordered[int(len(ordered) * 0.95)] * 1e3,
+            "round_p50_ms": [m * 1e3 for m in t.round_medians],
+            "cpu_us_per_write": t.cpu_seconds / t.writes * 1e6 if t.writes else None}
+    for backend in dict.fromkeys(t.backend for t in targets):
+        wait, no_wait = by[(backend, 1)], by[(backend, 0)]
+        ratios = [w / n for w, n in zip(wait.round_medians, no_wait.round_medians,
+                                        strict=True)]
+        deltas = [(w - n) * 1e6 for w, n in zip(wait.round_medians, no_wait.round_medians,
+                                                 strict=True)]
+        cpu_w = figures["variants"][wait.variant]["cpu_us_per_write"]
+        cpu_n = figures["variants"][no_wait.variant]["cpu_us_per_write"]
+        figures["wait_cost"][backend] = {
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios), "delta_us_median": statistics.median(deltas),
+            "delta_us_min": min(deltas), "delta_us_max": max(deltas),
+            "cpu_us_per_write_wait": cpu_w, "cpu_us_per_write_no_wait": cpu_n}
+    return figures
+
+
+def _print_writes(figures: dict[str, Any], rounds: int, writes: int) -> None:
+    print(f"\nnote writes over HTTP (PATCH, one at a time; {rounds} rounds x {writes} each)")
+    print(f"{'variant':24} {'writes':>7} {'p50 ms':>8} {'p95 ms':>8} {'CPU µs/write':>13}")
+    for name, f in figures["variants"].items():
+        cpu = f["cpu_us_per_write"]
+        print(f"{name:24} {f['writes']:>7} {f['p50_ms']:>8.2f} {f['p95_ms']:>8.2f} "
+              f"{cpu:>13.0f}")
+    for backend, c in figures["wait_cost"].items():
+        print(f"{backend}: WAIT 1 / no wait, median of per-round p50 ratios "
+              f"{c['ratio_median']:.3f}x (rounds {c['ratio_min']:.3f}-{c['ratio_max']:.3f}), "
+              f"{c['delta_us_median']:+.0f} µs ({c['delta_us_min']:+.0f} to "
+              f"{c['delta_us_max']:+.0f}); service CPU {c['cpu_us_per_write_wait']:.0f} vs "
+              f"{c['cpu_us_per_write_no_wait']:.0f} µs a write")
+
+
+def run_http_part(args: argparse.Namespace) -> dict[str, Any]:
+    with ExitStack() as stack:
+        cluster = cluster_svc.start_private_cluster(name="redis-cluster-bench-writes")
+        stack.callback(cluster_svc.stop, cluster)
+        sentinel = sentinel_svc.start_private_sentinel(name="redis-sentinel-bench-writes")
+        stack.callback(sentinel_svc.stop, sentinel)
+        targets = _start_write_targets(stack, {
+            "cluster": {"REDIS_URL": cluster.url, "REDIS_CLUSTER": "true"},
+            "sentinel": sentinel.settings()})
+        _measure_writes(targets, args.rounds, args.writes)
+    figures = _write_figures(targets)
+    _print_writes(figures, args.rounds, args.writes)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cluster_bench")
+    parser.add_argument("--parts", default="store,http",
+                        help="comma-separated: store (RedisCache), http (note writes)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--bumps", type=int, default=400)
     parser.add_argument("--hits", type=int, default=4_000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--writes", type=int, default=150, help="note writes a variant a round")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    for name in ("rounds", "bumps", "hits", "concurrency"):
+    for name in ("rounds", "bumps", "hits", "concurrency", "writes"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - {"store", "http"}:
+        parser.error("--parts takes store, http or both")
+    output: dict[str, Any] = {"args": {k: v for k, v in vars(args).items() if k != "json"}}
+    if "store" in parts:
+        results = run_store_part(args)
+        output["results"] = [asdict(f) for f in results]
+    if "http" in parts:
+        output["http_writes"] = run_http_part(args)
+    if args.json:
+        args.json.write_text(json.dumps(output, indent=2))
+    return 0
+
+
+def run_store_part(args: argparse.Namespace) -> list[Figures]:
     single = redis_svc.start_private_redis(name="redis-bench-single")
     try:
         cluster = cluster_svc.start_private_cluster(name="redis-cluster-bench")
@@ -150,11 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         redis_svc.stop(single)
     _print(results, args.concurrency)
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items()
-                                                  if k != "json"},
-                                         "results": [asdict(f) for f in results]}, indent=2))
-    return 0
+    return results
 
 
 if __name__ == "__main__":
