@@ -136,6 +136,24 @@ class DirectPrepacked(DirectPacked):
         return lambda: execute(packed)
 
 
+class DirectHiredisPacked(DirectPacked):
+    """What the service would do: keys and tokens change per request, so the command is
+    packed per call, by hiredis.pack_command (C) rather than redis-py's asyncio packer
+    (Python, argument by argument)."""
+
+    key, label = "b-h", "redis-py direct, own conns, hiredis pack"
+
+    def bind(self, lookup: Lookup) -> Call:
+        pack, sha, keys, args = hiredis.pack_command, SCRIPT_SHA, lookup.keys, lookup.args
+        count = len(keys)
+        if self.target.cluster:
+            execute_on, first, command = self.cluster_direct.execute, keys[0], lookup.command
+            return lambda: execute_on(first, pack((b"EVALSHA", sha, count, *keys, *args)),
+                                      command)
+        execute = self.direct.execute
+        return lambda: execute(pack((b"EVALSHA", sha, count, *keys, *args)))
+
+
 class DirectFromPool(RedisPyEvalsha):
     key, label = "b-pool", "redis-py direct, pool get/release per call"
 
@@ -261,7 +279,8 @@ class CeilingGet(RedisPyEvalsha):
 
 
 ALL: tuple[type[Candidate], ...] = (RedisPyEvalsha, ServiceLookup, DirectFromPool,
-                                    DirectPacked, DirectPrepacked, CoredisEvalsha,
+                                    DirectPacked, DirectHiredisPacked, DirectPrepacked,
+                                    CoredisEvalsha,
                                     GlideScript, GlideCustom, Floor, CeilingGet)
 ON_CLUSTER = tuple(c for c in ALL if c is not DirectFromPool)  # a cluster has no one pool
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -71,4 +72,13 @@ def _environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {"python": platform.python_version(), "packages": versions,
-            "venv": str(peer_venv.VENV)}
+            "venv": str(peer_venv.VENV), "git": _git("rev-parse", "HEAD"),
+            # Other work may be uncommitted in a shared checkout: the store and codec timed
+            # (a+, the peers' project rows) are the work tree's.
+            "app_uncommitted": _git("status", "--porcelain", "--", "app").splitlines()}
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=peer_venv.REPO, capture_output=True, text=True,
+                          check=False)
+    return done.stdout.strip()
