@@ -317,8 +317,9 @@ def create_app(
 
     app = ServiceApp(
         fast_path=settings.query_fast_path,
-        # A JSON-escaped query may take 6 bytes a character; a longer body is the route's.
-        fast_path_body_bytes=settings.max_query_chars * 6 + 1024,
+        # A JSON-escaped query may take 6 bytes a character; a longer body is the route's
+        # (and one over MAX_BODY_BYTES is BodyLimit's to refuse).
+        fast_path_body_bytes=min(settings.max_query_chars * 6 + 1024, settings.max_body_bytes),
         title="AI cache service",
         summary="Clinical RAG answers over session notes, with L1/L2 Redis caches behind flags.",
         version="0.1.0",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app import contract as c
@@ -107,3 +109,21 @@ class ServiceMetrics:
         for outcome in (c.OUTCOME_OK, c.OUTCOME_ERROR, c.OUTCOME_TIMEOUT):
             self.invalidation_reads.labels(outcome=outcome)
         self.invalidation_view_stale.set(1)  # nothing read yet
+        # Children bound once (`labels()` takes a lock and builds a key every call): the hot
+        # path counts through these.
+        self.queries_by = {(outcome, cohort): self.queries.labels(outcome=outcome, l1=cohort)
+                           for cohort in (c.COHORT_ON, c.COHORT_OFF)
+                           for outcome in (c.OUTCOME_OK, c.OUTCOME_ERROR)}
+        self.query_duration_by = {cohort: self.query_duration.labels(l1=cohort)
+                                  for cohort in (c.COHORT_ON, c.COHORT_OFF)}
+        self._cache_lookups: dict[tuple[bool, str, str, str], Any] = {}
+
+    def count_lookup(self, hit: bool, workspace_id: str, layer: str, mode: str) -> None:
+        """One cache hit or miss of a workspace, through a child bound on first use."""
+        key = (hit, workspace_id, layer, mode)
+        child = self._cache_lookups.get(key)
+        if child is None:
+            counter = self.cache_hits if hit else self.cache_misses
+            child = self._cache_lookups[key] = counter.labels(
+                workspace_id=workspace_id, cache_layer=layer, mode=mode)
+        child.inc()

@@ -92,7 +92,7 @@ def audit_record(scope: Scope) -> AuditRecord | None:
     return record
 
 
-def _bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     found: bytes | None = None
     for name, value in headers:
         if name == b"authorization":
@@ -123,7 +123,7 @@ class Authenticate:
         record = AuditRecord(scope["method"], scope["path"])
         state = scope.setdefault("state", {})
         state["audit"] = record
-        token = _bearer_token(scope["headers"])
+        token = bearer_token(scope["headers"])
         if token is None:
             record.reason = "no_token"
             await _unauthorized(send, "a bearer token is required", f'Bearer realm="{REALM}"')

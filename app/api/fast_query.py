@@ -1,15 +1,17 @@
-"""The query route's hot path as a pure ASGI middleware.
+"""The query route's hot path as a pure ASGI middleware, outermost of all.
 
 An L1 hit is one Redis call; FastAPI's per-request machinery (its middleware layers, routing,
-dependency solving, response classes) cost about as much CPU again. This middleware answers
-`POST /v1/workspaces/{uuid}/query` itself when the request is well formed, and hands
-everything else — any other route, a malformed UUID or body, an oversized query — to the
-FastAPI app, with the body replayed, so every error is still FastAPI's own answer (and the
-route stays in the OpenAPI document). Exceptions from answering go to the app's exception
-handlers, as they would from the route. It sits inside `Authenticate` (the token is verified
-already) and answers only callers that `refusal` lets query this workspace: a refusal is
-the route's to answer (404/403), in the route's words. The route in routes.py stays the
-reference: the tests run the same requests through both and compare.
+dependency solving, response classes) cost about as much CPU again. This middleware wraps the
+whole application (`ServiceApp.build_middleware_stack`) and answers
+`POST /v1/workspaces/{uuid}/query` itself when the request is well formed, its bearer token
+verifies and its caller may query the workspace. It hands everything else — any other route,
+a missing or invalid token, a refusal, a malformed UUID or body, an oversized query — to the
+application, with the body replayed, so every error is still the application's own answer
+in its own words (401 with its audit line, 404/403, 422), and the route stays in the OpenAPI
+document. Exceptions from answering go to the app's exception handlers, as they would from
+the route. A request it answers gets the same audit line as through `Authenticate`. The
+route in routes.py stays the reference: the tests run the same requests through both and
+compare.
 """
 
 from __future__ import annotations
@@ -25,22 +27,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import audit_record, refusal
+from app.api.auth import AuditRecord, bearer_token, refusal
+from app.api.deps import ServiceContainer
 from app.api.schemas import QueryRequest, render_query_response
 from app.auth.principal import Action
+from app.auth.verifier import AuthError
 
 # Only the canonical hyphenated form: other spellings a UUID parser might accept (braces,
 # urn:uuid:, no hyphens) are the FastAPI route's to accept or refuse.
 _HEX = "[0-9a-fA-F]"
 _QUERY_PATH = re.compile(
     rf"/v1/workspaces/({_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})/query")
+_JSON = (b"content-type", b"application/json")
 ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 
 class QueryFastPath:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int,
+    def __init__(self, app: ASGIApp, *, container: Callable[[], ServiceContainer],
+                 max_body_bytes: int,
                  exception_handlers: Mapping[Any, ExceptionHandler]) -> None:
         self.app = app
+        self._container = container
         self._max_body_bytes = max_body_bytes
         self._handlers = exception_handlers
 
@@ -49,27 +56,42 @@ class QueryFastPath:
             await self.app(scope, receive, send)
             return
         match = _QUERY_PATH.fullmatch(scope["path"])
-        if match is None:
+        token = bearer_token(scope["headers"]) if match is not None else None
+        if match is None or token is None:
             await self.app(scope, receive, send)
             return
+        container = self._container()
+        try:
+            principal = await container.verifier.verify(token)
+        except AuthError:  # the application answers 401 and writes the audit line
+            await self.app(scope, receive, send)
+            return
+        if _declared_length(scope["headers"]) > self._max_body_bytes:
+            await self.app(scope, receive, send)  # BodyLimit answers 413, nothing read
+            return
         body, complete = await _read_body(receive, self._max_body_bytes)
-        container = scope["app"].state.container
         request = _parse(match.group(1), body, container.settings.max_query_chars) \
             if complete else None
-        if request is None:  # FastAPI answers it, with its own error shapes
+        if request is None or refusal(principal, request[0], Action.QUERY):
+            # The application answers it, with its own error shapes and audit line.
             await self.app(scope, _replay(body, receive, complete), send)
             return
         workspace_id, parsed = request
-        audit = audit_record(scope)
-        principal = audit.principal if audit is not None else None
-        if audit is None or principal is None or refusal(principal, workspace_id, Action.QUERY):
-            await self.app(scope, _replay(body, receive, complete), send)
-            return
-        audit.action = Action.QUERY
-        audit.workspace = workspace_id
-        audit.client = parsed.client_id
+        audit = AuditRecord(scope["method"], scope["path"], principal=principal,
+                            action=Action.QUERY, workspace=workspace_id,
+                            client=parsed.client_id)
+        status = 500  # what the server answers if answering raises before responding
         try:
-            result = await container.queries.answer(workspace_id, parsed.client_id,
+            status = await self._answer(scope, receive, send, container, audit, parsed)
+        finally:
+            audit.emit(status)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send,
+                      container: ServiceContainer, audit: AuditRecord,
+                      parsed: QueryRequest) -> int:
+        assert audit.workspace is not None
+        try:
+            result = await container.queries.answer(audit.workspace, parsed.client_id,
                                                     parsed.query)
         except Exception as exc:
             handler = self._handler_for(exc)
@@ -79,7 +101,7 @@ class QueryFastPath:
             if inspect.isawaitable(response):
                 response = await response
             await response(scope, receive, send)
-            return
+            return response.status_code
         audit.sources = tuple(source for source, _ in result.sources)
         payload = render_query_response(result)
         await send({
@@ -87,11 +109,12 @@ class QueryFastPath:
             "status": 200,
             "headers": [
                 (b"content-length", str(len(payload)).encode()),
-                (b"content-type", b"application/json"),
+                _JSON,
                 (b"cache-status", result.cache_status.encode()),
             ],
         })
         await send({"type": "http.response.body", "body": payload})
+        return 200
 
     def _handler_for(self, exc: Exception) -> ExceptionHandler | None:
         for cls in type(exc).__mro__:
@@ -110,6 +133,13 @@ def _parse(raw_workspace: str, body: bytes,
     if len(request.query) > max_query_chars:
         return None
     return workspace_id, request
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0  # a malformed one: the server's
+    return 0
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

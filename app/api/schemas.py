@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -11,6 +10,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.cache.codec import answer_fragment
 from app.service.query import QueryResult
 
 MAX_NOTE_FIELD_CHARS = 20_000
@@ -85,15 +85,13 @@ class QueryResponse(BaseModel):
 
 def render_query_response(result: QueryResult) -> bytes:
     """A QueryResponse body, encoded as Starlette's JSONResponse would. Built by hand: this
-    is the hot path, and the shape is fixed by QueryResponse above."""
-    return json.dumps(
-        {
-            "answer": result.answer,
-            "sources": [{"session_id": str(s), "score": score} for s, score in result.sources],
-            "cache": {"l1": result.l1.status, "l2": result.l2.status},
-        },
-        ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"),
-    ).encode("utf-8")
+    is the hot path, and the shape is fixed by QueryResponse above. An L1 hit brings its
+    `answer` and `sources` members already rendered (`StoredAnswer.body_fragment`)."""
+    fragment = result.body_fragment
+    if fragment is None:
+        fragment = answer_fragment(result.answer, result.sources)
+    return b"".join((b"{", fragment, b',"cache":{"l1":"', result.l1.status.encode(),
+                     b'","l2":"', result.l2.status.encode(), b'"}}'))
 
 
 class SessionCreate(_Strict):

@@ -1,13 +1,16 @@
 """Compact binary encodings of cached values, and their optional AES-GCM envelope.
 
 Every decoder raises `CorruptValue` on anything it does not understand; the caller treats
-that as a miss and deletes the entry.
+that as a miss and deletes the entry. An answer in an older format raises `OutdatedValue`,
+a plain miss: the next fill replaces it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -18,7 +21,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from app.providers.base import Vector
 
 _EMBEDDING_V1 = 1
-_ANSWER_V1 = 1
+_ANSWER_V1 = 1  # sources + answer text (until issue 15); read as a miss
+_ANSWER_V2 = 2  # sources + the response's JSON fragment
 _DTYPE_CODES = {"float16": 1, "float32": 2}
 _DTYPES: dict[int, np.dtype[np.floating[Any]]] = {1: np.dtype("<f2"), 2: np.dtype("<f4")}
 _EMBEDDING_HEADER = struct.Struct("<BBH")  # version, dtype code, dimensions
@@ -32,6 +36,10 @@ _NONCE_BYTES = 12
 
 class CorruptValue(ValueError):
     """A cached value that cannot be decoded (truncated, foreign, wrong key)."""
+
+
+class OutdatedValue(CorruptValue):
+    """A well-formed value in a format this version no longer serves (not corruption)."""
 
 
 def encode_embedding(vector: Vector, dtype: str = "float16") -> bytes:
@@ -67,6 +75,8 @@ class SourceRef:
 
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
+    """An answer and the notes it was built from, as the fresh path produces it."""
+
     answer: str
     sources: tuple[SourceRef, ...]
 
@@ -75,17 +85,43 @@ class CachedAnswer:
         return frozenset((s.session_id, s.version) for s in self.sources)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """An L1 entry as read back: the notes it was built from, and the response body's
+    `"answer":…,"sources":[…]` part, rendered once when it was stored (an L1 hit sends it
+    as it is, without decoding or re-encoding the answer)."""
+
+    sources: tuple[SourceRef, ...]
+    body_fragment: bytes
+
+    def fingerprint(self) -> frozenset[tuple[UUID, int]]:
+        return frozenset((s.session_id, s.version) for s in self.sources)
+
+
+def answer_fragment(answer: str, sources: Iterable[tuple[UUID, float]]) -> bytes:
+    """The `"answer":…,"sources":[…]` members of a query response body, as compact JSON
+    (what Starlette's JSONResponse would write for the same values)."""
+    document = json.dumps(
+        {"answer": answer,
+         "sources": [{"session_id": str(session), "score": score} for session, score in sources]},
+        ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"),
+    )
+    return document[1:-1].encode("utf-8")
+
+
 def encode_answer(value: CachedAnswer) -> bytes:
-    parts = [_ANSWER_HEADER.pack(_ANSWER_V1, len(value.sources))]
+    parts = [_ANSWER_HEADER.pack(_ANSWER_V2, len(value.sources))]
     parts += [_SOURCE.pack(s.session_id.bytes, s.version, s.score) for s in value.sources]
-    parts.append(value.answer.encode())
+    parts.append(answer_fragment(value.answer, ((s.session_id, s.score) for s in value.sources)))
     return b"".join(parts)
 
 
-def decode_answer(data: bytes) -> CachedAnswer:
+def decode_answer(data: bytes) -> StoredAnswer:
     try:
         version, count = _ANSWER_HEADER.unpack_from(data)
-        if version != _ANSWER_V1:
+        if version == _ANSWER_V1:
+            raise OutdatedValue("answer in format 1")
+        if version != _ANSWER_V2:
             raise CorruptValue("unknown answer version")
         offset = _ANSWER_HEADER.size
         sources = []
@@ -93,9 +129,12 @@ def decode_answer(data: bytes) -> CachedAnswer:
             raw_id, note_version, score = _SOURCE.unpack_from(data, offset)
             sources.append(SourceRef(UUID(bytes=raw_id), note_version, score))
             offset += _SOURCE.size
-        return CachedAnswer(answer=data[offset:].decode(), sources=tuple(sources))
-    except (struct.error, UnicodeDecodeError) as exc:
+    except struct.error as exc:
         raise CorruptValue(f"answer cannot be decoded: {exc}") from exc
+    fragment = data[offset:]
+    if not fragment.startswith(b'"answer":') or not fragment.endswith(b"]"):
+        raise CorruptValue("answer body is not a response fragment")
+    return StoredAnswer(tuple(sources), fragment)
 
 
 class Envelope:

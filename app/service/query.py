@@ -24,7 +24,9 @@ from app.cache.codec import (
     CachedAnswer,
     CorruptValue,
     Envelope,
+    OutdatedValue,
     SourceRef,
+    StoredAnswer,
     decode_answer,
     decode_embedding,
     encode_answer,
@@ -51,7 +53,7 @@ _EMBEDDING_MATCH_COSINE = 0.999
 _BOUNDARY_SCORE_EPSILON = 1e-3
 
 
-def same_sources(cached: CachedAnswer, fresh: CachedAnswer) -> bool:
+def same_sources(cached: StoredAnswer | CachedAnswer, fresh: CachedAnswer) -> bool:
     """Whether two answers were built from the same notes, up to a near-tie at the k-th
     place. A note present in both at different versions is never the same."""
     if cached.fingerprint() == fresh.fingerprint():
@@ -104,6 +106,9 @@ class QueryResult:
     sources: list[tuple[uuid.UUID, float]]
     l1: LayerOutcome = field(default_factory=lambda: LayerOutcome("ai-l1"))
     l2: LayerOutcome = field(default_factory=lambda: LayerOutcome("ai-l2"))
+    # An L1 hit: the response's `answer` and `sources` members as stored (then `answer` is
+    # empty: the text is only in the fragment).
+    body_fragment: bytes | None = None
 
     @property
     def cache_status(self) -> str:
@@ -183,18 +188,15 @@ class QueryService:
         try:
             result = await self._answer(plan, workspace_id, client_id, query)
         except BaseException:
-            self._metrics.queries.labels(outcome=c.OUTCOME_ERROR, l1=plan.cohort).inc()
-            self._metrics.query_duration.labels(l1=plan.cohort).observe(
-                time.perf_counter() - started
-            )
+            self._metrics.queries_by[c.OUTCOME_ERROR, plan.cohort].inc()
+            self._metrics.query_duration_by[plan.cohort].observe(time.perf_counter() - started)
             raise
-        self._metrics.queries.labels(outcome=c.OUTCOME_OK, l1=plan.cohort).inc()
-        self._metrics.query_duration.labels(l1=plan.cohort).observe(time.perf_counter() - started)
+        self._metrics.queries_by[c.OUTCOME_OK, plan.cohort].inc()
+        self._metrics.query_duration_by[plan.cohort].observe(time.perf_counter() - started)
         return result
 
     def _count(self, layer: str, mode: str, ws: str, hit: bool) -> None:
-        counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
-        counter.labels(workspace_id=ws, cache_layer=layer, mode=mode).inc()
+        self._metrics.count_lookup(hit, ws, layer, mode)
 
     async def _answer(
         self, plan: _Plan, workspace_id: uuid.UUID, client_id: uuid.UUID | None, query: str
@@ -210,7 +212,7 @@ class QueryService:
         # needs no embedding, so then the L2 value is not even sent back.
         lookup = await self._cache.lookup(l1_keys, l2_key, l2_on_l1_hit=not plan.l1_serve)
         l1_mode = c.MODE_SERVE if plan.l1_serve else c.MODE_SHADOW
-        cached_answer: CachedAnswer | None = None
+        cached_answer: StoredAnswer | None = None
         l1_found: L1Lookup | None = lookup.l1
         if l1_keys is not None:
             if lookup.l1_failed or l1_found is None:
@@ -229,10 +231,11 @@ class QueryService:
         if cached_answer is not None and plan.l1_serve and l1_found is not None:
             self._maybe_audit(workspace_id, client_id, query, l1_keys, l1_found, cached_answer)
             return QueryResult(
-                answer=cached_answer.answer,
+                answer="",
                 sources=[(s.session_id, s.score) for s in cached_answer.sources],
                 l1=result_l1,
                 l2=result_l2,
+                body_fragment=cached_answer.body_fragment,
             )
 
         vector, l2_write = await self._embedding(plan, ws, l2_key, lookup.l2, lookup.l2_failed,
@@ -306,9 +309,11 @@ class QueryService:
         value = self._envelope.seal(encode_embedding(fresh, self._settings.l2_dtype), l2_key)
         return fresh, L2Write(l2_key, value, self._settings.l2_ttl_seconds)
 
-    async def _open_answer(self, key: str, value: bytes) -> CachedAnswer | None:
+    async def _open_answer(self, key: str, value: bytes) -> StoredAnswer | None:
         try:
             return decode_answer(self._envelope.open(value, key))
+        except OutdatedValue:  # written by an earlier version: a miss, the fill replaces it
+            return None
         except CorruptValue as exc:
             await self._drop_corrupt(key, c.LAYER_QUERY_RESULT, exc)
             return None
@@ -362,7 +367,7 @@ class QueryService:
         workspace_id: uuid.UUID,
         keys: L1Keys,
         generations: str,
-        cached: CachedAnswer,
+        cached: StoredAnswer,
         fresh: CachedAnswer,
     ) -> None:
         """Compare by what answers are built from: the notes and their versions."""
@@ -389,7 +394,7 @@ class QueryService:
         query: str,
         keys: L1Keys | None,
         found: L1Lookup,
-        cached: CachedAnswer,
+        cached: StoredAnswer,
     ) -> None:
         rate = self._settings.l1_audit_sample_rate
         if keys is None or rate <= 0 or self._rng.random() >= rate:
@@ -409,7 +414,7 @@ class QueryService:
         query: str,
         keys: L1Keys,
         generations: str,
-        cached: CachedAnswer,
+        cached: StoredAnswer,
     ) -> None:
         """Re-derive which notes a served hit should have used (no generation: no chat cost)."""
         try:

@@ -9,6 +9,7 @@ the same. Bad input falls through to FastAPI, so its errors must be byte-for-byt
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -21,9 +22,10 @@ import pytest
 from redis.asyncio import Redis
 from starlette.types import Message, Receive, Scope, Send
 
-from app.api.auth import AuditRecord
+from app.api.auth import AUDIT_LOGGER
 from app.api.fast_query import QueryFastPath
-from app.auth.principal import Action, Principal, Role
+from app.auth.principal import Principal, Role
+from app.auth.verifier import AuthError
 from app.service.query import LayerOutcome, QueryResult
 from devstack.services.common import Service
 from tests.integration.test_query_api import AUTH, CLIENT, QUESTION, WS, add_note
@@ -181,17 +183,34 @@ class Answers:
 
 
 CLINICIAN = Principal(sub="someone", role=Role.CLINICIAN, workspaces=frozenset({WS}), via="jwt")
+TOKEN = "a-token"
 
 
-async def call(app: QueryFastPath, path: str, chunks: list[bytes],
-               answers: Answers, method: str = "POST",
-               principal: Principal = CLINICIAN) -> list[Message]:
-    """`app` given the request as `Authenticate` hands it on: verified, `principal` noted."""
-    state = SimpleNamespace(container=SimpleNamespace(
-        settings=SimpleNamespace(max_query_chars=MAX_CHARS), queries=answers))
-    audit = AuditRecord(method, path, principal=principal)
-    scope: Scope = {"type": "http", "method": method, "path": path, "headers": [],
-                    "app": SimpleNamespace(state=state), "state": {"audit": audit}}
+class Verifier:
+    """Accepts one token, as `principal`; refuses anything else as TokenVerifier would."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+    async def verify(self, token: str) -> Principal:
+        if token != TOKEN:
+            raise AuthError("invalid", "not the test's token")
+        return self.principal
+
+
+def fast_path(inner: Inner, answers: Answers, principal: Principal = CLINICIAN,
+              max_body_bytes: int = 1024) -> QueryFastPath:
+    container = SimpleNamespace(settings=SimpleNamespace(max_query_chars=MAX_CHARS),
+                                queries=answers, verifier=Verifier(principal))
+    return QueryFastPath(inner, container=lambda: container,  # type: ignore[arg-type,return-value]
+                         max_body_bytes=max_body_bytes, exception_handlers={})
+
+
+async def call(app: QueryFastPath, path: str, chunks: list[bytes], method: str = "POST",
+               token: str | None = TOKEN) -> list[Message]:
+    """`app` given the request as uvicorn hands it on, with `token` as its bearer token."""
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    scope: Scope = {"type": "http", "method": method, "path": path, "headers": headers}
     pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
                for i, c in enumerate(chunks)]
     sent: list[Message] = []
@@ -208,10 +227,9 @@ async def call(app: QueryFastPath, path: str, chunks: list[bytes],
 
 async def test_a_body_in_chunks_is_answered_by_the_fast_path() -> None:
     inner, answers = Inner(), Answers()
-    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
+    app = fast_path(inner, answers)
     body = json.dumps({"query": QUESTION, "client_id": str(CLIENT)}).encode()
-    sent = await call(app, f"/v1/workspaces/{WS}/query", [body[:7], body[7:30], body[30:]],
-                      answers)
+    sent = await call(app, f"/v1/workspaces/{WS}/query", [body[:7], body[7:30], body[30:]])
     assert answers.asked == [(WS, CLIENT, QUESTION)] and inner.bodies == []
     assert sent[0]["status"] == 200
     assert dict(sent[0]["headers"])[b"cache-status"] == b"ai-l2; fwd=bypass, ai-l1; hit"
@@ -227,34 +245,34 @@ async def test_a_caller_who_may_not_query_here_is_left_to_the_route(
     principal: Principal,
 ) -> None:
     inner, answers = Inner(), Answers()
-    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
+    app = fast_path(inner, answers, principal)
     body = json.dumps({"query": QUESTION}).encode()
-    sent = await call(app, f"/v1/workspaces/{WS}/query", [body], answers, principal=principal)
+    sent = await call(app, f"/v1/workspaces/{WS}/query", [body])
     assert inner.bodies == [body] and answers.asked == []  # the route answers 404 / 403
     assert sent[0]["status"] == 418
 
 
-async def test_the_fast_path_notes_what_it_answered_for_the_audit_log() -> None:
+@pytest.mark.parametrize("token", [None, "forged"], ids=["no-token", "invalid-token"])
+async def test_a_request_without_a_valid_token_is_left_to_the_app(token: str | None) -> None:
     inner, answers = Inner(), Answers()
-    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
+    app = fast_path(inner, answers)
+    body = json.dumps({"query": QUESTION}).encode()
+    sent = await call(app, f"/v1/workspaces/{WS}/query", [body], token=token)
+    assert inner.bodies == [body] and answers.asked == []  # Authenticate answers 401
+    assert sent[0]["status"] == 418
+
+
+async def test_the_fast_path_writes_the_audit_line_of_what_it_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    inner, answers = Inner(), Answers()
+    app = fast_path(inner, answers)
     body = json.dumps({"query": QUESTION, "client_id": str(CLIENT)}).encode()
-    state = SimpleNamespace(container=SimpleNamespace(
-        settings=SimpleNamespace(max_query_chars=MAX_CHARS), queries=answers))
-    audit = AuditRecord("POST", "/q", principal=CLINICIAN)
-    scope: Scope = {"type": "http", "method": "POST", "path": f"/v1/workspaces/{WS}/query",
-                    "headers": [], "app": SimpleNamespace(state=state),
-                    "state": {"audit": audit}}
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> Message:
-        return pending.pop(0)
-
-    async def send(message: Message) -> None:
-        pass
-
-    await app(scope, receive, send)
-    assert (audit.action, audit.workspace, audit.client, audit.sources) == (
-        Action.QUERY, WS, CLIENT, ())
+    with caplog.at_level(logging.INFO, logger=AUDIT_LOGGER):
+        await call(app, f"/v1/workspaces/{WS}/query", [body])
+    [line] = [r for r in caplog.records if r.name == AUDIT_LOGGER]
+    assert (line.action, line.workspace, line.client, line.sources, line.status,  # type: ignore[attr-defined]
+            line.who) == ("query", str(WS), str(CLIENT), [], 200, "someone")  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("chunks", [
@@ -263,8 +281,8 @@ async def test_the_fast_path_notes_what_it_answered_for_the_audit_log() -> None:
 ])
 async def test_what_the_fast_path_declines_reaches_the_app_whole(chunks: list[bytes]) -> None:
     inner, answers = Inner(), Answers()
-    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
-    sent = await call(app, f"/v1/workspaces/{WS}/query", chunks, answers)
+    app = fast_path(inner, answers)
+    sent = await call(app, f"/v1/workspaces/{WS}/query", chunks)
     assert inner.bodies == [b"".join(chunks)] and answers.asked == []
     assert sent[0]["status"] == 418
 
@@ -273,8 +291,8 @@ async def test_what_the_fast_path_declines_reaches_the_app_whole(chunks: list[by
                                               ("POST", f"/v1/workspaces/{WS}/sessions")])
 async def test_other_routes_pass_through_untouched(method: str, path: str) -> None:
     inner, answers = Inner(), Answers()
-    app = QueryFastPath(inner, max_body_bytes=1024, exception_handlers={})
-    sent = await call(app, path, [b'{"query": "hi"}'], answers, method=method)
+    app = fast_path(inner, answers)
+    sent = await call(app, path, [b'{"query": "hi"}'], method=method)
     assert inner.bodies == [b'{"query": "hi"}'] and answers.asked == []
     assert sent[0]["status"] == 418
 
@@ -282,14 +300,14 @@ async def test_other_routes_pass_through_untouched(method: str, path: str) -> No
 @pytest.mark.parametrize("body", VALID, ids=lambda b: f"valid-{len(json.dumps(b))}")
 async def test_every_valid_body_above_is_answered_by_the_fast_path(body: dict[str, Any]) -> None:
     inner, answers = Inner(), Answers()
-    app = QueryFastPath(inner, max_body_bytes=MAX_CHARS * 6 + 1024, exception_handlers={})
-    await call(app, f"/v1/workspaces/{WS}/query", [json.dumps(body).encode()], answers)
+    app = fast_path(inner, answers, max_body_bytes=MAX_CHARS * 6 + 1024)
+    await call(app, f"/v1/workspaces/{WS}/query", [json.dumps(body).encode()])
     assert inner.bodies == [] and [a[2] for a in answers.asked] == [body["query"]]
 
 
 @pytest.mark.parametrize("content", INVALID_BODIES, ids=lambda b: b[:24].decode())
 async def test_every_bad_body_above_is_left_to_fastapi(content: bytes) -> None:
     inner, answers = Inner(), Answers()
-    app = QueryFastPath(inner, max_body_bytes=MAX_CHARS * 6 + 1024, exception_handlers={})
-    await call(app, f"/v1/workspaces/{WS}/query", [content], answers)
+    app = fast_path(inner, answers, max_body_bytes=MAX_CHARS * 6 + 1024)
+    await call(app, f"/v1/workspaces/{WS}/query", [content])
     assert inner.bodies == [content] and answers.asked == []

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import struct
 import uuid
 
 import numpy as np
@@ -9,6 +11,7 @@ from app.cache.codec import (
     CachedAnswer,
     CorruptValue,
     Envelope,
+    OutdatedValue,
     SourceRef,
     decode_answer,
     decode_embedding,
@@ -70,11 +73,29 @@ def test_answer_round_trip_keeps_sources_and_versions() -> None:
         (SourceRef(uuid.uuid4(), 3, 0.91), SourceRef(uuid.uuid4(), 1, 0.5)),
     )
     back = decode_answer(encode_answer(answer))
-    assert back.answer == answer.answer
     assert [(s.session_id, s.version) for s in back.sources] == [
         (s.session_id, s.version) for s in answer.sources
     ]
     assert back.fingerprint() == answer.fingerprint()
+    # The stored body fragment is the response's answer and sources, rendered once.
+    body = json.loads(b"{" + back.body_fragment + b"}")
+    assert body == {"answer": answer.answer,
+                    "sources": [{"session_id": str(s.session_id), "score": s.score}
+                                for s in answer.sources]}
+
+
+def test_answer_of_the_first_format_reads_as_outdated_not_corrupt() -> None:
+    source = SourceRef(uuid.uuid4(), 3, 0.91)
+    first_format = (struct.pack("<BH", 1, 1) + struct.pack("<16sIf", source.session_id.bytes,
+                                                           3, 0.91) + b"Sleep improved.")
+    with pytest.raises(OutdatedValue):
+        decode_answer(first_format)
+
+
+def test_answer_whose_fragment_is_cut_is_corrupt() -> None:
+    data = encode_answer(CachedAnswer("Sleep improved.", (SourceRef(uuid.uuid4(), 1, 0.5),)))
+    with pytest.raises(CorruptValue):
+        decode_answer(data[:-3])
 
 
 @pytest.mark.parametrize("data", [b"", b"\x01", b"\x01\x05\x00", b"\x02\x00\x00",
