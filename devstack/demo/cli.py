@@ -14,10 +14,10 @@
   (ROLLOUT_TIME_SCALE), notifying the same webhook sink on a path of its own.
 
 `--cluster` runs the same rollout with the caches and the local flag store on a Redis Cluster
-(3 masters + 3 replicas on loopback ports, started and stopped by the demo, a redis_exporter
-per node; REDIS_CLUSTER=true for the replicas and the controller's flag writer) while the
-controller's state stays on its own noeviction Redis; the demo prints the nodes and, at the
-end, which node held which keys (cluster.py).
+(3 masters + 3 replicas on loopback ports, started and stopped by the demo, every node
+scraped through redis_exporter; REDIS_CLUSTER=true for the replicas and the controller's
+flag writer) while the controller's state stays on its own noeviction Redis; the demo
+prints the nodes and, at the end, which node held which keys (cluster.py).
 
 It shows the rollout live (stage, time against bake, every gate, guardrail and objective
 with its estimate, bound, margin or limit, n and verdict — counts since the stage's flags

@@ -19,6 +19,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from app.contract import LOCAL_FLAGS_KEY
+from devstack import promql
 from devstack.services import redis_cluster as cluster_svc
 
 # Kinds of keys, by prefix (app/cache/keys.py, DESIGN.md §3 and §8); the rest is "other".
@@ -57,6 +58,10 @@ class Placement:
     flags: dict[str, str]
     state_url: str
     state_keys: list[str] = field(default_factory=list)  # rollout:* in the controller's Redis
+    # host:port of each node Prometheus scraped with redis_up 1 (job "redis"), and of those
+    # whose exporter reported cluster_state ok (redis_cluster_state 1).
+    scraped: list[str] = field(default_factory=list)
+    cluster_state_ok: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +77,9 @@ class Placement:
         lines.append(f"  flags: {' '.join(f'{k}={v}' for k, v in sorted(self.flags.items()))}")
         lines.append(f"  controller state: {len(self.state_keys)} rollout:* keys in its own "
                      f"Redis {self.state_url} (noeviction), {on_cluster} on the cluster")
+        lines.append(f"  Prometheus (job redis): redis_up 1 for {len(self.scraped)} of "
+                     f"{len(self.nodes)} nodes, redis_cluster_state 1 for "
+                     f"{len(self.cluster_state_ok)}")
         return lines
 
 
@@ -107,8 +115,15 @@ def _state_keys(state_url: str) -> list[str]:
         return sorted(k.decode() for k in state.scan_iter(match="rollout:*", count=1000))
 
 
-def census(cluster: cluster_svc.RedisClusterService, state_url: str) -> Placement:
-    """Read, node by node, where the keys are (before anything is stopped)."""
+def _instances_at_one(prometheus_url: str, metric: str) -> list[str]:
+    series = promql.query(prometheus_url, f'{metric}{{job="redis"}} == 1')
+    return sorted(str(s["metric"].get("instance", "")) for s in series)
+
+
+def census(cluster: cluster_svc.RedisClusterService, state_url: str,
+           prometheus_url: str) -> Placement:
+    """Read, node by node, where the keys are, and what Prometheus scraped of each node
+    (before anything is stopped)."""
     roles = cluster_svc.node_roles(cluster)
     nodes = [NodeKeys(port=port, role="master" if roles.get(port) == "master" else "replica",
                       keys=_count_keys(port))
@@ -122,4 +137,6 @@ def census(cluster: cluster_svc.RedisClusterService, state_url: str) -> Placemen
         client.close()
     return Placement(nodes=nodes, flags_key=LOCAL_FLAGS_KEY, flags_slot=slot,
                      flags_master=cluster_svc.master_of_slot(cluster, slot), flags=flags,
-                     state_url=state_url, state_keys=_state_keys(state_url))
+                     state_url=state_url, state_keys=_state_keys(state_url),
+                     scraped=_instances_at_one(prometheus_url, "redis_up"),
+                     cluster_state_ok=_instances_at_one(prometheus_url, "redis_cluster_state"))

@@ -29,6 +29,7 @@ from devstack.demo.record import ReplayRecord, replay_record
 from devstack.demo.runner import Runner
 from devstack.demo.stack import Demo
 from devstack.demo.stages import stage_visits, transitions
+from devstack.errors import ServiceError
 from rollout.core.plan import CheckKind, Plan
 from rollout.formatting import transition_evidence
 from rollout.status import StatusView
@@ -170,8 +171,8 @@ def _cluster_summary(demo: Demo, console: Console) -> Placement | None:
     for line in demo.backend_lines():
         console.print(line, markup=False, highlight=False)
     try:
-        placement = census(demo.cluster, demo.state_url)
-    except (OSError, RedisError) as exc:  # the run's result stands without the census
+        placement = census(demo.cluster, demo.state_url, demo.prometheus_url)
+    except (OSError, RedisError, ServiceError) as exc:  # the run's result stands without the census
         console.print(f"could not read the keys' placement: {exc}", markup=False)
         return None
     for line in placement.lines():

@@ -1,6 +1,7 @@
 """Everything the demo runs on this machine, started and stopped in order: two Redis servers
 (with --cluster: a Redis Cluster of 3 masters + 3 replicas for the caches and flags, and one
-Redis for the controller's state), redis_exporter (one per node on a cluster), optionally
+Redis for the controller's state), redis_exporter (on a cluster one exporter in multi-target
+mode, each node a scrape target of its own), optionally
 Unleash, Alertmanager (posting to the demo's webhook sink), two
 service replicas, Prometheus with the project's rules, and the controller. The ExitStack
 stops exactly what was started, by pid, also after a Ctrl-C."""
@@ -165,8 +166,8 @@ class Demo:
 
     def _start_cluster(self, say: Callable[[str], None]) -> list[str]:
         """A Redis Cluster for the caches and flags (each node limited like the single
-        cache Redis), a Redis for the controller's state, an exporter per node: their
-        scrape targets."""
+        cache Redis), a Redis for the controller's state, and redis_exporter for every
+        node: the scrape targets, one a node."""
         say("starting a Redis Cluster (3 masters + 3 replicas: caches + flags) and a Redis "
             "for the controller's state")
         cluster = cluster_svc.start_private_cluster(name="demo-redis-cluster")
@@ -177,18 +178,13 @@ class Demo:
             self.started.urls[f"redis-cluster-{port}"] = cluster.node_url(port)
         cluster_svc.config_set(cluster, "maxmemory", "256mb")
         self.redis_url, self.state_url = cluster.url, self._start_state_redis().url
-        say("starting a redis_exporter per cluster node")
-        return self._start_cluster_exporters(cluster)
-
-    def _start_cluster_exporters(self, cluster: cluster_svc.RedisClusterService) -> list[str]:
-        targets = []
-        for port in cluster.node_ports:
-            exporter = self._own(f"redis-exporter-{port}",
-                                 exporter_svc.start_private_redis_exporter(
-                                     cluster.node_url(port), name=f"demo-redis-exporter-{port}"),
-                                 exporter_svc.stop)
-            targets.append(exporter_svc.target_of(exporter))
-        return targets
+        say("starting redis_exporter for every cluster node (one exporter, multi-target)")
+        exporter = exporter_svc.start_cluster_exporter(
+            [cluster.node_url(port) for port in cluster.node_ports],
+            name="demo-redis-cluster-exporter")
+        self._own("redis-exporter", exporter.service, exporter_svc.stop)
+        # One scrape target a node: every series and alert names the node as `instance`.
+        return exporter.scrape_targets
 
     def backend_lines(self) -> list[str]:
         """What the demo says about where the caches run (nothing on the single Redis)."""

@@ -7,7 +7,8 @@ One healthy run (the quick profile, as test_demo.py): the rollout climbs the who
 `completed` on its gates' evidence; the demo's census, read from each node before anything
 was stopped, puts the flag hash on the master serving its slot (with l1-100's flags), L1 and
 L2 entries on the masters and their copies on the replicas, and every `rollout:*` key in the
-controller's Redis, none on the cluster; every node the demo started is gone afterwards.
+controller's Redis, none on the cluster; Prometheus scraped every node (through the one
+multi-target redis_exporter); every node the demo started is gone afterwards.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def test_the_keys_landed_on_the_cluster_and_the_state_in_its_own_redis(
     assert f"rollout:{name}:log" in placement["state_keys"]
     assert placement["state_url"] == redis["state_url"] != redis["url"]
 
+    # Prometheus scraped every node, masters and replicas, as an instance of its own.
+    assert placement["scraped"] == sorted(f"127.0.0.1:{port}" for port in nodes)
+
 
 def test_the_summary_says_it_ran_on_a_cluster(run: dict[str, Any]) -> None:
     printed = " ".join(run["_stdout"].split())  # the console wraps long lines
@@ -100,11 +104,10 @@ def test_the_summary_says_it_ran_on_a_cluster(run: dict[str, Any]) -> None:
     assert "controller state:" in printed and ", 0 on the cluster" in printed
 
 
-def test_every_node_and_exporter_the_demo_started_is_gone(run: dict[str, Any]) -> None:
+def test_every_node_the_demo_started_is_gone(run: dict[str, Any]) -> None:
     pids = run["pids"]
     nodes = {f"redis-cluster-{port}" for port in run["redis"]["nodes"]}
-    exporters = {f"redis-exporter-{port}" for port in run["redis"]["nodes"]}
-    assert nodes | exporters | {"redis-state", "prometheus", "controller"} <= set(pids)
+    assert nodes | {"redis-exporter", "redis-state", "prometheus", "controller"} <= set(pids)
     assert "redis-cache" not in pids
     assert not [name for name, pid in pids.items() if alive(pid)]
 
