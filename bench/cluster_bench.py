@@ -15,15 +15,18 @@ Part `http`: the whole write path with and without the durability wait. The real
 (`python -m app`, started as bench/service_bench starts it) four times — on the cluster and
 on a private Sentinel-managed master (1 replica, 3 sentinels), each with
 REDIS_INVALIDATION_REPLICAS=1 (the default there) and 0 — takes note PATCHes over HTTP, one
-at a time (SQLite commit with its outbox row, the generation bump, the response). Rounds
-rotate the variants; per backend the figure is the median over rounds of each round's
-ratio of median latencies (WAIT 1 / no wait), with its spread, and the service's CPU per
-write (/proc utime+stime; the Redis processes' CPU is not in it). Every write must have
+at a time (SQLite commit with its outbox row, the generation bump, the response; SQLite on
+/dev/shm by default, `--db-dir`: disk flushes are the same either way and would drown the
+difference). Writes go to the four services in turn, the order rotating write by write;
+per backend the figure is the median over rounds of each round's ratio of median latencies
+(WAIT 1 / no wait), with its spread, and the service's CPU per write (/proc utime+stime
+over each request; the Redis processes' CPU is not in it). Every write must have
 been applied by the writer itself (ai_agent_cache_invalidation_intents_applied_total
 {via="write"}), or a NotReplicated bump's 1.1 lease wait would be measured.
 
     .venv/bin/python -m bench.cluster_bench [--parts store,http] [--rounds 5] [--bumps 400]
-        [--hits 4000] [--concurrency 16] [--writes 150] [--json bench/results/cluster_bench.json]
+        [--hits 4000] [--concurrency 16] [--writes 150] [--db-dir /dev/shm]
+        [--json bench/results/cluster_bench.json]
 """
 
 from __future__ import annotations
@@ -183,11 +186,12 @@ class WriteTarget:
         return f"{self.server.url}/v1/workspaces/{self.workspace}/sessions/{self.note_id}"
 
 
-def _start_write_targets(stack: ExitStack, backends: dict[str, dict[str, str]]
-                         ) -> list[WriteTarget]:
+def _start_write_targets(stack: ExitStack, backends: dict[str, dict[str, str]],
+                         db_dir: Path | None) -> list[WriteTarget]:
     """The real service (as bench/service_bench starts it) per backend, with the wait and
-    without; cwd a temp dir, so no developer's .env leaks into the measured settings."""
-    tmp = Path(tempfile.mkdtemp(prefix="aicache-cluster-bench-"))
+    without; cwd a temp dir (in `db_dir`, with the SQLite files), so no developer's .env
+    leaks into the measured settings."""
+    tmp = Path(tempfile.mkdtemp(prefix="aicache-cluster-bench-", dir=db_dir))
     stack.callback(shutil.rmtree, tmp, ignore_errors=True)
     issuer = LocalIssuer.generate()
     base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -223,21 +227,19 @@ def _create_note(http: httpx.Client, target: WriteTarget) -> None:
     target.note_id = str(response.json()["id"])
 
 
-def _write_batch(http: httpx.Client, target: WriteTarget, count: int) -> list[float]:
-    """`count` PATCHes one after the other; their latencies. Adds the service's CPU."""
-    latencies = []
+def _write_once(http: httpx.Client, target: WriteTarget) -> float:
+    """One PATCH; its latency. Adds the service's CPU over it to the target's."""
+    target.writes += 1
     ticks = cpu_ticks(target.server.pid)
-    for _ in range(count):
-        target.writes += 1
-        started = time.perf_counter()
-        response = http.patch(target.note_url, headers=target.headers,
-                              json={"plan": f"Revision {target.writes}"})
-        latencies.append(time.perf_counter() - started)
-        if response.status_code != 200:
-            raise BenchError(f"{target.variant}: PATCH answered {response.status_code}: "
-                             f"{response.text}")
+    started = time.perf_counter()
+    response = http.patch(target.note_url, headers=target.headers,
+                          json={"plan": f"Revision {target.writes}"})
+    latency = time.perf_counter() - started
     target.cpu_seconds += (cpu_ticks(target.server.pid) - ticks) / os.sysconf("SC_CLK_TCK")
-    return latencies
+    if response.status_code != 200:
+        raise BenchError(f"{target.variant}: PATCH answered {response.status_code}: "
+                         f"{response.text}")
+    return latency
 
 
 def _applied_by_writer(http: httpx.Client, target: WriteTarget) -> float:
@@ -261,18 +263,25 @@ def _check_every_write_applied(http: httpx.Client, target: WriteTarget) -> None:
 
 
 def _measure_writes(targets: list[WriteTarget], rounds: int, writes: int) -> None:
+    """Every step writes once to each service, in an order that rotates step by step: a
+    neighbour's burst on the shared machine lands on all variants alike. A round's median
+    per variant gives one ratio per backend."""
     with httpx.Client(timeout=10.0, trust_env=False) as http:
         for target in targets:
             _create_note(http, target)
-            _write_batch(http, target, 20)  # warm-up: connections, scripts, SQLite pages
+            for _ in range(20):  # warm-up: connections, scripts, SQLite pages
+                _write_once(http, target)
         warm = {id(t): t.writes for t in targets}
         for target in targets:
             target.cpu_seconds = 0.0  # the timed writes' only
-        for index in range(rounds):
-            for target in rotate(index, targets):
-                got = _write_batch(http, target, writes)
-                target.samples += got
-                target.round_medians.append(statistics.median(got))
+        for _ in range(rounds):
+            got: dict[int, list[float]] = {id(t): [] for t in targets}
+            for step in range(writes):
+                for target in rotate(step, targets):
+                    got[id(target)].append(_write_once(http, target))
+            for target in targets:
+                target.samples += got[id(target)]
+                target.round_medians.append(statistics.median(got[id(target)]))
         for target in targets:
             _check_every_write_applied(http, target)
             target.writes -= warm[id(target)]  # timed writes only, for the CPU figure
@@ -305,7 +314,8 @@ def _write_figures(targets: list[WriteTarget]) -> dict[str, Any]:
 
 
 def _print_writes(figures: dict[str, Any], rounds: int, writes: int) -> None:
-    print(f"\nnote writes over HTTP (PATCH, one at a time; {rounds} rounds x {writes} each)")
+    print(f"\nnote writes over HTTP (PATCH, one at a time, variants interleaved write by "
+          f"write; {rounds} rounds x {writes} each)")
     print(f"{'variant':24} {'writes':>7} {'p50 ms':>8} {'p95 ms':>8} {'CPU µs/write':>13}")
     for name, f in figures["variants"].items():
         cpu = f["cpu_us_per_write"]
@@ -327,7 +337,7 @@ def run_http_part(args: argparse.Namespace) -> dict[str, Any]:
         stack.callback(sentinel_svc.stop, sentinel)
         targets = _start_write_targets(stack, {
             "cluster": {"REDIS_URL": cluster.url, "REDIS_CLUSTER": "true"},
-            "sentinel": sentinel.settings()})
+            "sentinel": sentinel.settings()}, args.db_dir)
         _measure_writes(targets, args.rounds, args.writes)
     figures = _write_figures(targets)
     _print_writes(figures, args.rounds, args.writes)
@@ -343,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hits", type=int, default=4_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--writes", type=int, default=150, help="note writes a variant a round")
+    # The same SQLite commits are made with and without the wait; on tmpfs their disk
+    # flushes, slow and erratic on a shared machine, do not drown the difference.
+    parser.add_argument("--db-dir", type=Path,
+                        default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None,
+                        help="where the services' SQLite files live (default /dev/shm)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     for name in ("rounds", "bumps", "hits", "concurrency", "writes"):
