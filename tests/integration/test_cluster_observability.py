@@ -22,13 +22,14 @@ pass). Evaluation and scrape every second; every wait polls with a deadline.
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from alerts.queries import RULES_DIR
+from alerts.queries import RULES_DIR, iter_promql
 from devstack import promql
 from devstack.readiness import wait_until
 from devstack.services import prometheus as prom_svc
@@ -37,6 +38,29 @@ from devstack.services import redis_exporter as exporter_svc
 
 pytestmark = pytest.mark.integration
 
+# What the rules and the SRE dashboard read that only a Redis Cluster node exports (names
+# read off redis_exporter 1.45). test_observability_proof runs on a single Redis, where these
+# are empty, and allow-lists them from here; this test proves them on the cluster.
+CLUSTER_ONLY_SELECTORS = {
+    "redis_cluster_state": "CLUSTER INFO, cluster-enabled nodes only",
+    "redis_cluster_slots_ok": "CLUSTER INFO, cluster-enabled nodes only",
+    "redis_cluster_slots_pfail": "CLUSTER INFO, cluster-enabled nodes only",
+    "redis_cluster_slots_fail": "CLUSTER INFO, cluster-enabled nodes only",
+    'redis_instance_info{role="slave"}': "a replica; a single Redis has none",
+}
+CLUSTER_ONLY_PANELS = {
+    "ai-cache-sre.json panel 45 ref A": "cluster_state per node",
+    "ai-cache-sre.json panel 46 ref A": "slots ok per node",
+    "ai-cache-sre.json panel 46 ref B": "slots in PFAIL per node",
+    "ai-cache-sre.json panel 46 ref C": "slots in FAIL per node",
+    "ai-cache-sre.json panel 47 ref A": "replicas of each cluster master",
+    "ai-cache-sre.json panel 48 ref A": "role of each cluster node",
+}
+CLUSTER_ONLY_ALERTS = {
+    "alert:AIAgentRedisClusterDegraded": "no redis_cluster_state on a single Redis",
+    "alert:AIAgentRedisClusterMasterWithoutReplica": "redis_cluster_enabled is 0 on a "
+                                                     "single Redis",
+}
 RULE_FILE = RULES_DIR / "ai-cache-redis.alerts.yml"
 JOB = "redis"  # the job deploy/prometheus.yml and the rules name
 NODES = 6
@@ -76,6 +100,34 @@ class Stack:
 
     def restart(self, address: str) -> None:
         cluster_svc.restart_node(self.cluster, int(address.rsplit(":", 1)[1]))
+
+
+def cluster_queries() -> dict[str, str]:
+    """The panels and alerts of CLUSTER_ONLY_*, keyed as test_observability_proof keys them."""
+    found: dict[str, str] = {}
+    for source, expr in iter_promql(executable=True):
+        path, _, where = source.partition("#")
+        panel = re.fullmatch(r"panel (\d+) .* ref (\w+)", where)
+        key = (f"{path.rsplit('/', 1)[-1]} panel {panel[1]} ref {panel[2]}" if panel
+               else where.split("/", 1)[-1])
+        if key in CLUSTER_ONLY_PANELS or key in CLUSTER_ONLY_ALERTS:
+            found[key] = expr
+    assert set(found) == set(CLUSTER_ONLY_PANELS) | set(CLUSTER_ONLY_ALERTS)
+    return found
+
+
+def assert_cluster_queries_have_data(stack: Stack) -> None:
+    """On a healthy cluster: every cluster-only selector has series, every cluster panel
+    shows all six nodes (or the three masters), the cluster alerts evaluate to nothing."""
+    for selector in CLUSTER_ONLY_SELECTORS:
+        assert stack.query(f"count({selector})"), f"{selector}: no series on the cluster"
+    for key, expr in cluster_queries().items():
+        result = stack.query(expr)
+        if key in CLUSTER_ONLY_ALERTS:
+            assert not result, f"{key} on a healthy cluster: {result}"
+        else:
+            want = 3 if "panel 47" in key else NODES
+            assert len(result) == want, f"{key}: {len(result)} series, wanted {want}"
 
 
 def pending(alert: str, **labels: str) -> str:
@@ -119,6 +171,7 @@ def test_alerts_follow_each_node_through_a_failover_and_a_lost_shard(stack: Stac
     assert len(masters) == 3 and masters < nodes
     assert stack.instances("redis_connected_slaves == 1") == masters
     assert not stack.query('ALERTS{alertname=~"AIAgentRedis(Down|Cluster.*)"}')
+    assert_cluster_queries_have_data(stack)
 
     # 1. A master dies; its replica (the node replicating from its port) takes over.
     killed = min(masters)
