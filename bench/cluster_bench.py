@@ -1,12 +1,14 @@
 """The caches on a Redis Cluster against one Redis, side by side in one run (issue 14).
 
-Part `store`: starts a private single Redis and a private cluster (3 masters + 3 replicas)
-and drives the service's own RedisCache against both, in interleaved rounds (so a noisy
-neighbour on the machine hurts every variant alike):
+Part `store`: starts a private single Redis, a private cluster (3 masters + 3 replicas) and
+a private Sentinel-managed master (1 replica, 3 sentinels) and drives the service's own
+RedisCache against them, in interleaved rounds (so a noisy neighbour on the machine hurts
+every variant alike):
 
   * invalidation (the write path's Redis cost): one generation bump of a client and its
-    workspace, sequentially — single Redis (MULTI), cluster without the durability wait,
-    cluster with `WAIT 1` (REDIS_INVALIDATION_REPLICAS=1, the cluster default);
+    workspace, sequentially — single Redis (MULTI), cluster and Sentinel's master each
+    without the durability wait and with `WAIT 1` (REDIS_INVALIDATION_REPLICAS=1, their
+    default);
   * L1 hits: one lookup script call per hit, `--concurrency` tasks at once — throughput
     and p50 on the cluster against the single Redis (target: at least 0.9 of it at equal
     concurrency).
@@ -57,7 +59,9 @@ from app import contract
 from app.cache.breaker import CircuitBreaker
 from app.cache.keys import KeyBuilder
 from app.cache.store import RedisCache
+from app.main import build_redis
 from app.metrics import ServiceMetrics
+from app.settings import Settings
 from bench.service_bench.plan import REDIS_TIMEOUT_SECONDS, REPO, BenchError
 from bench.service_bench.rounds import rotate
 from bench.service_bench.servers import Server, start_server
@@ -113,11 +117,15 @@ def _figures(variant: str, samples: list[float], wall: float) -> Figures:
                    len(samples) / wall)
 
 
-async def _run(args: argparse.Namespace, single_url: str, cluster_url: str) -> list[Figures]:
+async def _run(args: argparse.Namespace, single_url: str, cluster_url: str,
+               sentinel: Settings) -> list[Figures]:
     single, cluster = Redis.from_url(single_url), RedisCluster.from_url(cluster_url)
+    master = build_redis(sentinel)  # the service's Sentinel-managed master client
     bumps = {"invalidate single (MULTI)": _cache(single, 0),
              "invalidate cluster, no wait": _cache(cluster, 0),
-             "invalidate cluster, WAIT 1": _cache(cluster, 1)}
+             "invalidate cluster, WAIT 1": _cache(cluster, 1),
+             "invalidate sentinel, no wait": _cache(master, 0),
+             "invalidate sentinel, WAIT 1": _cache(master, 1)}
     hits = {"L1 hit single": _cache(single, 0), "L1 hit cluster": _cache(cluster, 0)}
     generations = [KEYS.client_generation(WS, CLIENT), KEYS.workspace_generation(WS)]
     l1 = KEYS.l1(WS, CLIENT, "How is the patient sleeping?")
@@ -140,6 +148,7 @@ async def _run(args: argparse.Namespace, single_url: str, cluster_url: str) -> l
             walls[name] += wall
     await single.aclose()
     await cluster.aclose()
+    await master.aclose()
     return [_figures(name, samples[name], walls[name]) for name in samples]
 
 
@@ -153,6 +162,9 @@ def _print(results: list[Figures], concurrency: int) -> None:
     hit_c, hit_s = by["L1 hit cluster"], by["L1 hit single"]
     print(f"invalidation: WAIT 1 costs {wait.p50_us - no_wait.p50_us:+.0f} µs at p50 "
           f"({wait.p50_us / no_wait.p50_us:.2f}x)")
+    wait, no_wait = by["invalidate sentinel, WAIT 1"], by["invalidate sentinel, no wait"]
+    print(f"invalidation on Sentinel's master: WAIT 1 costs "
+          f"{wait.p50_us - no_wait.p50_us:+.0f} µs at p50 ({wait.p50_us / no_wait.p50_us:.2f}x)")
     print(f"L1 hits at concurrency {concurrency}: cluster/single throughput "
           f"{hit_c.per_second / hit_s.per_second:.2f}x (target >= 0.9), p50 "
           f"{hit_c.p50_us / hit_s.p50_us:.2f}x")
@@ -373,20 +385,21 @@ def main(argv: list[str] | None = None) -> int:
     if "http" in parts:
         output["http_writes"] = run_http_part(args)
     if args.json:
-        args.json.write_text(json.dumps(output, indent=2))
+        args.json.write_text(json.dumps(output, indent=2, default=str))
     return 0
 
 
 def run_store_part(args: argparse.Namespace) -> list[Figures]:
-    single = redis_svc.start_private_redis(name="redis-bench-single")
-    try:
+    with ExitStack() as stack:
+        single = redis_svc.start_private_redis(name="redis-bench-single")
+        stack.callback(redis_svc.stop, single)
         cluster = cluster_svc.start_private_cluster(name="redis-cluster-bench")
-        try:
-            results = asyncio.run(_run(args, single.url, cluster.url))
-        finally:
-            cluster_svc.stop(cluster)
-    finally:
-        redis_svc.stop(single)
+        stack.callback(cluster_svc.stop, cluster)
+        sentinel = sentinel_svc.start_private_sentinel(name="redis-sentinel-bench")
+        stack.callback(sentinel_svc.stop, sentinel)
+        sentinel_settings = Settings(_env_file=None,  # type: ignore[call-arg]
+                                     **{k.lower(): v for k, v in sentinel.settings().items()})
+        results = asyncio.run(_run(args, single.url, cluster.url, sentinel_settings))
     _print(results, args.concurrency)
     return results
 
