@@ -51,6 +51,9 @@ METRIC_INVALIDATION_APPLIED: Final = "ai_agent_cache_invalidation_intents_applie
 METRIC_INVALIDATION_RETRIES: Final = "ai_agent_cache_invalidation_retries_total"
 METRIC_INVALIDATION_READS: Final = "ai_agent_cache_invalidation_outbox_reads_total"
 METRIC_INVALIDATION_VIEW_STALE: Final = "ai_agent_cache_invalidation_view_stale"
+# Cache fills run after the response is sent (issue 15); one that found CACHE_FILL_MAX_RUNNING
+# fills running already (Redis slow) is dropped and counted here: a later miss, not an error.
+METRIC_CACHE_FILLS_DROPPED: Final = "ai_agent_cache_fills_dropped_total"
 APPLIED_VIA_WRITE: Final = "write"
 APPLIED_VIA_RELAY: Final = "relay"
 OUTCOME_TIMEOUT: Final = "timeout"  # an outbox read that did not answer within half a lease

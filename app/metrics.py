@@ -53,6 +53,11 @@ class ServiceMetrics:
             "Cached values checked against fresh ones (shadow mode and sampled L1 audits).",
             ["cache_layer", "result"], registry=registry,
         )
+        self.cache_fills_dropped = Counter(
+            c.METRIC_CACHE_FILLS_DROPPED.removesuffix("_total"),
+            "Cache fills skipped because too many were running (Redis slow); a later miss.",
+            registry=registry,
+        )
         self.flag_state = Gauge(
             c.METRIC_FLAG_STATE,
             "Flag value this instance applies (0/1; percentage for the L1 rollout).",

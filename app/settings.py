@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # hits grow: 5/s is 18,000 audits an hour and at most ~2.5 % of one core.
     l1_audit_max_per_second: float = Field(default=5.0, ge=0.0)
     redis_timeout_seconds: float = Field(default=0.05, gt=0)
+    # Cache fills run once the response is sent; at most this many at once per replica (more
+    # means Redis is slow: a fill past the limit is dropped and counted, a later miss).
+    cache_fill_max_running: int = Field(default=256, ge=1)
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=5.0, gt=0)
 

@@ -114,6 +114,8 @@ class QueryFastPath:
             ],
         })
         await send({"type": "http.response.body", "body": payload})
+        if result.after is not None:  # the client has its answer; now fill the caches
+            await result.after()
         return 200
 
     def _handler_for(self, exc: Exception) -> ExceptionHandler | None:

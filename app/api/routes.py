@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 
 from app.api.auth import (
     CreateAccess,
@@ -81,7 +82,8 @@ async def query(workspace_id: uuid.UUID, request: Request, audit: QueryAccess) -
     result = await container.queries.answer(workspace_id, body.client_id, body.query)
     audit.sources = tuple(source for source, _ in result.sources)
     return Response(render_query_response(result), media_type="application/json",
-                    headers={"Cache-Status": result.cache_status})
+                    headers={"Cache-Status": result.cache_status},
+                    background=BackgroundTask(result.after) if result.after else None)
 
 
 @router.post("/v1/workspaces/{workspace_id}/sessions", status_code=201,

@@ -10,11 +10,12 @@ This is the only place that decides what a request serves. The rules (DESIGN.md 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,14 +85,14 @@ class LayerOutcome:
 
     name: str  # "ai-l1" | "ai-l2"
     status: str = "bypass"  # hit | miss | stale | bypass | shadow-hit | shadow-miss | error
-    stored: bool = False
 
     def header(self) -> str:
         match self.status:
             case "hit":
                 return f"{self.name}; hit"
             case "miss" | "stale":
-                return f"{self.name}; fwd={self.status}" + ("; stored" if self.stored else "")
+                # No `stored`: the caches are filled after the response is sent.
+                return f"{self.name}; fwd={self.status}"
             case "shadow-hit" | "shadow-miss":
                 return f"{self.name}; fwd=bypass; detail={self.status}"
             case "error":
@@ -109,6 +110,9 @@ class QueryResult:
     # An L1 hit: the response's `answer` and `sources` members as stored (then `answer` is
     # empty: the text is only in the fragment).
     body_fragment: bytes | None = None
+    # What is left to do once the response is sent (filling the caches): whoever sends the
+    # response awaits it afterwards. It never raises.
+    after: Callable[[], Awaitable[None]] | None = None
 
     @property
     def cache_status(self) -> str:
@@ -158,6 +162,7 @@ class QueryService:
         # not grow with the hit rate (a few a second already give thousands per window).
         self._audit_budget = RateBudget(settings.l1_audit_max_per_second, clock())
         self._background: set[asyncio.Task[None]] = set()
+        self._fills_running = 0
 
     async def _plan(self, workspace_id: uuid.UUID) -> _Plan:
         flags = await self._flags.snapshot()
@@ -250,24 +255,48 @@ class QueryService:
             answer=text,
             sources=tuple(SourceRef(n.session_id, n.version, n.score) for n in notes),
         )
+        after: Callable[[], Awaitable[None]] | None = None
         if cached_answer is not None and l1_keys is not None and l1_found is not None:
             # Shadow hit: would the cached answer have been right?
             await self._verify_answer(
                 workspace_id, l1_keys, l1_found.generations, cached_answer, fresh
             )
         elif l1_keys is not None and l1_found is not None:
-            # The embedding rides along with the answer: one round trip fills both layers.
-            result_l1.stored = await self._fill(l1_keys, l1_found.generations, fresh, l2_write,
-                                                result_l2)
+            # Filled once the response is sent. A late fill is safe: the compare-and-set
+            # stores nothing if a write changed the generations since the lookup. The
+            # embedding rides along with the answer: one round trip fills both layers.
+            after = self._after_response(self._fill(l1_keys, l1_found.generations, fresh,
+                                                    l2_write))
             l2_write = None
         if l2_write is not None:
-            result_l2.stored = await self._set_l2(l2_write)
+            after = self._after_response(self._set_l2(l2_write))
         return QueryResult(
             answer=text,
             sources=[(n.session_id, n.score) for n in notes],
             l1=result_l1,
             l2=result_l2,
+            after=after,
         )
+
+    def _after_response(self, fill: Callable[[], Awaitable[object]]
+                        ) -> Callable[[], Awaitable[None]]:
+        """`fill`, to run after the response, unless `CACHE_FILL_MAX_RUNNING` fills are
+        running already (Redis is slow): then it is dropped, and counted. A dropped fill
+        costs a later miss, never a wrong answer."""
+
+        async def run() -> None:
+            if self._fills_running >= self._settings.cache_fill_max_running:
+                self._metrics.cache_fills_dropped.inc()
+                return
+            self._fills_running += 1
+            try:
+                await fill()
+            except Exception:  # the response is gone: nobody else could hear of it
+                log.exception("cache fill failed")
+            finally:
+                self._fills_running -= 1
+
+        return run
 
     def _l2_key(self, workspace_id: uuid.UUID, query: str, digest: str | None = None) -> str:
         scope = None if self._settings.l2_scope == "global" else workspace_id
@@ -330,30 +359,27 @@ class QueryService:
         log.warning("dropping undecodable %s entry: %s", layer, exc)
         await self._cache.delete(key, layer)
 
-    async def _set_l2(self, write: L2Write) -> bool:
-        try:
-            await self._cache.set_l2(write)
-        except CacheUnavailable:
-            return False
-        return True
+    def _set_l2(self, write: L2Write) -> Callable[[], Awaitable[object]]:
+        async def set_l2() -> None:
+            with contextlib.suppress(CacheUnavailable):  # counted by the cache
+                await self._cache.set_l2(write)
 
-    async def _fill(
+        return set_l2
+
+    def _fill(
         self,
         keys: L1Keys,
         generations: str,
         answer: CachedAnswer,
         l2_write: L2Write | None,
-        l2_outcome: LayerOutcome,
-    ) -> bool:
-        value = self._envelope.seal(encode_answer(answer), keys.entry)
-        try:
-            stored = await self._cache.fill(
-                keys, generations, value, self._settings.l1_ttl_seconds, l2_write
-            )
-        except CacheUnavailable:
-            return False
-        l2_outcome.stored = l2_write is not None
-        return stored
+    ) -> Callable[[], Awaitable[object]]:
+        async def fill() -> None:
+            value = self._envelope.seal(encode_answer(answer), keys.entry)
+            with contextlib.suppress(CacheUnavailable):  # counted by the cache
+                await self._cache.fill(keys, generations, value, self._settings.l1_ttl_seconds,
+                                       l2_write)
+
+        return fill
 
     def _verify_embedding(self, cached: Vector, fresh: Vector) -> None:
         denominator = float(np.linalg.norm(cached) * np.linalg.norm(fresh)) or 1e-12

@@ -35,7 +35,7 @@ def part4_miss_overhead(rig: Rig) -> tuple[list[Row], dict[str, Any]]:
 
     variants: dict[str, tuple[dict[str, Any], Callable[[str], bool]]] = {
         "on": ({"shadow": True, "l2": True, "l1_percent": 100},
-               lambda s: s == "ai-l2; fwd=miss; stored, ai-l1; fwd=miss; stored"),
+               lambda s: s == "ai-l2; fwd=miss, ai-l1; fwd=miss"),
         "off": ({"shadow": False, "l2": False, "l1_percent": 0},
                 lambda s: s == "ai-l2; fwd=bypass, ai-l1; fwd=bypass"),
     }

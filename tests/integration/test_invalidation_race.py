@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import pytest
 
+from app.cache.keys import L1Keys
+from app.cache.store import L2Write, RedisCache
 from app.providers.base import EmbedInput, RetrievedNote, Vector
 from app.providers.local import LocalProvider
 from tests.integration.test_query_api import add_note
@@ -69,10 +72,29 @@ async def query(client: httpx.AsyncClient, client_id: uuid.UUID | None) -> httpx
     return response
 
 
+def make_fill_unconditional(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mutant of the fill: it presents the generations current at fill time instead of
+    those read before the notes, so its compare-and-set always passes."""
+    original = RedisCache.fill
+
+    async def fill(self: RedisCache, keys: L1Keys, generations: str, value: bytes, ttl: int,
+                   l2: L2Write | None = None) -> bool:
+        current = await self.current_generations(keys)
+        return await original(self, keys, current or generations, value, ttl, l2)
+
+    monkeypatch.setattr(RedisCache, "fill", fill)
+
+
+@pytest.mark.parametrize("mutant", [False, True], ids=["compare-and-set", "mutant-fill"])
 async def test_a_slow_request_cannot_publish_an_answer_a_write_made_stale(
-    backend_service: Any, redis_backend: RedisBackend
+    backend_service: Any, redis_backend: RedisBackend, mutant: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The exact interleaving, step by step: read → write returns → slow fill → next read."""
+    """The exact interleaving, step by step: read → write returns → slow fill (after the
+    response is sent) → next read. Against the mutant fill the next read must serve the old
+    answer: the test can tell."""
+    if mutant:
+        make_fill_unconditional(monkeypatch)
     provider = GatedProvider()
     await set_flags(redis_backend.raw, l1_percent=100)
     async with backend_service(provider=provider) as (client, _):
@@ -87,11 +109,14 @@ async def test_a_slow_request_cannot_publish_an_answer_a_write_made_stale(
         provider.gate = None
         stale_response = await slow
         assert cited_versions(stale_response.json()["answer"]) == {note["id"]: 1}
-        assert "stored" not in stale_response.headers["Cache-Status"].split(",")[1]
 
         after = await query(client, CLIENT)
-        assert after.json()["cache"]["l1"] == "miss"
-        assert cited_versions(after.json()["answer"]) == {note["id"]: 2}
+        if mutant:  # the stale answer was published, and is served
+            assert after.json()["cache"]["l1"] == "hit"
+            assert cited_versions(after.json()["answer"]) == {note["id"]: 1}
+        else:
+            assert after.json()["cache"]["l1"] == "miss"
+            assert cited_versions(after.json()["answer"]) == {note["id"]: 2}
 
 
 async def test_many_concurrent_queries_and_writes_never_serve_old_notes(

@@ -113,7 +113,7 @@ async def test_corrupt_cached_value_is_a_miss_deleted_and_counted(
         [key] = [k async for k in redis.scan_iter(f"ai-cache:{layer}:*")]
         if layer == "l1":
             header, _ = (await redis.get(key)).split(b"\n", 1)
-            await redis.set(key, header + b"\n\x00\x01garbage", keepttl=True)
+            await redis.set(key, header + b"\n\x00\x09garbage", keepttl=True)  # format 9
         else:
             await redis.set(key, b"\x00\x01\x02\x03", keepttl=True)
         second = await ask(client, WS, CLIENT)
