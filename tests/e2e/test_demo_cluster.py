@@ -86,8 +86,8 @@ def test_the_keys_landed_on_the_cluster_and_the_state_in_its_own_redis(
     # The controller's state (DESIGN.md §8): in its own Redis, none of it on the cluster.
     assert not [n for n in nodes.values() if n["keys"].get("rollout")]
     name = f"demo-{run['replay']['run_id']}"  # the demo's ROLLOUT_NAME
-    assert f"rollout:{name}:state" in placement["state_keys"]
-    assert f"rollout:{name}:log" in placement["state_keys"]
+    assert f"rollout:{{{name}}}:state" in placement["state_keys"]  # redis_state.py's keys
+    assert f"rollout:{{{name}}}:log" in placement["state_keys"]
     assert placement["state_url"] == redis["state_url"] != redis["url"]
 
     # Prometheus scraped every node, masters and replicas, as an instance of its own.
