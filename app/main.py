@@ -286,6 +286,7 @@ def create_app(
                                generation_ttl_seconds=max(86_400, settings.l1_ttl_seconds * 2),
                                wait_replicas=settings.invalidation_replicas,
                                wait_ms=settings.redis_invalidation_wait_ms)
+            stack.push_async_callback(cache.aclose)
             keys = KeyBuilder(settings.cache_key_secret.get_secret_value().encode(),
                               settings.cache_key_prefix)
             flags = _FlagGauge(await build_flag_source(settings, redis), metrics)

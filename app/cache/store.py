@@ -24,6 +24,7 @@ from redis.asyncio.cluster import PipelineCommand, RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from app.cache.breaker import CircuitBreaker
+from app.cache.direct import DirectCommands, direct_commands
 from app.cache.keys import L1Keys, hash_tag
 from app.metrics import ServiceMetrics
 
@@ -157,6 +158,7 @@ class RedisCache:
         generation_ttl_seconds: int = 86_400,
         wait_replicas: int = 0,
         wait_ms: int = 50,
+        direct: DirectCommands | None = None,
     ) -> None:
         self._redis = redis
         self._breaker = breaker
@@ -167,6 +169,11 @@ class RedisCache:
         self._wait_ms = wait_ms if wait_replicas else 0
         self._lookup_script = _LuaScript(_LOOKUP)
         self._fill_script = _LuaScript(_FILL)
+        # The scripts of the hot path go out on the caches' own connections (app/cache/direct.py).
+        self._direct = direct if direct is not None else direct_commands(redis)
+
+    async def aclose(self) -> None:
+        await self._direct.aclose()
 
     def _fail(self, layer: str, op: str, exc: BaseException) -> None:
         self._metrics.cache_errors.labels(cache_layer=layer, op=op).inc()
@@ -175,7 +182,8 @@ class RedisCache:
 
     async def _script(self, script: _LuaScript, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._direct.call(keys[0], "EVALSHA", script.sha, len(keys), *keys,
+                                           *args)
         except NoScriptError:
             return await self._redis.eval(script.source.decode(), len(keys), *keys, *args)
 

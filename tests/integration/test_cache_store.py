@@ -20,6 +20,7 @@ from app.cache.store import CacheUnavailable, L2Write, RedisCache
 from app.metrics import ServiceMetrics
 from devstack.services.common import Service
 from tests.support.redis_backends import (
+    CountingDirect,
     CountingRedis,
     CountingRedisCluster,
     RedisBackend,
@@ -37,7 +38,7 @@ def make_cache(backend: RedisBackend) -> tuple[RedisCache, CountingRedis | Count
     # A generous WAIT: a loaded CI machine must not turn a replicated bump into a failure.
     return RedisCache(client, breaker, ServiceMetrics(CollectorRegistry()),
                       timeout_seconds=1.0, wait_replicas=backend.replicas,
-                      wait_ms=2_000), client
+                      wait_ms=2_000, direct=CountingDirect(client)), client
 
 
 async def fill_once(cache: RedisCache, keys: KeyBuilder, client_id: uuid.UUID | None,

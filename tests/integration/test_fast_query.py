@@ -29,7 +29,7 @@ from app.auth.verifier import AuthError
 from app.service.query import LayerOutcome, QueryResult
 from devstack.services.common import Service
 from tests.integration.test_query_api import AUTH, CLIENT, QUESTION, WS, add_note
-from tests.support.service import make_settings, running_service, set_flags
+from tests.support.service import make_settings, running_service, set_flags, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,16 @@ async def apps(redis: Redis, redis_service: Service, tmp_path: Path) -> AsyncIte
         fast_client, route_client = clients
         await add_note(fast_client, WS, CLIENT, "Sleeping 6 hours, waking at 4 am.")
         await add_note(route_client, WS, CLIENT, "Appetite back to normal.")
+        # A replica whose outbox read caught the other's intent between its commit and its
+        # application serves no L1 for the workspace until its next read: wait for both.
+        for client in clients:
+            await wait_for(lambda c=client: no_invalidation_pending(c), timeout=20,
+                           what="the notes' invalidations to be applied everywhere")
         yield fast_client, route_client
+
+
+async def no_invalidation_pending(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).json()["l1_invalidations_pending"] is False
 
 
 def seen(response: httpx.Response) -> tuple[int, Any, str | None, str | None]:
