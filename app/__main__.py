@@ -1,15 +1,16 @@
-"""`python -m app [--host H] [--port P]`: run the service with settings from the environment."""
+"""`python -m app [--host H] [--port P] [--workers N]`: run the service with settings from the
+environment, in this process or in N worker processes sharing the port (app/serve.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
 from app.logs import configure_logging
-from app.main import ConfigurationError, create_app
+from app.main import ConfigurationError, create_app, run_worker
+from app.serve import Listen, run_uvicorn, serve_workers
 from app.settings import Settings
 
 
@@ -17,17 +18,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes sharing the port (SO_REUSEPORT); default 1")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     try:
         settings = Settings()
         configure_logging(settings.log_format, settings.log_level)
-        app = create_app(settings)
+        app = create_app(settings)  # also in the supervisor: a bad setting stops it here
     except (ValidationError, ConfigurationError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                loop="uvloop", http="httptools")
-    return 0
+    listen = Listen(args.host, args.port)
+    if args.workers == 1:
+        run_uvicorn(app, listen)
+        return 0
+    return serve_workers(run_worker, listen, args.workers)
 
 
 if __name__ == "__main__":

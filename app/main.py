@@ -37,10 +37,12 @@ from app.db.outbox import OutboxRepository
 from app.db.repository import NotesRepository, make_engine
 from app.flags.base import FlagSnapshot, FlagSource, FlagSourceState
 from app.flags.local import LocalFlagSource
+from app.logs import configure_logging
 from app.metrics import ServiceMetrics
 from app.providers.base import Provider
 from app.providers.local import LocalProvider
 from app.providers.metered import MeteredProvider
+from app.serve import Listen, reuse_port_socket, run_uvicorn
 from app.service.invalidation import Invalidator
 from app.service.outbox import InvalidationOutbox
 from app.service.query import QueryService
@@ -334,3 +336,12 @@ def create_app(
     # not even the body limit (its body is never read).
     app.add_middleware(Authenticate)
     return app
+
+
+def run_worker(listen: Listen) -> None:
+    """One of several workers (a spawned process, app/serve.py): its own settings, logging,
+    app and SO_REUSEPORT socket. Here, not in __main__: a spawned process finds its target
+    by module name."""
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    run_uvicorn(create_app(settings), listen, reuse_port_socket(listen))

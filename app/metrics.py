@@ -1,12 +1,24 @@
-"""The service's Prometheus metrics, registered on an injected registry (fresh per test)."""
+"""The service's Prometheus metrics, registered on an injected registry (fresh per test).
+
+With several worker processes (app/serve.py) prometheus_client runs in multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR set before the workers start): values live in files shared by the
+workers, and /metrics exposes their sum (`exposed`); gauges then report the largest value
+among live workers.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app import contract as c
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# For gauges across workers: the largest value of a live worker (a flag, a breaker open, an
+# intent pending anywhere in the process group is what an alert must see).
+_ACROSS_WORKERS: Final = "livemax"
 
 
 class ServiceMetrics:
@@ -14,6 +26,7 @@ class ServiceMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.exposed = _exposed(registry)
         self.cache_hits = Counter(
             c.METRIC_CACHE_HITS.removesuffix("_total"), "Cache hits.",
             ["workspace_id", "cache_layer", "mode"], registry=registry,
@@ -61,16 +74,16 @@ class ServiceMetrics:
         self.flag_state = Gauge(
             c.METRIC_FLAG_STATE,
             "Flag value this instance applies (0/1; percentage for the L1 rollout).",
-            ["flag"], registry=registry,
+            ["flag"], registry=registry, multiprocess_mode=_ACROSS_WORKERS,
         )
         self.cache_circuit_open = Gauge(
             c.METRIC_CACHE_CIRCUIT_OPEN, "1 while the Redis circuit breaker is open.",
-            registry=registry,
+            registry=registry, multiprocess_mode=_ACROSS_WORKERS,
         )
         self.invalidation_pending = Gauge(
             c.METRIC_INVALIDATION_PENDING,
             "Invalidation intents pending in the outbox, as of this replica's last read.",
-            registry=registry,
+            registry=registry, multiprocess_mode=_ACROSS_WORKERS,
         )
         self.invalidation_applied = Counter(
             c.METRIC_INVALIDATION_APPLIED.removesuffix("_total"),
@@ -90,7 +103,7 @@ class ServiceMetrics:
         self.invalidation_view_stale = Gauge(
             c.METRIC_INVALIDATION_VIEW_STALE,
             "1 while this replica serves no L1 answer: its last outbox read is too old.",
-            registry=registry,
+            registry=registry, multiprocess_mode=_ACROSS_WORKERS,
         )
         # Pre-create the label sets that dashboards and alerts divide by, so a fresh process
         # exports zeros rather than nothing.
@@ -132,3 +145,15 @@ class ServiceMetrics:
             child = self._cache_lookups[key] = counter.labels(
                 workspace_id=workspace_id, cache_layer=layer, mode=mode)
         child.inc()
+
+
+def _exposed(own: CollectorRegistry) -> CollectorRegistry:
+    """`own` in one process; in a worker of several, a registry that adds up every worker's
+    values from PROMETHEUS_MULTIPROC_DIR."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return own
+    from prometheus_client import multiprocess  # noqa: PLC0415 - only in that mode
+
+    shared = CollectorRegistry()
+    multiprocess.MultiProcessCollector(shared)  # type: ignore[no-untyped-call]
+    return shared

@@ -148,7 +148,7 @@ async def invalidate(
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(container: Container) -> Response:
-    return Response(generate_latest(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(container.metrics.exposed), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/healthz", tags=["operations"])

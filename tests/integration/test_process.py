@@ -17,6 +17,7 @@ from devstack.network import free_port
 from devstack.paths import REPO_ROOT
 from devstack.readiness import wait_until
 from devstack.services.common import Service
+from devstack.sockets import child_pids, connections_by_pid
 from tests.support.auth import SECRET, auth
 
 
@@ -84,3 +85,48 @@ def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad_key.returncode == 2 and "CACHE_ENCRYPTION_KEY" in bad_key.stderr
+
+
+def test_two_workers_share_the_port_and_the_metrics_and_stop_together(
+    redis_service: Service, redis: object, tmp_path: Path
+) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "--port", str(port), "--workers", "2"], cwd=REPO_ROOT,
+        env=_env(redis_service.url, tmp_path), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    clients: list[httpx.Client] = []
+    try:
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200,
+                   timeout=60, what="the workers to be ready")
+        workers = [pid for pid in child_pids(proc.pid) if "spawn_main" in _cmdline(pid)]
+        assert len(workers) == 2
+        ws = uuid.uuid4()
+        headers = auth(ws, sub="dr-workers")
+        # 16 connections, each kept open: the kernel spreads them over both workers.
+        clients = [httpx.Client(base_url=base, headers=headers) for _ in range(16)]
+        for client in clients:
+            answer = client.post(f"/v1/workspaces/{ws}/query",
+                                 json={"query": "How is the client sleeping?"})
+            assert answer.status_code == 200
+        split = connections_by_pid(port, workers)
+        assert sum(split.values()) == 16 and min(split.values()) > 0, split
+        # Whichever worker answers /metrics, it reports what both served.
+        for _ in range(6):
+            metrics = httpx.get(f"{base}/metrics").text
+            assert 'ai_agent_queries_total{l1="off",outcome="ok"} 16.0' in metrics, metrics
+            assert f'ai_agent_flag_state{{flag="{contract.FLAG_L1_QUERY_RESULTS}"}} 0.0' in metrics
+    finally:
+        for client in clients:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert output.count("Application shutdown complete") == 2, output
+    assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
