@@ -3,26 +3,28 @@
 It answers the service's query route (`POST /v1/workspaces/{workspace_id}/query`) with one
 `GET` of a fixed key holding a payload the size of a real L1 entry, returned as JSON. No body
 validation, no flags, no metrics, no Lua: what is left is HTTP, routing, one Redis round trip
-and JSON, i.e. the least any implementation of an L1 hit has to do. It runs under the same
-uvicorn settings as `python -m app` (uvloop, httptools, access log off, one worker) and with
-the same Redis client configuration (`app.main.build_redis`).
+and JSON, i.e. the least any implementation of an L1 hit has to do. It is served exactly as
+`python -m app` is (`app.serve`: uvloop, httptools, no access log, one worker or N on
+SO_REUSEPORT sockets) and with the same Redis client configuration (`app.main.build_redis`).
 
-    python -m bench.ceiling_app --port 8101 --redis-url redis://127.0.0.1:6379/0 --key K
+    python -m bench.ceiling_app --port 8101 --redis-url redis://127.0.0.1:6379/0 --key K \
+        [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from app.main import build_redis
+from app.serve import Listen, reuse_port_socket, run_uvicorn, serve_workers
 from app.settings import Settings
 
 
@@ -62,11 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", required=True)
     parser.add_argument("--redis-timeout", type=float, default=Settings.model_fields[
         "redis_timeout_seconds"].default, help="seconds; as REDIS_TIMEOUT_SECONDS of the service")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    app = create_ceiling_app(args.redis_url, args.key, args.redis_timeout)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                loop="uvloop", http="httptools")
+    listen = Listen(args.host, args.port)
+    if args.workers > 1:
+        # The worker must be found by module name in a spawned process, not as __main__.
+        from bench import ceiling_app  # noqa: PLW0406 - this module, by its own name
+
+        worker = functools.partial(ceiling_app.run_ceiling_worker, args.redis_url, args.key,
+                                   args.redis_timeout)
+        return serve_workers(worker, listen, args.workers)
+    run_uvicorn(create_ceiling_app(args.redis_url, args.key, args.redis_timeout), listen)
     return 0
+
+
+def run_ceiling_worker(redis_url: str, key: str, redis_timeout: float, listen: Listen) -> None:
+    run_uvicorn(create_ceiling_app(redis_url, key, redis_timeout), listen,
+                reuse_port_socket(listen))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The stack parts 1 and 4 drive: the real service (twice) and the ceiling on one private
-Redis, seeded with notes, with the service's own metrics to check what was served."""
+"""The stack parts 1, 4 and 5 drive: the real service and the ceiling, each with one worker
+and with two, on one private Redis, seeded with notes, with the service's own metrics to
+check what was served; with `--compare REF`, the service as it was at REF too."""
 
 from __future__ import annotations
 
@@ -43,12 +44,14 @@ class Rig:
     plan: Plan
     redis: Service
     sync_redis: SyncRedis
-    service: Server
-    no_audit: Server  # the same service with L1_AUDIT_SAMPLE_RATE=0 (diagnosis only)
-    ceiling: Server
+    # "service", "ceiling", "service-2w", "ceiling-2w" (two workers), and "ref" (the service
+    # at --compare REF, one worker) when asked for.
+    servers: dict[str, Server]
     http: httpx.Client
     issuer: LocalIssuer  # the services' AUTH_JWT_SECRET
     key_secret: str
+    service_env: dict[str, str]  # what every copy of the service runs with
+    tmp: Path
     workspace: uuid.UUID = field(default_factory=uuid.uuid4)
     client: uuid.UUID = field(default_factory=uuid.uuid4)
     # A clinician's bearer JWT for the bench's workspace, the same for every request (the
@@ -57,6 +60,15 @@ class Rig:
 
     def __post_init__(self) -> None:
         self.auth = self.issuer.headers([self.workspace], role="clinician", sub="bench")
+
+    @property
+    def service(self) -> Server:
+        return self.servers["service"]
+
+    @property
+    def ceiling(self) -> Server:
+        return self.servers["ceiling"]
+
 
     @property
     def query_path(self) -> str:
@@ -126,7 +138,9 @@ def seed_notes(rig: Rig) -> None:
             raise BenchError(f"seeding a note failed: {response.status_code} {response.text}")
 
 
-def start_rig(stack: ExitStack, plan: Plan) -> Rig:
+def start_rig(stack: ExitStack, plan: Plan, ref_tree: Path | None = None) -> Rig:
+    """Everything parts 1, 4 and 5 drive; `ref_tree`: a checkout of --compare's REF, whose
+    service runs beside this one (same Redis, database, secrets and interpreter)."""
     tmp = Path(tempfile.mkdtemp(prefix="aicache-bench-"))
     stack.callback(shutil.rmtree, tmp, ignore_errors=True)
     redis = start_redis(stack, "bench-redis")
@@ -150,29 +164,42 @@ def start_rig(stack: ExitStack, plan: Plan) -> Rig:
         "FLAG_CACHE_SECONDS": "1.0",
         "REDIS_TIMEOUT_SECONDS": str(REDIS_TIMEOUT_SECONDS),
     }
-    port = free_port()
-    service = start_server(stack, "service", [sys.executable, "-m", "app", "--host",
-                                              "127.0.0.1", "--port", str(port)],
-                           env=service_env, cwd=tmp, port=port)
-    port = free_port()
-    no_audit = start_server(stack, "service-no-audit",
-                            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port",
-                             str(port)],
-                            env={**service_env, "L1_AUDIT_SAMPLE_RATE": "0"}, cwd=tmp, port=port)
-    port = free_port()
-    ceiling = start_server(stack, "ceiling", [sys.executable, "-m", "bench.ceiling_app",
-                                              "--port", str(port), "--redis-url", redis.url,
-                                              "--key", CEILING_KEY, "--redis-timeout",
-                                              str(REDIS_TIMEOUT_SECONDS)],
-                           env=base_env, cwd=tmp, port=port)
+    ceiling_args = ["--redis-url", redis.url, "--key", CEILING_KEY, "--redis-timeout",
+                    str(REDIS_TIMEOUT_SECONDS)]
+    servers: dict[str, Server] = {}
+    for name, workers in (("service", 1), ("service-2w", 2)):
+        servers[name] = start_service(stack, name, service_env, tmp, workers)
+    if ref_tree is not None:
+        # Its own key prefix: another revision may store L1 values in another format, and
+        # two formats under one key would turn each other's hits into misses.
+        servers["ref"] = start_service(stack, "ref", {**service_env, "PYTHONPATH": str(ref_tree),
+                                                      "CACHE_KEY_PREFIX": "ai-cache-ref"},
+                                       tmp, 1, cwd=ref_tree)
+    for name, workers in (("ceiling", 1), ("ceiling-2w", 2)):
+        port = free_port()
+        servers[name] = start_server(
+            stack, name, [sys.executable, "-m", "bench.ceiling_app", "--port", str(port),
+                          "--workers", str(workers), *ceiling_args],
+            env=base_env, cwd=tmp, port=port)
     sync_redis = SyncRedis.from_url(redis.url)
     stack.callback(sync_redis.close)
     http = httpx.Client(timeout=10.0)
     stack.callback(http.close)
-    rig = Rig(plan=plan, redis=redis, sync_redis=sync_redis, service=service, no_audit=no_audit,
-              ceiling=ceiling, http=http, issuer=issuer, key_secret=key_secret)
+    rig = Rig(plan=plan, redis=redis, sync_redis=sync_redis, servers=servers, http=http,
+              issuer=issuer, key_secret=key_secret, service_env=service_env, tmp=tmp)
     seed_notes(rig)
-    say(f"started: redis {redis.url} (pid {redis.pid}), service {service.url} (pid "
-        f"{service.pid}), the same with L1_AUDIT_SAMPLE_RATE=0 {no_audit.url} (pid "
-        f"{no_audit.pid}), ceiling {ceiling.url} (pid {ceiling.pid}); {len(NOTES)} notes seeded")
+    say(f"started: redis {redis.url} (pid {redis.pid}); "
+        + ", ".join(f"{name} {server.url} (pid {server.pid})" for name, server in servers.items())
+        + f"; {len(NOTES)} notes seeded")
     return rig
+
+
+def start_service(stack: ExitStack, name: str, env: dict[str, str], tmp: Path, workers: int,
+                  cwd: Path | None = None) -> Server:
+    """`python -m app` with `workers` workers. `cwd`: a checkout of another revision (its
+    `app` package comes first on the path); the process still runs in `tmp` otherwise."""
+    port = free_port()
+    args = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    return start_server(stack, name, args, env=env, cwd=cwd or tmp, port=port)

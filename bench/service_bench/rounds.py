@@ -33,3 +33,13 @@ def medians(runs: dict[str, list[WrkResult]]) -> dict[str, dict[str, float]]:
                    "p99_ms": median([x.p99_ms for x in rs]),
                    "cpu_us": median([x.cpu_us_per_request or 0.0 for x in rs])}
             for name, rs in runs.items()}
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """Median, min and max: what a figure of interleaved rounds is quoted with."""
+    return median(values), min(values), max(values)
+
+
+def ratio_text(values: Sequence[float], unit: str = "x") -> str:
+    mid, low, high = spread(values)
+    return f"{mid:.2f}{unit} ({low:.2f}-{high:.2f})"

@@ -6,10 +6,13 @@ import os
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.service_bench.plan import BenchError
+from devstack.sockets import child_pids
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 _WRK_PERCENTILE = re.compile(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
@@ -31,8 +34,16 @@ class WrkResult:
 
 
 def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process (all its threads), in clock ticks, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """utime + stime of a server (all its threads, and its worker processes if it has any),
+    in clock ticks, from /proc."""
+    return sum(_own_ticks(p) for p in (pid, *child_pids(pid)))
+
+
+def _own_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:  # a helper process that has just exited
+        return 0
     return int(fields[11]) + int(fields[12])
 
 
@@ -54,7 +65,10 @@ def parse_wrk(output: str) -> WrkResult:
 
 
 def run_wrk(url: str, script: Path, env: dict[str, str], *, seconds: int,
-            connections: int, pid: int | None = None) -> WrkResult:
+            connections: int, pid: int | None = None,
+            midway: Callable[[], None] | None = None) -> WrkResult:
+    """One wrk run; `midway` is called halfway through it (to look at the server under
+    load, e.g. how its connections are spread over its workers)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise BenchError("wrk is not installed (scripts/bootstrap installs it, or: "
@@ -62,15 +76,24 @@ def run_wrk(url: str, script: Path, env: dict[str, str], *, seconds: int,
     cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency",
            "-s", str(script), url]
     ticks = cpu_ticks(pid) if pid else 0
-    done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=seconds + 60, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    result = parse_wrk(done.stdout)
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        if midway is not None:
+            time.sleep(seconds / 2)
+            midway()
+        stdout, stderr = proc.communicate(timeout=seconds + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed ({proc.returncode}): {stderr or stdout}")
+    result = parse_wrk(stdout)
     if pid and result.requests:
         used = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
         result = replace(result, cpu_us_per_request=used * 1e6 / result.requests)
     if result.non_2xx or result.socket_errors:
         raise BenchError(f"wrk saw {result.non_2xx} non-2xx responses and "
-                         f"{result.socket_errors} socket errors against {url}:\n{done.stdout}")
+                         f"{result.socket_errors} socket errors against {url}:\n{stdout}")
     return result
