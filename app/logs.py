@@ -30,6 +30,12 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(fmt: str = "console", level: str = "INFO", *,
                       quiet: tuple[str, ...] = ()) -> None:
     """Route every log line to stderr in `fmt`; `quiet` loggers speak only from WARNING."""
+    # No line shows where it was logged from, nor thread or process ids: skip collecting
+    # them (the logging HOWTO's "Optimization"; the audit line is written on every request).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

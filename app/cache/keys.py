@@ -8,7 +8,6 @@ check and fill them atomically.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import unicodedata
@@ -70,7 +69,7 @@ class KeyBuilder:
 
     def digest(self, text: str) -> str:
         """128-bit HMAC-SHA256 of the normalised text, URL-safe base64 (22 chars)."""
-        mac = hmac.new(self._secret, normalise(text).encode(), hashlib.sha256).digest()[:16]
+        mac = hmac.digest(self._secret, normalise(text).encode(), "sha256")[:16]
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
     def client_generation(self, workspace_id: UUID, client_id: UUID) -> str:

@@ -218,7 +218,7 @@ class RedisCache:
     async def _lookup_one_slot(self, l1: L1Keys, l2_key: str | None, l2_on_hit: bool) -> Lookup:
         mode = "0" if l2_key is None else ("2" if l2_on_hit else "1")
         keys = [l1.entry, *l1.generations, *([l2_key] if l2_key else [])]
-        tokens = [os.urandom(8).hex() for _ in l1.generations]
+        tokens = _fresh_tokens(len(l1.generations))
         reply = await self._script(self._lookup_script, keys, [mode, self._generation_ttl,
                                                                *tokens])
         return Lookup(_parse_l1(reply), _bytes_or_none(reply[3]) if len(reply) > 3 else None)
@@ -227,7 +227,7 @@ class RedisCache:
         """Global-scope embeddings live in another slot: script and GET in one pipeline (on
         a cluster, where a pipeline may not carry scripts, sent concurrently to their
         nodes: still one round trip of waiting)."""
-        tokens = [os.urandom(8).hex() for _ in l1.generations]
+        tokens = _fresh_tokens(len(l1.generations))
         keys = [l1.entry, *l1.generations]
         if isinstance(self._redis, RedisCluster):
             reply, embedding = await asyncio.gather(
@@ -385,6 +385,12 @@ class RedisCache:
                 return bool(await self._redis.ping())
         except REDIS_FAILURES:
             return False
+
+
+def _fresh_tokens(count: int) -> list[str]:
+    """Random generation tokens (16 hex characters each), from one read of the OS's CSPRNG."""
+    raw = os.urandom(8 * count).hex()
+    return [raw[i:i + 16] for i in range(0, 16 * count, 16)]
 
 
 def _bytes_or_none(value: Any) -> bytes | None:
