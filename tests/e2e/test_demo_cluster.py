@@ -8,14 +8,18 @@ One healthy run (the quick profile, as test_demo.py): the rollout climbs the who
 was stopped, puts the flag hash on the master serving its slot (with l1-100's flags), L1 and
 L2 entries on the masters and their copies on the replicas, and every `rollout:*` key in the
 controller's Redis, none on the cluster; Prometheus scraped every node (through the one
-multi-target redis_exporter); every node the demo started is gone afterwards.
+multi-target redis_exporter); every node the demo started is gone afterwards — also when a
+second run is interrupted with SIGINT once its controller runs.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import signal
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ from app.contract import LOCAL_FLAGS_KEY
 from devstack.demo.cli import parse_args
 from devstack.demo.outcome import chart_path_for
 from devstack.demo.profiles import DEMO_DIR
-from tests.e2e.test_demo import DEMO, REPO, RUN_TIMEOUT, STAGES, alive
+from tests.e2e.test_demo import DEMO, REPO, RUN_TIMEOUT, STAGES, alive, descendants
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +132,49 @@ def test_write_docs_is_refused_on_a_cluster(capsys: pytest.CaptureFixture[str]) 
         parse_args(["--cluster", "--write-docs"])
     assert exit_.value.code == 2
     assert "--write-docs cannot be combined with --cluster" in capsys.readouterr().err
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------
+@pytest.fixture
+def interrupted_cluster_demo(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([*DEMO, "--cluster", "--chart", str(tmp_path / "c.png")], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc
+    if proc.poll() is None:  # the test failed before its SIGINT: do not leak the demo
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.timeout(150)
+def test_ctrl_c_stops_every_cluster_node_the_demo_started(
+    interrupted_cluster_demo: subprocess.Popen[str],
+) -> None:
+    proc = interrupted_cluster_demo
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 90
+    lines = []
+    for line in proc.stdout:  # one line per step: read until the rollout runs
+        lines.append(line)
+        if "controller started" in line or time.monotonic() > deadline:
+            break
+    assert any("controller started" in line for line in lines), "".join(lines)
+    started = descendants(proc.pid)
+    # 6 cluster nodes + the controller's Redis, the exporter, Alertmanager, Prometheus, two
+    # replicas, the controller
+    assert [_command(pid) for pid in started].count("redis-server") == 7, started
+    assert len(started) >= 13, started
+
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(lines) + rest
+    deadline = time.monotonic() + 10
+    while (left := {pid for pid in started if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"still running after Ctrl-C: {left}"
