@@ -18,7 +18,7 @@ from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 from app import contract
 from app.api.auth import AUDIT_LOGGER, Authenticate
@@ -225,21 +225,22 @@ class _FlagGauge:
 
 
 class ServiceApp(FastAPI):
-    """The FastAPI application with the query fast path (app/api/fast_query.py) wrapped
-    around its whole middleware stack, so that an L1 hit passes through nothing else."""
+    """The FastAPI application with the query fast path (app/api/fast_query.py) in front of
+    all of it — FastAPI's own per-request work (its telemetry check, Starlette's middleware
+    stack) included — so that an L1 hit passes through nothing else."""
 
     def __init__(self, *, fast_path: bool, fast_path_body_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._fast_path = fast_path
-        self._fast_path_body_bytes = fast_path_body_bytes
+        self._fast_path = QueryFastPath(
+            super().__call__, container=lambda: self.state.container,
+            max_body_bytes=fast_path_body_bytes, exception_handlers=self.exception_handlers,
+        ) if fast_path else None
 
-    def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
-        if not self._fast_path:
-            return stack
-        return QueryFastPath(stack, container=lambda: self.state.container,
-                             max_body_bytes=self._fast_path_body_bytes,
-                             exception_handlers=self.exception_handlers)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._fast_path is not None and scope["type"] == "http":
+            await self._fast_path(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.principal import Action, Principal
 from app.auth.verifier import AuthError
+from app.ids import uuid_text
 
 AUDIT_LOGGER = "app.audit"
 audit_log = logging.getLogger(AUDIT_LOGGER)
@@ -67,7 +68,7 @@ class AuditRecord:
             "who": who.sub if who else None,
             "role": who.role if who else None,
             "via": who.via if who else None,
-            "workspace": str(self.workspace) if self.workspace else None,
+            "workspace": uuid_text(self.workspace) if self.workspace else None,
             "action": str(self.action) if self.action else None,
             "method": self.method,
             "path": self.path[:200],
@@ -77,9 +78,9 @@ class AuditRecord:
         if self.session is not None:
             fields["session"] = str(self.session)
         if self.client is not None:
-            fields["client"] = str(self.client)
+            fields["client"] = uuid_text(self.client)
         if self.sources is not None:
-            fields["sources"] = [str(s) for s in self.sources]
+            fields["sources"] = [uuid_text(s) for s in self.sources]
         if self.reason is not None:
             fields["reason"] = self.reason
         audit_log.info("audit %s %s %s who=%s workspace=%s", fields["action"] or self.method,

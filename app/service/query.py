@@ -37,6 +37,7 @@ from app.cache.keys import KeyBuilder, L1Keys, normalise
 from app.cache.store import CacheUnavailable, L1Lookup, L2Write, RedisCache
 from app.db.repository import NotesRepository
 from app.flags.base import FlagSource
+from app.ids import uuid_text
 from app.metrics import ServiceMetrics
 from app.providers.base import Provider, RetrievedNote, Vector
 from app.service.budget import RateBudget
@@ -166,7 +167,8 @@ class QueryService:
 
     async def _plan(self, workspace_id: uuid.UUID) -> _Plan:
         flags = await self._flags.snapshot()
-        in_cohort = flags.l1_percent > 0 and self._flags.l1_enabled_for(flags, str(workspace_id))
+        in_cohort = flags.l1_percent > 0 and self._flags.l1_enabled_for(
+            flags, uuid_text(workspace_id))
         # While an invalidation of this workspace is pending (Redis was unreachable when a
         # note changed) or this replica's view of the outbox is too old to know, no L1 answer
         # may be served — nor looked up in shadow: an entry that is stale for a known reason
@@ -206,7 +208,7 @@ class QueryService:
     async def _answer(
         self, plan: _Plan, workspace_id: uuid.UUID, client_id: uuid.UUID | None, query: str
     ) -> QueryResult:
-        ws = str(workspace_id)
+        ws = uuid_text(workspace_id)
         result_l1, result_l2 = LayerOutcome("ai-l1"), LayerOutcome("ai-l2")
         digest = self._keys.digest(query) if plan.l1_lookup or plan.l2_lookup else None
         l1_keys = self._keys.l1(workspace_id, client_id, query, digest) if plan.l1_lookup else None

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import hmac
 import uuid
 
 import pytest
@@ -70,3 +72,12 @@ def test_embedding_keys_name_model_and_dimensions_and_scope() -> None:
 def test_empty_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="secret"):
         KeyBuilder(b"")
+
+
+@pytest.mark.parametrize("secret", [b"s", b"k" * 32, b"x" * 64, b"long" * 40],
+                         ids=["short", "32-bytes", "one-block", "over-a-block"])
+def test_digest_is_hmac_sha256_of_the_normalised_text(secret: bytes) -> None:
+    text = "How has the patient's  sleep changed?"
+    expected = hmac.digest(secret, normalise(text).encode(), "sha256")[:16]
+    assert KeyBuilder(secret).digest(text) == (
+        base64.urlsafe_b64encode(expected).rstrip(b"=").decode())
