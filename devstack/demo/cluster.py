@@ -71,10 +71,11 @@ class Placement:
         for node in self.nodes:
             counts = ", ".join(f"{kind} {n:,}" for kind, n in sorted(node.keys.items()))
             flags = (f"; the flag hash {self.flags_key} (slot {self.flags_slot})"
-                     if node.port == self.flags_master else "")
+                     if node.port == self.flags_master and node.keys.get("flags") else "")
             lines.append(f"  127.0.0.1:{node.port} {node.role:<7} {counts or 'no keys'}{flags}")
         on_cluster = sum(n.keys.get("rollout", 0) for n in self.nodes)
-        lines.append(f"  flags: {' '.join(f'{k}={v}' for k, v in sorted(self.flags.items()))}")
+        lines.append(f"  flags: {' '.join(f'{k}={v}' for k, v in sorted(self.flags.items()))}"
+                     if self.flags else "  flags: no flag hash on the cluster")
         lines.append(f"  controller state: {len(self.state_keys)} rollout:* keys in its own "
                      f"Redis {self.state_url} (noeviction), {on_cluster} on the cluster")
         lines.append(f"  Prometheus (job redis): redis_up 1 for {len(self.scraped)} of "
@@ -84,7 +85,7 @@ class Placement:
 
 
 def topology_lines(cluster: cluster_svc.RedisClusterService, state_url: str,
-                   invalidation_wait_ms: int) -> list[str]:
+                   invalidation_wait_ms: int, *, flags_in_unleash: bool = False) -> list[str]:
     """What the demo prints before it starts: the nodes, their ports and roles."""
     roles = cluster_svc.node_roles(cluster)
     masters = sorted(p for p, role in roles.items() if role == "master")
@@ -92,8 +93,10 @@ def topology_lines(cluster: cluster_svc.RedisClusterService, state_url: str,
     return [
         f"Redis Cluster {cluster.url}: {len(masters)} masters (ports "
         f"{', '.join(map(str, masters))}) + {len(replicas)} replicas (ports "
-        f"{', '.join(map(str, replicas))}) on 127.0.0.1, for the caches and the local flag "
-        "store; REDIS_CLUSTER=true for the service replicas and the controller's flag writer",
+        f"{', '.join(map(str, replicas))}) on 127.0.0.1, for the caches"
+        + (" (flags in Unleash); REDIS_CLUSTER=true for the service replicas" if flags_in_unleash
+           else " and the local flag store; REDIS_CLUSTER=true for the service replicas and "
+                "the controller's flag writer"),
         f"invalidations wait for 1 replica of the workspace's master (WAIT 1 "
         f"{invalidation_wait_ms} ms) before they count; the controller's state stays on its "
         f"own noeviction Redis {state_url} (ROLLOUT_REDIS_URL)",

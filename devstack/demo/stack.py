@@ -191,9 +191,8 @@ class Demo:
         if self.cluster is None:
             return []
         wait_ms = Settings.model_fields["redis_invalidation_wait_ms"].default  # the service's
-        lines = topology_lines(self.cluster, self.state_url, int(wait_ms))
-        if self.args.unleash:
-            lines.append("flags in Unleash: the cluster holds the caches only")
+        lines = topology_lines(self.cluster, self.state_url, int(wait_ms),
+                               flags_in_unleash=self.args.unleash)
         if self.args.fault:
             lines.append(FAULT_ON_A_CLUSTER)
         return lines
