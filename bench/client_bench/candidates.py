@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.cache.direct import direct_commands
 from app.cache.keys import L1Keys
 from bench.client_bench import resp
 from bench.client_bench.direct import DirectCluster, DirectConnections, PoolConnection
@@ -136,22 +137,23 @@ class DirectPrepacked(DirectPacked):
         return lambda: execute(packed)
 
 
-class DirectHiredisPacked(DirectPacked):
-    """What the service would do: keys and tokens change per request, so the command is
-    packed per call, by hiredis.pack_command (C) rather than redis-py's asyncio packer
-    (Python, argument by argument)."""
+class DirectHiredisPacked(RedisPyEvalsha):
+    """What the service does (app/cache/direct.py, measured as shipped): keys and tokens
+    change per request, so the command is packed per call, by hiredis.pack_command (C)
+    rather than redis-py's asyncio packer (Python, argument by argument)."""
 
-    key, label = "b-h", "redis-py direct, own conns, hiredis pack"
+    key, label = "b-h", "the service's direct calls (hiredis pack)"
+
+    async def open(self) -> None:
+        await super().open()
+        if self.target.cluster:
+            await self.client.initialize()  # type: ignore[union-attr]
+        self.service_direct = direct_commands(self.client)
+        self._stack.push_async_callback(self.service_direct.aclose)
 
     def bind(self, lookup: Lookup) -> Call:
-        pack, sha, keys, args = hiredis.pack_command, SCRIPT_SHA, lookup.keys, lookup.args
-        count = len(keys)
-        if self.target.cluster:
-            execute_on, first, command = self.cluster_direct.execute, keys[0], lookup.command
-            return lambda: execute_on(first, pack((b"EVALSHA", sha, count, *keys, *args)),
-                                      command)
-        execute = self.direct.execute
-        return lambda: execute(pack((b"EVALSHA", sha, count, *keys, *args)))
+        call, first, command = self.service_direct.call, lookup.keys[0], lookup.command
+        return lambda: call(first, *command)
 
 
 class DirectFromPool(RedisPyEvalsha):
