@@ -88,7 +88,7 @@ class RedisPyEvalsha(Candidate):
 class ServiceLookup(RedisPyEvalsha):
     """The store's whole lookup: breaker, asyncio.timeout, token generation, parsing."""
 
-    key, label, reply, role = "a+", "RedisCache.lookup (a + the store's own work)", "hit", \
+    key, label, reply, role = "a+", "RedisCache.lookup (the store, as shipped)", "hit", \
         "service"
 
     def bind(self, lookup: Lookup) -> Call:
