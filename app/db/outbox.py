@@ -96,6 +96,17 @@ class OutboxRepository:
         return OutboxSnapshot(tuple(Intent(*row) for row in rows[:limit]),
                               frozenset(workspaces), int(total))
 
+    async def pending_for(self, workspace_id: uuid.UUID) -> bool:
+        """Whether an intent of this workspace is in the outbox: a write to its notes has
+        committed and its invalidation is not yet applied (or its row not yet removed)."""
+        query = (select(InvalidationIntent.id)
+                 .where(InvalidationIntent.workspace_id == workspace_id).limit(1))
+        try:
+            async with self._engine.connect() as conn:
+                return (await conn.execute(query)).first() is not None
+        except SQLAlchemyError as exc:
+            raise DatabaseError(type(exc).__name__) from exc
+
     async def remove(self, ids: Collection[uuid.UUID]) -> None:
         """Delete intents that have been applied (absent ones are fine: another replica
         applied and removed them first)."""

@@ -185,6 +185,15 @@ class InvalidationOutbox:
     def pending(self) -> bool:
         return self.view.pending
 
+    async def write_in_flight(self, workspace_id: uuid.UUID) -> bool:
+        """Whether a write to this workspace has committed and its invalidation may not be
+        applied yet (asked of the database, not of this replica's view: the window is
+        milliseconds). Unknown (database unreachable) counts as in flight."""
+        try:
+            return await self._outbox.pending_for(workspace_id)
+        except DatabaseError:
+            return True
+
     # --- writes --------------------------------------------------------------------------
 
     async def after_commit(self, intent: Intent) -> bool:

@@ -411,9 +411,22 @@ class QueryService:
                 workspace_id, (s.session_id for s in cached.sources)
             )
             outdated = any(current.get(s.session_id) != s.version for s in cached.sources)
+            if outdated and await self._write_in_flight(workspace_id, keys, generations):
+                return
             result = c.VERIFY_STALE if outdated else c.VERIFY_MISMATCH
         self._metrics.cache_verifications.labels(cache_layer=c.LAYER_QUERY_RESULT,
                                                  result=result).inc()
+
+    async def _write_in_flight(self, workspace_id: uuid.UUID, keys: L1Keys,
+                               generations: str) -> bool:
+        """Newer notes than the served answer's, yet its generations still current: either
+        a write committed and its invalidation is being applied right now (it commits with
+        an outbox intent and bumps the generations before it is acknowledged: the answer
+        was served before the write returned, which the guarantee allows), or the cache
+        failed. Only the second is evidence of a stale answer."""
+        if await self._outbox.write_in_flight(workspace_id):
+            return True
+        return await self._cache.current_generations(keys) != generations
 
     def _maybe_audit(
         self,
