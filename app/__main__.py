@@ -8,8 +8,7 @@ import sys
 
 from pydantic import ValidationError
 
-from app.logs import configure_logging
-from app.main import ConfigurationError, create_app, run_worker
+from app.main import ConfigurationError, configure_service_logging, create_app, run_worker
 from app.serve import Listen, run_uvicorn, serve_workers
 from app.settings import Settings
 
@@ -25,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     try:
         settings = Settings()
-        configure_logging(settings.log_format, settings.log_level)
+        configure_service_logging(settings)
         app = create_app(settings)  # also in the supervisor: a bad setting stops it here
     except (ValidationError, ConfigurationError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from starlette.types import Receive, Scope, Send
 
 from app import contract
-from app.api.auth import AUDIT_LOGGER, Authenticate
+from app.api.auth import AUDIT_FIELDS, AUDIT_LOGGER, Authenticate
 from app.api.deps import ServiceContainer
 from app.api.errors import install_error_handlers
 from app.api.fast_query import QueryFastPath
@@ -37,7 +37,7 @@ from app.db.outbox import OutboxRepository
 from app.db.repository import NotesRepository, make_engine
 from app.flags.base import FlagSnapshot, FlagSource, FlagSourceState
 from app.flags.local import LocalFlagSource
-from app.logs import configure_logging
+from app.logs import configure_logging, route_lines
 from app.metrics import ServiceMetrics
 from app.providers.base import Provider
 from app.providers.local import LocalProvider
@@ -344,5 +344,12 @@ def run_worker(listen: Listen) -> None:
     app and SO_REUSEPORT socket. Here, not in __main__: a spawned process finds its target
     by module name."""
     settings = Settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_service_logging(settings)
     run_uvicorn(create_app(settings), listen, reuse_port_socket(listen))
+
+
+def configure_service_logging(settings: Settings) -> None:
+    """The service's logs on stderr in LOG_FORMAT; the audit log, one line per request, by
+    its own lean writer in the same shape (app.logs.LineHandler)."""
+    configure_logging(settings.log_format, settings.log_level)
+    route_lines(AUDIT_LOGGER, settings.log_format, AUDIT_FIELDS)

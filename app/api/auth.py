@@ -35,6 +35,9 @@ from app.ids import uuid_text
 
 AUDIT_LOGGER = "app.audit"
 audit_log = logging.getLogger(AUDIT_LOGGER)
+# What an audit line carries besides its message (the attributes `AuditRecord.emit` sets).
+AUDIT_FIELDS = ("audit", "who", "role", "via", "workspace", "action", "method", "path",
+                "status", "outcome", "session", "client", "sources", "reason")
 
 # No clinical data behind these: process health, readiness, metrics (ids and counts only)
 # and the API's own description. Everything else needs a token.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -9,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.logs import JsonFormatter, configure_logging
+from app.api.auth import AUDIT_FIELDS
+from app.logs import JsonFormatter, LineHandler, configure_logging
 from rollout.composition import configure_logging as configure_controller_logging
 
 
@@ -71,3 +73,29 @@ def test_console_format_is_one_readable_line(capsys: pytest.CaptureFixture[str])
     logging.getLogger("app").debug("cache %s", "miss")
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "DEBUG" in err and "app: cache miss" in err
+
+
+def _audit_record() -> logging.LogRecord:
+    record = logging.LogRecord("app.audit", logging.INFO, __file__, 0,
+                               "audit %s %s %s who=%s workspace=%s",
+                               ("query", 200, "ok", "dr-a", "ws-1"), None)
+    record.__dict__.update({"audit": True, "who": "dr-a", "workspace": "ws-1",
+                            "action": "query", "status": 200, "sources": ["s1", "s2"]})
+    return record
+
+
+def test_a_line_handler_writes_what_the_json_formatter_would() -> None:
+    stream = io.StringIO()
+    record = _audit_record()
+    LineHandler("json", AUDIT_FIELDS, stream).handle(record)
+    assert stream.getvalue().endswith("\n") and stream.getvalue().count("\n") == 1
+    assert json.loads(stream.getvalue()) == json.loads(JsonFormatter().format(record))
+
+
+def test_a_line_handler_writes_what_the_terminal_formatter_would() -> None:
+    stream = io.StringIO()
+    record = _audit_record()
+    LineHandler("console", AUDIT_FIELDS, stream).handle(record)
+    expected = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                                 "%H:%M:%S").format(record)
+    assert stream.getvalue() == expected + "\n"
