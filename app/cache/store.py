@@ -24,6 +24,7 @@ from redis.asyncio.cluster import PipelineCommand, RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from app.cache.breaker import CircuitBreaker
+from app.cache.deadlines import Deadlines
 from app.cache.direct import DirectCommands, direct_commands
 from app.cache.keys import L1Keys, hash_tag
 from app.metrics import ServiceMetrics
@@ -143,9 +144,11 @@ class RedisCache:
     as on one server. Only the opt-in global L2 scope reads a second slot (a pipeline: on a
     cluster, the two commands go to their nodes concurrently).
 
-    Every operation runs under an asyncio deadline rather than a socket timeout: redis-py
-    with a socket timeout can swallow a task cancellation (redis/redis-py#2551), and a
-    request that is cancelled must stop waiting for Redis.
+    Every operation runs under a deadline (cancelling the waiting task) rather than a socket
+    timeout: redis-py with a socket timeout can swallow a task cancellation
+    (redis/redis-py#2551), and a request that is cancelled must stop waiting for Redis.
+    The deadlines share one timer (app/cache/deadlines.py): a call gives up between its
+    budget and a tenth of it later.
     """
 
     def __init__(
@@ -171,6 +174,8 @@ class RedisCache:
         self._fill_script = _LuaScript(_FILL)
         # The scripts of the hot path go out on the caches' own connections (app/cache/direct.py).
         self._direct = direct if direct is not None else direct_commands(redis)
+        # One timer for every call's deadline (app/cache/deadlines.py), a tenth of the budget.
+        self._deadlines = Deadlines(tick_seconds=timeout_seconds / 10)
 
     async def aclose(self) -> None:
         await self._direct.aclose()
@@ -201,7 +206,7 @@ class RedisCache:
         if not self._breaker.allow():
             return Lookup(None, None, l1_failed=l1 is not None, l2_failed=l2_key is not None)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._deadlines.within(self._timeout):
                 if l1 is None:
                     assert l2_key is not None
                     result = Lookup(None, _bytes_or_none(await self._redis.get(l2_key)))
@@ -262,7 +267,7 @@ class RedisCache:
         script_keys = [keys.entry, *keys.generations, *([l2.key] if l2 else [])]
         args: list[Any] = [generations, value, ttl, *([l2.value, l2.ttl] if l2 else [])]
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._deadlines.within(self._timeout):
                 stored = await self._script(self._fill_script, script_keys, args)
         except REDIS_FAILURES as exc:
             self._fail("query_result", "fill", exc)
@@ -274,7 +279,7 @@ class RedisCache:
         if not self._breaker.allow():
             raise CacheUnavailable("circuit open")
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._deadlines.within(self._timeout):
                 await self._redis.set(write.key, write.value, ex=write.ttl)
         except REDIS_FAILURES as exc:
             self._fail("embedding", "fill", exc)
@@ -286,7 +291,7 @@ class RedisCache:
         if not self._breaker.allow():
             return
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._deadlines.within(self._timeout):
                 await self._redis.delete(key)
         except REDIS_FAILURES as exc:
             self._fail(layer, "delete", exc)
@@ -307,7 +312,7 @@ class RedisCache:
             raise CacheUnavailable("circuit open")
         tokens = [(key, os.urandom(8).hex()) for key in generation_keys]
         try:
-            async with asyncio.timeout(self._timeout + self._wait_ms / 1000):
+            async with self._deadlines.within(self._timeout + self._wait_ms / 1000):
                 if self._wait_replicas or isinstance(self._redis, RedisCluster):
                     acked = await self._bump_and_wait(tokens)
                 else:
@@ -368,7 +373,7 @@ class RedisCache:
         if not self._breaker.allow():
             return None
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._deadlines.within(self._timeout):
                 values = await self._redis.mget(list(keys.generations))
         except REDIS_FAILURES as exc:
             self._fail("query_result", "lookup", exc)
@@ -381,7 +386,7 @@ class RedisCache:
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(max(self._timeout, 0.5)):
+            async with self._deadlines.within(max(self._timeout, 0.5)):
                 return bool(await self._redis.ping())
         except REDIS_FAILURES:
             return False
