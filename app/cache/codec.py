@@ -110,10 +110,13 @@ def answer_fragment(answer: str, sources: Iterable[tuple[UUID, float]]) -> bytes
     return document[1:-1].encode("utf-8")
 
 
-def encode_answer(value: CachedAnswer) -> bytes:
+def encode_answer(value: CachedAnswer, fragment: bytes | None = None) -> bytes:
+    """`fragment`: `answer_fragment` of this answer when the caller has rendered it already
+    (the fresh path renders it once, for its response and for the stored value)."""
     parts = [_ANSWER_HEADER.pack(_ANSWER_V2, len(value.sources))]
     parts += [_SOURCE.pack(s.session_id.bytes, s.version, s.score) for s in value.sources]
-    parts.append(answer_fragment(value.answer, ((s.session_id, s.score) for s in value.sources)))
+    parts.append(fragment if fragment is not None else answer_fragment(
+        value.answer, ((s.session_id, s.score) for s in value.sources)))
     return b"".join(parts)
 
 

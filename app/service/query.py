@@ -28,6 +28,7 @@ from app.cache.codec import (
     OutdatedValue,
     SourceRef,
     StoredAnswer,
+    answer_fragment,
     decode_answer,
     decode_embedding,
     encode_answer,
@@ -108,8 +109,9 @@ class QueryResult:
     sources: list[tuple[uuid.UUID, float]]
     l1: LayerOutcome = field(default_factory=lambda: LayerOutcome("ai-l1"))
     l2: LayerOutcome = field(default_factory=lambda: LayerOutcome("ai-l2"))
-    # An L1 hit: the response's `answer` and `sources` members as stored (then `answer` is
-    # empty: the text is only in the fragment).
+    # The response's `answer` and `sources` members, rendered: by the fresh path (once, for
+    # the response and the value it stores), or as stored (an L1 hit: then `answer` is
+    # empty, the text is only in the fragment).
     body_fragment: bytes | None = None
     # What is left to do once the response is sent (filling the caches): whoever sends the
     # response awaits it afterwards. It never raises.
@@ -257,6 +259,8 @@ class QueryService:
             answer=text,
             sources=tuple(SourceRef(n.session_id, n.version, n.score) for n in notes),
         )
+        sources = [(n.session_id, n.score) for n in notes]
+        fragment = answer_fragment(text, sources)
         after: Callable[[], Awaitable[None]] | None = None
         if cached_answer is not None and l1_keys is not None and l1_found is not None:
             # Shadow hit: would the cached answer have been right?
@@ -268,15 +272,16 @@ class QueryService:
             # stores nothing if a write changed the generations since the lookup. The
             # embedding rides along with the answer: one round trip fills both layers.
             after = self._after_response(self._fill(l1_keys, l1_found.generations, fresh,
-                                                    l2_write))
+                                                    fragment, l2_write))
             l2_write = None
         if l2_write is not None:
             after = self._after_response(self._set_l2(l2_write))
         return QueryResult(
             answer=text,
-            sources=[(n.session_id, n.score) for n in notes],
+            sources=sources,
             l1=result_l1,
             l2=result_l2,
+            body_fragment=fragment,
             after=after,
         )
 
@@ -373,10 +378,11 @@ class QueryService:
         keys: L1Keys,
         generations: str,
         answer: CachedAnswer,
+        fragment: bytes,
         l2_write: L2Write | None,
     ) -> Callable[[], Awaitable[object]]:
         async def fill() -> None:
-            value = self._envelope.seal(encode_answer(answer), keys.entry)
+            value = self._envelope.seal(encode_answer(answer, fragment), keys.entry)
             with contextlib.suppress(CacheUnavailable):  # counted by the cache
                 await self._cache.fill(keys, generations, value, self._settings.l1_ttl_seconds,
                                        l2_write)

@@ -13,6 +13,7 @@ from app.cache.codec import (
     Envelope,
     OutdatedValue,
     SourceRef,
+    answer_fragment,
     decode_answer,
     decode_embedding,
     encode_answer,
@@ -161,3 +162,9 @@ def test_same_sources(cached: CachedAnswer, fresh: CachedAnswer, same: bool) -> 
     from app.service.query import same_sources
 
     assert same_sources(cached, fresh) is same
+
+
+def test_a_fragment_rendered_by_the_caller_is_stored_as_is() -> None:
+    answer = CachedAnswer("Sleep improved.", (SourceRef(uuid.uuid4(), 2, 0.75),))
+    fragment = answer_fragment(answer.answer, [(s.session_id, s.score) for s in answer.sources])
+    assert encode_answer(answer, fragment) == encode_answer(answer)
