@@ -1,12 +1,12 @@
 """The query route's hot path as a pure ASGI middleware, outermost of all.
 
 An L1 hit is one Redis call; FastAPI's per-request machinery (its middleware layers, routing,
-dependency solving, response classes) cost about as much CPU again. This middleware wraps the
-whole application (`ServiceApp.build_middleware_stack`) and answers
+dependency solving, response classes) cost about as much CPU again. This layer sits in front
+of the whole application, FastAPI's own `__call__` included (`ServiceApp.__call__`), answers
 `POST /v1/workspaces/{uuid}/query` itself when the request is well formed, its bearer token
-verifies and its caller may query the workspace. It hands everything else — any other route,
-a missing or invalid token, a refusal, a malformed UUID or body, an oversized query — to the
-application, with the body replayed, so every error is still the application's own answer
+verifies and its caller may query the workspace, and hands everything else — any other route,
+a missing or invalid token, a refusal, a malformed UUID or body, an oversized query — to
+the application, with the body replayed, so every error is still the application's own answer
 in its own words (401 with its audit line, 404/403, 422), and the route stays in the OpenAPI
 document. Exceptions from answering go to the app's exception handlers, as they would from
 the route. A request it answers gets the same audit line as through `Authenticate`. The
