@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -94,8 +94,16 @@ class NotesRepository:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def create_schema(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+        """Create the tables that are missing. Replicas or workers starting together race
+        for it: one that loses ("already exists") finds the tables made and goes on."""
+        for attempt in (1, 2):
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.run_sync(Base.metadata.create_all)
+                return
+            except (OperationalError, ProgrammingError, IntegrityError):
+                if attempt == 2:
+                    raise
 
     async def ping(self) -> bool:
         try:

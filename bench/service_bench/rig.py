@@ -180,7 +180,7 @@ def start_rig(stack: ExitStack, plan: Plan, ref_tree: Path | None = None) -> Rig
         servers[name] = start_server(
             stack, name, [sys.executable, "-m", "bench.ceiling_app", "--port", str(port),
                           "--workers", str(workers), *ceiling_args],
-            env=base_env, cwd=tmp, port=port)
+            env=base_env, cwd=tmp, port=port, workers=workers)
     sync_redis = SyncRedis.from_url(redis.url)
     stack.callback(sync_redis.close)
     http = httpx.Client(timeout=10.0)
@@ -202,4 +202,4 @@ def start_service(stack: ExitStack, name: str, env: dict[str, str], tmp: Path, w
     args = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
     if workers > 1:
         args += ["--workers", str(workers)]
-    return start_server(stack, name, args, env=env, cwd=cwd or tmp, port=port)
+    return start_server(stack, name, args, env=env, cwd=cwd or tmp, port=port, workers=workers)

@@ -17,7 +17,7 @@ from devstack.network import free_port
 from devstack.paths import REPO_ROOT
 from devstack.readiness import wait_until
 from devstack.services.common import Service
-from devstack.sockets import child_pids, connections_by_pid
+from devstack.sockets import child_pids, connections_by_pid, listeners_by_pid
 from tests.support.auth import SECRET, auth
 
 
@@ -101,8 +101,11 @@ def test_two_workers_share_the_port_and_the_metrics_and_stop_together(
     try:
         wait_until(lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200,
                    timeout=60, what="the workers to be ready")
-        workers = [pid for pid in child_pids(proc.pid) if "spawn_main" in _cmdline(pid)]
-        assert len(workers) == 2
+        # /readyz answered as soon as one worker listened; the kernel gives a worker
+        # connections only once its socket listens (its app has started).
+        wait_until(lambda: len(_listening_workers(proc.pid, port)) == 2, timeout=60,
+                   what="both workers to listen")
+        workers = _listening_workers(proc.pid, port)
         ws = uuid.uuid4()
         headers = auth(ws, sub="dr-workers")
         # 16 connections, each kept open: the kernel spreads them over both workers.
@@ -126,6 +129,11 @@ def test_two_workers_share_the_port_and_the_metrics_and_stop_together(
     assert proc.returncode == 0, output
     assert output.count("Application shutdown complete") == 2, output
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def _listening_workers(parent: int, port: int) -> list[int]:
+    workers = [pid for pid in child_pids(parent) if "spawn_main" in _cmdline(pid)]
+    return [pid for pid, n in listeners_by_pid(port, workers).items() if n]
 
 
 def _cmdline(pid: int) -> str:
