@@ -31,7 +31,7 @@ import re
 import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,27 +98,9 @@ def start_private_redis_exporter(
 
 def _start_once(binary: str, redis_url: str, *, name: str, port: int,
                 timeout: float) -> Service:
-    data_dir = tempfile.mkdtemp(prefix=f"aicache-{name}-")
-    log_file = LOG_DIR / f"{name}-{port}.log"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "REDIS_ADDR": redis_url,  # read by redis_exporter like --redis.addr
-    }
-    proc = spawn([
-        binary, f"--web.listen-address=127.0.0.1:{port}", "--connection-timeout=2s",
-        "--redis-only-metrics", "--set-client-name",
-    ], log_file=log_file, env=env, cwd=Path(data_dir))
-    svc = Service(name=name, url=f"http://127.0.0.1:{port}", pid=proc.pid, owned=True,
-                  data_dir=data_dir, port=port)
-    try:
-        wait_for_start(proc, lambda: redis_up(svc.url) is not None,
-                       what=f"redis_exporter ({_redact(redis_url)})", where=svc.url,
-                       log_file=log_file, timeout=timeout)
-        return svc
-    except BaseException:
-        stop_pid(proc.pid)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        raise
+    return _spawn_exporter(binary, name=name, port=port, redis_addr=redis_url,
+                           probe=lambda url: url,
+                           what=f"redis_exporter ({_redact(redis_url)})", timeout=timeout)
 
 
 def ensure_redis_exporter(name: str = "redis-exporter", redis_url: str | None = None) -> Service:
@@ -212,10 +194,21 @@ def start_cluster_exporter(
 
 def _start_multi_target(binary: str, probe_node: str, *, name: str, port: int,
                         timeout: float) -> Service:
+    # An empty REDIS_ADDR: /metrics exports no Redis of its own, only /scrape does.
+    return _spawn_exporter(binary, name=name, port=port, redis_addr="",
+                           probe=lambda url: scrape_url(url, probe_node),
+                           what=f"redis_exporter (multi-target, {probe_node})", timeout=timeout)
+
+
+def _spawn_exporter(binary: str, *, name: str, port: int, redis_addr: str,
+                    probe: Callable[[str], str], what: str, timeout: float) -> Service:
+    """One redis_exporter process we own, ready when `probe(its url)` reports redis_up."""
     data_dir = tempfile.mkdtemp(prefix=f"aicache-{name}-")
     log_file = LOG_DIR / f"{name}-{port}.log"
-    # An empty REDIS_ADDR: /metrics exports no Redis of its own, only /scrape does.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDIS_ADDR": ""}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "REDIS_ADDR": redis_addr,  # read by redis_exporter like --redis.addr
+    }
     proc = spawn([
         binary, f"--web.listen-address=127.0.0.1:{port}", "--connection-timeout=2s",
         "--redis-only-metrics", "--set-client-name",
@@ -223,9 +216,8 @@ def _start_multi_target(binary: str, probe_node: str, *, name: str, port: int,
     svc = Service(name=name, url=f"http://127.0.0.1:{port}", pid=proc.pid, owned=True,
                   data_dir=data_dir, port=port)
     try:
-        wait_for_start(proc, lambda: redis_up(scrape_url(svc.url, probe_node)) is not None,
-                       what=f"redis_exporter (multi-target, {probe_node})", where=svc.url,
-                       log_file=log_file, timeout=timeout)
+        wait_for_start(proc, lambda: redis_up(probe(svc.url)) is not None, what=what,
+                       where=svc.url, log_file=log_file, timeout=timeout)
         return svc
     except BaseException:
         stop_pid(proc.pid)
